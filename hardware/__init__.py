@@ -1,0 +1,1 @@
+"""Hardware target profiles (YAML), installed as ``neurokd.hardware_profiles``."""

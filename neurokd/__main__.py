@@ -1,0 +1,3 @@
+from neurokd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,6 @@
+"""Datasets (registry) and encoders (registry)."""
+
+from neurokd.data.datasets import DATASETS, Dataset, Split, load_dataset
+from neurokd.data.encoders import ENCODERS, encode_window, get_encoder
+
+__all__ = ["DATASETS", "ENCODERS", "Dataset", "Split", "load_dataset", "encode_window", "get_encoder"]

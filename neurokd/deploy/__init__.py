@@ -1,0 +1,1 @@
+"""netx export, the Lava runner and PyTorch ↔ Lava verification."""

@@ -1,0 +1,80 @@
+"""Export an SNN student to the netx HDF5 format that ``lava.lib.dl.netx.hdf5.Network`` loads.
+
+Beside the ``layer`` group netx reads, the file carries one root attribute ``neurokd``: a JSON
+record of what the network expects (encoder, time steps, window, class count, dataset), so that
+``run-lava`` and ``verify`` need nothing but the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import torch
+
+from neurokd.errors import NeurokdError
+from neurokd.fileio import atomic_path
+from neurokd.models.snn import SpikingNet
+from neurokd.models.spec import ConvLayer
+
+META_KEY = "neurokd"
+
+
+def export_netx(model: SpikingNet, path: str | Path, meta: Dict[str, Any]) -> Path:
+    """Write ``model`` as a netx network at ``path`` (atomically) and return the path."""
+    import h5py
+
+    model.eval()
+    # slayer's export needs the neuron shapes, which are set by a first forward pass.
+    with torch.no_grad():
+        model(torch.zeros(1, *model.spec.input_shape, 2))
+    record = dict(meta)
+    record.update({"format_version": 1, "spec": model.spec.model_dump(),
+                   "hardware": model.profile.name, "window_pad": model.window_pad})
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h:
+            layers = h.create_group("layer")
+            index = 0
+            if isinstance(model.spec.layers[0], ConvLayer):
+                # An input layer with only type and shape (C, H, W); netx reverses it to (W, H, C).
+                g = layers.create_group(str(index))
+                g.create_dataset("type", (1,), "S10", [b"input"])
+                g.create_dataset("shape", data=np.array(model.spec.input_shape))
+                index += 1
+            for block in model.blocks:
+                block.export_hdf5(layers.create_group(str(index)))
+                index += 1
+            h.attrs[META_KEY] = json.dumps(record)
+    return Path(path)
+
+
+def read_meta(path: str | Path) -> Dict[str, Any]:
+    """Check that ``path`` is a netx network written by neurokd and return its metadata."""
+    import h5py
+
+    p = Path(path)
+    if not p.is_file():
+        raise NeurokdError(f"{p}: no such network file")
+    try:
+        with h5py.File(p, "r") as h:
+            if "layer" not in h or len(h["layer"]) == 0:
+                raise NeurokdError(f"{p}: HDF5 file holds no netx 'layer' group; not a netx network")
+            for key in h["layer"]:
+                if "type" not in h["layer"][key]:
+                    raise NeurokdError(f"{p}: layer {key} has no type; not a netx network")
+            raw = h.attrs.get(META_KEY)
+    except OSError:
+        raise NeurokdError(f"{p}: not an HDF5 file") from None
+    if raw is None:
+        raise NeurokdError(f"{p}: netx network without neurokd metadata; export it with "
+                           "'neurokd export'")
+    try:
+        meta = json.loads(raw)
+    except (TypeError, ValueError):
+        raise NeurokdError(f"{p}: unreadable neurokd metadata") from None
+    for key in ("encoder", "timesteps", "window_pad", "spec", "num_classes"):
+        if key not in meta:
+            raise NeurokdError(f"{p}: neurokd metadata lacks {key!r}")
+    return meta

@@ -1,0 +1,163 @@
+"""Run a netx network in Lava, many samples in one run, and collect the output spikes.
+
+Each sample occupies a window of ``W = T + pad`` steps: its ``T`` encoded frames, then ``pad``
+zero frames (``pad >= L`` for ``L`` spiking layers). netx resets each layer every ``W`` steps,
+one step later per layer, in step with the one-step synaptic delay between layers, so that every
+layer starts each sample from zero state as the PyTorch model does, and only zero frames reach a
+layer between its reset and the sample's first frame. The output of sample ``i`` is ``out[:, i*W:(i+1)*W]``.
+
+Backends: ``sim`` is Lava's CPU simulator in bit-accurate fixed point (``Loihi2SimCfg``,
+``fixed_pt``); ``loihi2`` runs on a Loihi 2 chip through Intel's lava-loihi (``Loihi2HwCfg``);
+``auto`` takes the chip when lava-loihi reports one, else the simulator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from neurokd.errors import NeurokdError
+
+BACKENDS = ("auto", "sim", "loihi2")
+
+
+def loihi2_available() -> bool:
+    """True when Intel's lava-loihi is installed and reports a Loihi 2 system."""
+    try:
+        from lava.utils.system import Loihi2
+
+        Loihi2.preferred_partition = "oheogulch"
+        return bool(Loihi2.is_loihi2_available)
+    except Exception:  # lava-loihi absent or no system: the simulator it is
+        return False
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise NeurokdError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "loihi2" if loihi2_available() else "sim"
+    if backend == "loihi2" and not loihi2_available():
+        raise NeurokdError("backend loihi2 asked for, but no Loihi 2 system is reachable "
+                           "(needs Intel's lava-loihi); use --backend sim or auto")
+    return backend
+
+
+@dataclass
+class LavaResult:
+    spikes: np.ndarray  # (N, K, W) output spikes per sample
+    backend: str
+    seconds: float
+
+
+def lava_input_frames(frames: np.ndarray, conv_input: bool) -> np.ndarray:
+    """(N, C[, H, W], steps) in slayer's order → (N, *lava_shape, steps).
+
+    netx lays images out as (x, y, channel) = (W, H, C); dense inputs are flat in C·H·W order.
+    """
+    if conv_input:
+        return np.ascontiguousarray(frames.transpose(0, 3, 2, 1, 4))
+    return frames.reshape(frames.shape[0], -1, frames.shape[-1])
+
+
+def pad_needed(num_spiking_layers: int) -> int:
+    """Zero frames a sample needs after its input for an exact per-sample reset in Lava."""
+    return max(1, num_spiking_layers)
+
+
+def count_spiking_layers(net_path: str | Path) -> int:
+    """Layers of the netx file that hold neurons (and so a synaptic delay and a reset)."""
+    import h5py
+
+    with h5py.File(net_path, "r") as h:
+        layers = h["layer"]
+        count = 0
+        for key in layers:
+            kind = layers[key]["type"][0].decode() if hasattr(layers[key]["type"][0], "decode") \
+                else str(layers[key]["type"][0])
+            if kind in ("dense", "conv") or (kind == "input" and "neuron" in layers[key]):
+                count += 1
+    return count
+
+
+def import_lava():
+    """Import netx and Lava's runtime; return ``(netx, RunSteps, Loihi2SimCfg, Loihi2HwCfg, io)``.
+
+    Lava calls ``multiprocessing.set_start_method('fork')`` when its runtime is first imported,
+    which raises if anything in the process already fixed the start method (torch can, during
+    training). Lava needs 'fork' either way, so the call is made idempotent for that import.
+    """
+    import multiprocessing as mp
+    from unittest import mock
+
+    def set_fork(method=None, force=False):
+        if mp.get_start_method(allow_none=True) != "fork":
+            mp.set_start_method("fork", force=True)
+
+    with mock.patch.object(mp, "set_start_method", set_fork), \
+            contextlib.redirect_stdout(io.StringIO()):
+        from lava.lib.dl import netx
+        from lava.magma.core.run_conditions import RunSteps
+        from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+        from lava.proc import io as lava_io
+    return netx, RunSteps, Loihi2SimCfg, Loihi2HwCfg, lava_io
+
+
+def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backend: str = "auto",
+             chunk: int = 50, progress: bool = True) -> LavaResult:
+    """Run ``frames`` (N, *lava_shape, W) through the network; return the output spikes per sample."""
+    import time
+
+    backend = resolve_backend(backend)
+    netx, RunSteps, Loihi2SimCfg, Loihi2HwCfg, lava_io = import_lava()
+
+    n, window = frames.shape[0], frames.shape[-1]
+    stream = np.moveaxis(frames, 0, -2).reshape(*frames.shape[1:-1], n * window)
+    if message_bits == 0:
+        stream = (stream > 0).astype(np.int32)
+    else:
+        stream = stream.astype(np.int32)
+    t0 = time.perf_counter()
+    # netx resets layer l at Lava steps (reset_offset + 1 + l) mod W (steps count from 1), and a
+    # sample's frame 0 reaches layer l at step i*W + l + 2. reset_offset = 1 - L puts the output
+    # layer's reset on the first step of each output window; every layer then sees exactly L zero
+    # frames between its reset and the sample's first frame.
+    depth = count_spiking_layers(net_path)
+    if frames.shape[-1] - pad_needed(depth) < 1:
+        raise NeurokdError(f"a window of {window} steps is too short for a {depth}-layer network")
+    net = netx.hdf5.Network(net_config=str(net_path), reset_interval=window,
+                            reset_offset=(1 - depth) % window, input_message_bits=message_bits)
+    if tuple(net.inp.shape) != tuple(stream.shape[:-1]):
+        raise NeurokdError(f"{net_path}: network input shape {tuple(net.inp.shape)} does not "
+                           f"match the data's {tuple(stream.shape[:-1])}")
+    source = lava_io.source.RingBuffer(data=stream)
+    sink = lava_io.sink.RingBuffer(shape=net.out.shape, buffer=n * window)
+    source.s_out.connect(net.inp)
+    net.out.connect(sink.a_in)
+    if backend == "sim":
+        run_cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    else:
+        run_cfg = Loihi2HwCfg()
+    per_run = max(1, chunk) * window
+    bar = tqdm(total=n, desc=f"lava ({backend})", unit="sample", disable=not progress, leave=False)
+    try:
+        done = 0
+        while done < n * window:
+            steps = min(per_run, n * window - done)
+            net.run(condition=RunSteps(num_steps=steps), run_cfg=run_cfg)
+            done += steps
+            bar.update(steps // window)
+        out = sink.data.get()
+    finally:
+        bar.close()
+        with contextlib.suppress(Exception):
+            net.stop()
+    spikes = out.reshape(out.shape[0], n, window).transpose(1, 0, 2)
+    return LavaResult(spikes=(spikes != 0).astype(np.uint8), backend=backend,
+                      seconds=time.perf_counter() - t0)

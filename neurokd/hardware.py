@@ -1,0 +1,112 @@
+"""Hardware target profiles: the single source of truth for the chip's integer rules.
+
+Profiles are YAML files in the repository's ``hardware/`` folder (installed as
+``neurokd.hardware_profiles``). ``load_profile`` takes a profile name or a path to a YAML file.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import List
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from neurokd.errors import NeurokdError
+from neurokd.fileio import read_yaml
+
+
+class HardwareProfile(BaseModel):
+    """Integer rules of a neuromorphic target (see ``hardware/loihi2.yaml`` for the meaning)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    weight_bits: int = Field(gt=0, le=16)
+    weight_mantissa_min: int
+    weight_mantissa_max: int
+    weight_exponent_min: int
+    weight_exponent_max: int
+    state_bits: int = Field(gt=0, le=64)
+    decay_bits: int = Field(gt=0, le=32)
+    threshold_mantissa_bits: int = Field(gt=0, le=32)
+    state_shift: int = Field(ge=0, le=16)
+    bias_mantissa_bits: int = Field(gt=0, le=32)
+    bias_exponent_bits: int = Field(gt=0, le=8)
+    max_message_bits: int = Field(gt=0, le=32)
+    cores_per_chip: int = Field(gt=0)
+    neurons_per_core: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "HardwareProfile":
+        if self.weight_mantissa_min >= self.weight_mantissa_max:
+            raise ValueError("weight_mantissa_min must be below weight_mantissa_max")
+        if self.weight_exponent_min > self.weight_exponent_max:
+            raise ValueError("weight_exponent_min must not exceed weight_exponent_max")
+        return self
+
+    # Derived quantities: computed here so that no other module repeats the arithmetic.
+    @property
+    def weight_scale(self) -> int:
+        """Float weight × weight_scale = integer weight mantissa (slayer's 2^6 = 64)."""
+        return 1 << self.state_shift
+
+    @property
+    def decay_scale(self) -> int:
+        """Decays are fractions of this integer (4096 for 12 bits)."""
+        return 1 << self.decay_bits
+
+    @property
+    def state_limit(self) -> int:
+        """Largest magnitude a signed state register holds: 2^(state_bits-1) - 1."""
+        return (1 << (self.state_bits - 1)) - 1
+
+    @property
+    def state_scale(self) -> int:
+        """A float state in slayer's units × state_scale = the chip's integer state (4096)."""
+        return (1 << self.state_shift) * (1 << self.state_shift)
+
+    @property
+    def threshold_mantissa_max(self) -> int:
+        return (1 << self.threshold_mantissa_bits) - 1
+
+
+def available_profiles() -> List[str]:
+    files = resources.files("neurokd.hardware_profiles")
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+@functools.lru_cache(maxsize=None)
+def load_profile(name_or_path: str = "loihi2") -> HardwareProfile:
+    path = Path(name_or_path)
+    if name_or_path.endswith((".yaml", ".yml")) or path.is_file():
+        data = read_yaml(path)
+        where = str(path)
+    else:
+        if name_or_path not in available_profiles():
+            raise NeurokdError(f"unknown hardware profile {name_or_path!r}; choose one of: "
+                               f"{', '.join(available_profiles())} or give a YAML file")
+        text = resources.files("neurokd.hardware_profiles").joinpath(f"{name_or_path}.yaml").read_text()
+        import yaml
+
+        data = yaml.safe_load(text)
+        where = f"hardware profile {name_or_path}"
+    if not isinstance(data, dict):
+        raise NeurokdError(f"{where}: expected a mapping of profile fields")
+    try:
+        return HardwareProfile(**data)
+    except ValidationError as exc:
+        raise NeurokdError(f"{where}: {format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """First problem of a pydantic error, as one line: ``key.path: message``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "value"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+    return f"{loc}: {msg}{extra}"

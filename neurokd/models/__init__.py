@@ -1,0 +1,1 @@
+"""Teacher DNNs, the architecture spec, and SNN students of slayer CUBA blocks."""

@@ -1,0 +1,151 @@
+"""SNN students built from lava-dl slayer CUBA blocks, from an ``ArchSpec``.
+
+slayer's CUBA neuron in fixed point (what Lava's ``fixed_pt`` LIF computes on the chip's integers)::
+
+    u[t] = rtz(u[t-1] * (4096 - du)) + (a_in[t] << 6)          # 24-bit current
+    v[t] = rtz(v[t-1] * (4096 - dv)) + u[t]                     # 24-bit voltage
+    s[t] = v[t] > (vth << 6);  v[t] = 0 where s[t]
+
+Weights are rounded by slayer's ``quantize_8bit`` pre-hook to the even integers Loihi keeps. Each
+block delays its output by one step (``delay_shift``), as Loihi's synapses do, so an ``L``-layer
+network needs ``L`` trailing frames for the last input frame to reach the output: ``window_pad``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from neurokd.errors import NeurokdError
+from neurokd.hardware import HardwareProfile, load_profile
+from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, spec_from_dict
+
+
+def _slayer():
+    """Import slayer, hiding the notices its optional modules print at import."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import lava.lib.dl.slayer as slayer
+    return slayer
+
+
+class SpikingNet(nn.Module):
+    """A feed-forward SNN of slayer CUBA blocks. Input ``(N, C[, H, W], T)``; output spikes ``(N, K, T)``."""
+
+    def __init__(self, spec: ArchSpec, profile: HardwareProfile | None = None) -> None:
+        super().__init__()
+        slayer = _slayer()
+        self.spec = spec
+        self.profile = profile or load_profile("loihi2")
+        n = spec.neuron
+        neuron_params = {
+            "threshold": n.threshold, "current_decay": n.current_decay,
+            "voltage_decay": n.voltage_decay, "tau_grad": n.tau_grad, "scale_grad": n.scale_grad,
+            "requires_grad": False, "scale": self.profile.weight_scale,
+        }
+        shapes = spec.shapes()
+        in_shape: Tuple[int, ...] = tuple(spec.input_shape)
+        self.flatten_input = isinstance(spec.layers[0], DenseLayer) and len(in_shape) > 1
+        blocks: List[nn.Module] = []
+        for layer, out_shape in zip(spec.layers, shapes):
+            if isinstance(layer, DenseLayer):
+                fan_in = int(torch.tensor(in_shape).prod())
+                blocks.append(slayer.block.cuba.Dense(neuron_params, fan_in, layer.units,
+                                                      weight_scale=spec.weight_scale))
+            elif isinstance(layer, ConvLayer):
+                blocks.append(slayer.block.cuba.Conv(neuron_params, in_shape[0], layer.channels,
+                                                     layer.kernel, stride=layer.stride,
+                                                     padding=layer.padding,
+                                                     weight_scale=spec.weight_scale))
+            elif isinstance(layer, FlattenLayer):
+                blocks.append(slayer.block.cuba.Flatten())
+            in_shape = out_shape
+        self.blocks = nn.ModuleList(blocks)
+
+    @property
+    def window_pad(self) -> int:
+        """Zero frames after the input: one per synaptic delay between input and output. The same
+        count lets Lava's per-sample resets land on zero input (see ``deploy.lava_run``)."""
+        return self.spec.num_spiking_layers
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.shapes()[-1][0]
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flatten_input:
+            x = x.reshape(x.shape[0], -1, x.shape[-1])
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._prepare(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Output spikes of every block, in order (the last one is ``forward``'s result)."""
+        x = self._prepare(x)
+        outs = []
+        for block in self.blocks:
+            x = block(x)
+            outs.append(x)
+        return outs
+
+    @torch.no_grad()
+    def state_extremes(self, x: torch.Tensor) -> List[Dict[str, Any]]:
+        """Largest |current| and |voltage| each spiking layer reaches, in the chip's integer units.
+
+        slayer neither wraps the current nor clips the voltage at 24 bits as Loihi does, so a
+        layer whose state passes ``profile.state_limit`` will not run the same on Lava.
+        """
+        seen: Dict[int, Tuple[float, float]] = {}
+        handles = []
+        for i, block in enumerate(self.blocks):
+            neuron = getattr(block, "neuron", None)
+            if neuron is None:
+                continue
+
+            def hook(module, inputs, i=i):
+                current, voltage = module.dynamics(inputs[0])
+                seen[i] = (float(current.abs().max()), float(voltage.abs().max()))
+
+            handles.append(neuron.register_forward_pre_hook(hook))
+        try:
+            self.forward(x)
+        finally:
+            for h in handles:
+                h.remove()
+        scale = self.profile.state_scale
+        limit = self.profile.state_limit
+        report = []
+        for i in sorted(seen):
+            u, v = seen[i][0] * scale, seen[i][1] * scale
+            report.append({"layer": i, "max_abs_current": int(round(u)), "max_abs_voltage": int(round(v)),
+                           "overflow": bool(u > limit or v > limit)})
+        return report
+
+    def arch(self) -> Dict[str, Any]:
+        return {"spec": self.spec.model_dump(), "hardware": self.profile.name}
+
+
+def build_snn(spec: ArchSpec, profile: HardwareProfile | None = None) -> SpikingNet:
+    return SpikingNet(spec, profile)
+
+
+def snn_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") -> SpikingNet:
+    arch = payload.get("arch", {})
+    spec = spec_from_dict(arch.get("spec"), where=f"{where}: spec")
+    model = SpikingNet(spec, load_profile(arch.get("hardware", "loihi2")))
+    # slayer sizes its neurons lazily: one forward pass fixes the shapes before loading.
+    with torch.no_grad():
+        model(torch.zeros(1, *spec.input_shape, 2))
+    try:
+        model.load_state_dict(payload["state_dict"], strict=False)
+    except (RuntimeError, KeyError) as exc:
+        raise NeurokdError(f"{where}: SNN checkpoint does not match its spec ({type(exc).__name__})") from None
+    return model.eval()

@@ -1,0 +1,138 @@
+"""The declarative architecture spec of an SNN student: a serialisable list of layers.
+
+The same spec is written by the architecture search, read by training, distillation and export.
+Loihi-compatible by construction: feed-forward only, Dense / Conv / Flatten, no pooling (use a
+strided convolution instead).
+
+Example (YAML)::
+
+    input_shape: [1, 8, 8]
+    layers:
+      - {type: conv, channels: 8, kernel: 3, stride: 2, padding: 1}
+      - {type: flatten}
+      - {type: dense, units: 10}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Literal, Tuple, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from neurokd.errors import NeurokdError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DenseLayer(_Strict):
+    type: Literal["dense"] = "dense"
+    units: int = Field(gt=0)
+
+
+class ConvLayer(_Strict):
+    type: Literal["conv"] = "conv"
+    channels: int = Field(gt=0)
+    kernel: int = Field(gt=0)
+    stride: int = Field(1, gt=0)
+    padding: int = Field(0, ge=0)
+
+
+class FlattenLayer(_Strict):
+    type: Literal["flatten"] = "flatten"
+
+
+Layer = Annotated[Union[DenseLayer, ConvLayer, FlattenLayer], Field(discriminator="type")]
+
+
+class NeuronSpec(_Strict):
+    """CUBA LIF parameters in slayer's float units (threshold × 64 = Loihi's vThMant)."""
+
+    threshold: float = Field(1.25, gt=0)
+    current_decay: float = Field(0.25, ge=0, le=1)
+    voltage_decay: float = Field(0.03, ge=0, le=1)
+    tau_grad: float = Field(0.03, gt=0)
+    scale_grad: float = Field(3.0, gt=0)
+
+
+class ArchSpec(_Strict):
+    input_shape: List[Annotated[int, Field(gt=0)]] = Field(min_length=1, max_length=3)
+    layers: List[Layer] = Field(min_length=1)
+    neuron: NeuronSpec = NeuronSpec()
+    weight_scale: float = Field(2.0, gt=0)
+
+    def shapes(self) -> List[Tuple[int, ...]]:
+        """Output shape of each layer (C, H, W) or (F,), checking that the layers fit together."""
+        shape: Tuple[int, ...] = tuple(self.input_shape)
+        out = []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, ConvLayer):
+                if len(shape) != 3:
+                    raise NeurokdError(f"layer {i} (conv) needs a (C, H, W) input, got {shape}")
+                c, h, w = shape
+                h2 = (h + 2 * layer.padding - layer.kernel) // layer.stride + 1
+                w2 = (w + 2 * layer.padding - layer.kernel) // layer.stride + 1
+                if h2 <= 0 or w2 <= 0:
+                    raise NeurokdError(f"layer {i} (conv, kernel {layer.kernel}) does not fit input {shape}")
+                shape = (layer.channels, h2, w2)
+            elif isinstance(layer, FlattenLayer):
+                if i == 0:
+                    raise NeurokdError("layer 0 is flatten: dense students take their input flat, "
+                                       "so drop it")
+                shape = (int(_prod(shape)),)
+            else:
+                if len(shape) != 1 and i > 0:
+                    raise NeurokdError(f"layer {i} (dense) follows a {len(shape)}-d output; "
+                                       "put a flatten layer before it")
+                shape = (layer.units,)
+            out.append(shape)
+        return out
+
+    @property
+    def num_spiking_layers(self) -> int:
+        return sum(not isinstance(layer, FlattenLayer) for layer in self.layers)
+
+    def check_task(self, num_classes: int, input_shape: Tuple[int, ...]) -> None:
+        """Raise a clear error unless this spec maps ``input_shape`` onto ``num_classes`` outputs."""
+        if _prod(self.input_shape) != _prod(input_shape) or (
+                isinstance(self.layers[0], ConvLayer) and tuple(self.input_shape) != tuple(input_shape)):
+            raise NeurokdError(f"spec input_shape {list(self.input_shape)} does not match the "
+                               f"dataset's {list(input_shape)}")
+        last = self.shapes()[-1]
+        if not isinstance(self.layers[-1], DenseLayer) or last != (num_classes,):
+            raise NeurokdError(f"the last layer must be dense with {num_classes} units "
+                               f"(one per class); the spec ends in {last}")
+
+
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def spec_from_dict(data: object, where: str = "spec") -> ArchSpec:
+    from neurokd.hardware import format_validation_error
+
+    if not isinstance(data, dict):
+        raise NeurokdError(f"{where}: expected a mapping with input_shape and layers")
+    try:
+        spec = ArchSpec(**data)
+    except ValidationError as exc:
+        raise NeurokdError(f"{where}: {format_validation_error(exc)}") from None
+    spec.shapes()
+    return spec
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    from neurokd.fileio import read_yaml
+
+    return spec_from_dict(read_yaml(path), where=str(path))
+
+
+def default_spec(input_shape: Tuple[int, ...], num_classes: int, hidden: int = 128) -> ArchSpec:
+    """The demo's student: one hidden dense layer of spiking neurons."""
+    return ArchSpec(input_shape=list(input_shape),
+                    layers=[DenseLayer(units=hidden), DenseLayer(units=num_classes)])

@@ -1,0 +1,109 @@
+"""One training loop for teachers and students: seeded batches, progress bar, early stopping."""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from neurokd.data.datasets import Split
+
+# prepare(x, generator) turns a batch of samples into the model's input (identity, or an encoder).
+Prepare = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+# readout(model, input) returns class logits (N, K).
+Readout = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_accuracy: float
+    epochs_run: int
+    history: List[Dict[str, float]] = field(default_factory=list)
+
+    @property
+    def epoch_seconds(self) -> float:
+        return float(np.mean([h["seconds"] for h in self.history])) if self.history else 0.0
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, prepare: Prepare, readout: Readout,
+            batch_size: int = 256, seed: int = 0) -> np.ndarray:
+    """Predicted class per sample; the encoder's randomness is seeded so the result is repeatable."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    preds = []
+    for start in range(0, len(split), batch_size):
+        xb = torch.as_tensor(split.x[start:start + batch_size])
+        preds.append(readout(model, prepare(xb, gen)).argmax(1).numpy())
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def accuracy(model: nn.Module, split: Split, prepare: Prepare, readout: Readout,
+             batch_size: int = 256, seed: int = 0) -> float:
+    return float((predict(model, split, prepare, readout, batch_size, seed) == split.y).mean())
+
+
+def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: Readout, *,
+        epochs: int, lr: float, batch_size: int, patience: int, seed: int,
+        weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
+        log: Optional[Callable[[str], None]] = None) -> FitResult:
+    """Adam on cross-entropy of ``readout``; keeps the weights of the best validation epoch.
+
+    Stops early after ``patience`` epochs without a better validation accuracy.
+    """
+    seed_everything(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    best_state = copy.deepcopy(model.state_dict())
+    best_val, best_epoch, stale = -1.0, 0, 0
+    history: List[Dict[str, float]] = []
+    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
+    n = len(train)
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size].numpy()
+            xb = prepare(torch.as_tensor(train.x[idx]), gen)
+            yb = torch.as_tensor(train.y[idx])
+            loss = loss_fn(readout(model, xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        seconds = time.perf_counter() - t0
+        val_acc = accuracy(model, val, prepare, readout, seed=seed + 1)
+        history.append({"epoch": epoch, "loss": total / count, "val_accuracy": val_acc,
+                        "seconds": seconds})
+        bar.set_postfix(loss=f"{total / count:.3f}", val=f"{val_acc:.3f}")
+        if val_acc > best_val:
+            best_val, best_epoch, stale = val_acc, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    bar.close()
+    model.load_state_dict(best_state)
+    if log is not None:
+        log(f"{desc}: best validation accuracy {best_val:.4f} at epoch {best_epoch} "
+            f"({len(history)} epochs, {np.mean([h['seconds'] for h in history]):.2f} s/epoch)")
+    return FitResult(best_epoch, best_val, len(history), history)
