@@ -15,6 +15,12 @@ import yaml
 from neurokd.errors import NeurokdError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -27,6 +33,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual mode
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -75,6 +83,7 @@ class RunDir:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".partial",
                                           dir=self.final.parent))
+        os.chmod(self.path, 0o777 & ~_umask())
         return self.path
 
     def __exit__(self, exc_type, exc, tb) -> bool:

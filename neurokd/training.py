@@ -6,7 +6,7 @@ import copy
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,21 +39,36 @@ class FitResult:
         return float(np.mean([h["seconds"] for h in self.history])) if self.history else 0.0
 
 
+EVAL_BATCH = 256
+
+
+def encoded_batches(split: Split, prepare: Prepare, seed: int, batch_size: int = EVAL_BATCH,
+                    limit: Optional[int] = None) -> Iterator[Tuple[torch.Tensor, np.ndarray]]:
+    """Yield ``(model input, labels)`` batches of ``split`` in order, encoded with a seeded generator.
+
+    The draws depend only on ``seed`` and ``batch_size``, so the first samples get the same
+    encoding whether the whole split is evaluated or only a ``limit``-sized head of it.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    stop = len(split) if limit is None else min(limit, len(split))
+    for start in range(0, stop, batch_size):
+        xb = prepare(torch.as_tensor(split.x[start:start + batch_size]), gen)
+        keep = min(batch_size, stop - start)
+        yield xb[:keep], split.y[start:start + keep]
+
+
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, prepare: Prepare, readout: Readout,
-            batch_size: int = 256, seed: int = 0) -> np.ndarray:
+            batch_size: int = EVAL_BATCH, seed: int = 0) -> np.ndarray:
     """Predicted class per sample; the encoder's randomness is seeded so the result is repeatable."""
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    preds = []
-    for start in range(0, len(split), batch_size):
-        xb = torch.as_tensor(split.x[start:start + batch_size])
-        preds.append(readout(model, prepare(xb, gen)).argmax(1).numpy())
+    preds = [readout(model, xb).argmax(1).numpy()
+             for xb, _ in encoded_batches(split, prepare, seed, batch_size)]
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
 def accuracy(model: nn.Module, split: Split, prepare: Prepare, readout: Readout,
-             batch_size: int = 256, seed: int = 0) -> float:
+             batch_size: int = EVAL_BATCH, seed: int = 0) -> float:
     return float((predict(model, split, prepare, readout, batch_size, seed) == split.y).mean())
 
 

@@ -1,0 +1,254 @@
+"""``neurokd``: one entry point; subcommands mirror the stages of the flow.
+
+The CLI only parses arguments and calls library functions (``neurokd.pipeline``, ``neurokd.demo``)
+that notebooks call too. A NeurokdError becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from neurokd import __version__
+from neurokd.errors import NeurokdError
+
+EXIT_USER_ERROR = 2
+EXIT_MISMATCH = 1
+
+
+def _config_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    g = p.add_argument_group("configuration (file < flags < --set)")
+    g.add_argument("--config", metavar="YAML", help="configuration file (see configs/demo.yaml)")
+    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override one config value, e.g. --set teacher.epochs=20 (repeatable)")
+    g.add_argument("--dataset", help="dataset name (digits, mnist)")
+    g.add_argument("--data-dir", help="folder with the dataset's files (mnist: IDX files)")
+    g.add_argument("--seed", type=int, help="seed of every random source")
+    g.add_argument("--timesteps", "-T", type=int, help="SNN input time steps")
+    g.add_argument("--encoder", help="input encoder (rate, direct)")
+    g.add_argument("--spec", help="SNN architecture spec (YAML)")
+    g.add_argument("--teacher-model", help="teacher architecture (mlp, cnn)")
+    p.add_argument("--out", required=True, metavar="DIR", help=out_help)
+    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
+
+
+def _progress_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _lava_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", type=int, help="test samples to run through Lava")
+    p.add_argument("--backend", choices=["auto", "sim", "loihi2"], default="auto",
+                   help="auto: Loihi 2 if lava-loihi reports one, else the CPU simulator")
+    p.add_argument("--data-dir", help="dataset folder, if not where the network was trained")
+    p.add_argument("--metrics", metavar="JSON", help="also write the results to this JSON file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurokd",
+        description="Compress DNNs into quantized spiking networks for Loihi 2 and Lava.")
+    parser.add_argument("--version", action="version", version=f"neurokd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="the whole flow: teacher, SNN, export, Lava, verify",
+                       description="Train a DNN teacher and an SNN student, export the SNN to netx, "
+                                   "run it in Lava and compare it spike for spike with PyTorch.")
+    _config_args(p, "run directory to create")
+    p.add_argument("--samples", type=int, help="test samples to run through Lava (lava.samples)")
+    p.add_argument("--backend", choices=["auto", "sim", "loihi2"], help="Lava backend (lava.backend)")
+    _progress_args(p)
+
+    p = sub.add_parser("train-teacher", help="train a DNN teacher",
+                       description="Train a teacher DNN; writes DIR/teacher.pt, config.yaml, metrics.json.")
+    _config_args(p, "run directory to create")
+    _progress_args(p)
+
+    p = sub.add_parser("train-snn", help="train an SNN student directly",
+                       description="Train an SNN of slayer CUBA blocks with surrogate gradients; "
+                                   "writes DIR/snn.pt, config.yaml, metrics.json.")
+    _config_args(p, "run directory to create")
+    _progress_args(p)
+
+    p = sub.add_parser("export", help="export a trained SNN to a netx HDF5 network",
+                       description="Export an SNN checkpoint to netx HDF5 (loadable by "
+                                   "lava.lib.dl.netx.hdf5.Network).")
+    p.add_argument("--snn", required=True, metavar="CKPT", help="SNN checkpoint (snn.pt)")
+    p.add_argument("--out", required=True, metavar="FILE", help="network file to write (.net)")
+    p.add_argument("--data-dir", help="dataset folder for the 24-bit overflow check")
+
+    p = sub.add_parser("run-lava", help="run an exported network in Lava and report accuracy",
+                       description="Run a netx network on Loihi 2 or Lava's CPU simulator over "
+                                   "test samples, one run with a reset between samples.")
+    p.add_argument("--net", required=True, metavar="FILE", help="network file (.net)")
+    _lava_args(p)
+    _progress_args(p)
+
+    p = sub.add_parser("verify", help="compare PyTorch and Lava output spikes step by step",
+                       description="Run the same samples through the PyTorch SNN and Lava and "
+                                   "compare output spikes bin by bin. Exits 1 on any mismatch.")
+    p.add_argument("--snn", required=True, metavar="CKPT", help="SNN checkpoint (snn.pt)")
+    p.add_argument("--net", metavar="FILE", help="its exported network; exported afresh if omitted")
+    _lava_args(p)
+    _progress_args(p)
+    return parser
+
+
+def _config(args: argparse.Namespace):
+    from neurokd.config import build_config
+
+    values: Dict[str, Any] = {
+        "data.dataset": args.dataset, "data.data_dir": args.data_dir, "seed": args.seed,
+        "student.timesteps": args.timesteps, "student.encoder": args.encoder,
+        "student.spec": args.spec, "teacher.model": args.teacher_model,
+        "lava.samples": getattr(args, "samples", None), "lava.backend": getattr(args, "backend", None),
+    }
+    return build_config(args.config, args.set, values)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _positive(name: str, value: Optional[int]) -> None:
+    if value is not None and value <= 0:
+        raise NeurokdError(f"{name} must be positive, got {value}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from neurokd.demo import run_demo
+
+    _positive("--samples", args.samples)
+    cfg = _config(args)
+    run_demo(cfg, args.out, force=args.force, progress=_progress(args))
+    return 0
+
+
+def _train(args: argparse.Namespace, which: str) -> int:
+    from neurokd import pipeline
+    from neurokd.config import config_to_dict
+    from neurokd.fileio import RunDir, write_json, write_yaml
+    from neurokd.metrics import plots
+    from neurokd.metrics.report import table
+
+    cfg = _config(args)
+    with RunDir(args.out, force=args.force) as run:
+        write_yaml(run / "config.yaml", config_to_dict(cfg))
+        ds = pipeline.load_data(cfg, print)
+        if which == "teacher":
+            model, metrics = pipeline.train_teacher(cfg, ds, _progress(args), print)
+            pipeline.save_teacher(run / "teacher.pt", model, cfg, ds)
+            history = metrics.pop("teacher_history")
+        else:
+            model, metrics = pipeline.train_snn(cfg, ds, _progress(args), print)
+            pipeline.save_snn(run / "snn.pt", model, cfg, ds)
+            history = metrics.pop("snn_history")
+        plots.training_curves({which: history}, run / "training_curves.png")
+        write_json(run / "metrics.json", metrics)
+    print(table([(k, v) for k, v in metrics.items()], title=f"{which}: {ds.name}"))
+    print(f"run directory: {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from neurokd import pipeline
+
+    model, meta = pipeline.load_snn(args.snn)
+    cfg = pipeline.config_from_meta(meta, args.data_dir)
+    try:
+        ds = pipeline.load_data(cfg)
+    except NeurokdError as exc:
+        ds = None
+        print(f"note: 24-bit overflow check skipped, no data ({exc})")
+    path = pipeline.export_snn(model, args.out, meta, ds, log=print)
+    print(f"exported {args.snn} → {path} (netx HDF5, {model.window_pad} trailing zero frames "
+          f"per sample, window {meta['timesteps'] + model.window_pad} steps)")
+    return 0
+
+
+def _write_metrics(path: Optional[str], metrics: Dict[str, Any]) -> None:
+    if path:
+        from neurokd.fileio import write_json
+
+        write_json(path, {k: v for k, v in metrics.items() if not k.startswith("_")})
+
+
+def _lava_data(meta: Dict[str, Any], data_dir: Optional[str]):
+    from neurokd import pipeline
+
+    cfg = pipeline.config_from_meta(meta, data_dir)
+    return cfg, pipeline.load_data(cfg)
+
+
+def cmd_run_lava(args: argparse.Namespace) -> int:
+    from neurokd import pipeline
+    from neurokd.deploy.export import read_meta
+    from neurokd.metrics.report import table
+
+    _positive("--samples", args.samples)
+    meta = read_meta(args.net)
+    cfg, ds = _lava_data(meta, args.data_dir)
+    samples = args.samples or cfg.lava.samples
+    res = pipeline.run_on_lava(args.net, ds, meta, samples, args.backend, seed=cfg.seed,
+                               progress=_progress(args))
+    shown = {k: v for k, v in res.items() if not k.startswith("_")}
+    print(table(shown.items(), title=f"run-lava: {args.net}"))
+    _write_metrics(args.metrics, shown)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from neurokd import pipeline
+    from neurokd.deploy.export import read_meta
+    from neurokd.metrics.report import table
+
+    _positive("--samples", args.samples)
+    model, meta = pipeline.load_snn(args.snn)
+    cfg, ds = _lava_data(meta, args.data_dir)
+    samples = args.samples or cfg.lava.samples
+    with tempfile.TemporaryDirectory(prefix="neurokd-verify-") as tmp:
+        net = Path(args.net) if args.net else pipeline.export_snn(model, Path(tmp) / "network.net", meta)
+        res = pipeline.verify(model, net, ds, read_meta(net), samples, args.backend, seed=cfg.seed,
+                              progress=_progress(args))
+    shown = {k: v for k, v in res.items() if not k.startswith("_") and k != "state_extremes"}
+    print(table(shown.items(), title=f"verify: {args.snn}"))
+    _write_metrics(args.metrics, {k: v for k, v in res.items() if not k.startswith("_")})
+    if res["lava_spike_match"] < 1.0:
+        print(f"neurokd: verify: {1 - res['lava_spike_match']:.4%} of output spike bins differ "
+              f"between PyTorch and Lava ({res['lava_samples_exact']}/{res['lava_samples']} "
+              f"samples exact)", file=sys.stderr)
+        return EXIT_MISMATCH
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "train-teacher": lambda a: _train(a, "teacher"),
+            "train-snn": lambda a: _train(a, "snn"), "export": cmd_export,
+            "run-lava": cmd_run_lava, "verify": cmd_verify}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except NeurokdError as exc:
+        if args.debug:
+            raise
+        print(f"neurokd: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("neurokd: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: one line unless --debug
+        if args.debug:
+            raise
+        print(f"neurokd: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
+              "the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

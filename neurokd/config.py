@@ -1,0 +1,128 @@
+"""Typed run configuration: defaults ← YAML file (safe-loaded) ← command-line overrides.
+
+Unknown keys are rejected and every value is type-checked, so a typo fails before any work
+starts. The resolved configuration is saved in each run directory as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Dict, Iterable, List, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from neurokd.errors import NeurokdError
+from neurokd.fileio import read_yaml
+from neurokd.hardware import format_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    limit: Optional[int] = Field(None, gt=0, description="use only the first N samples")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(gt=0)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    patience: int = Field(gt=0, description="epochs without a better validation accuracy")
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class TeacherConfig(TrainConfig):
+    model: str = "mlp"
+    hidden: List[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [256], min_length=1)
+    epochs: int = Field(100, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, gt=0)
+    patience: int = Field(15, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class StudentConfig(TrainConfig):
+    spec: Optional[str] = Field(None, description="architecture spec YAML; None: one hidden layer")
+    hidden: int = Field(256, gt=0, description="hidden units of the default spec")
+    encoder: str = "rate"
+    timesteps: int = Field(16, gt=0)
+    epochs: int = Field(40, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(32, gt=0)
+    patience: int = Field(8, gt=0)
+
+
+class LavaConfig(_Strict):
+    samples: int = Field(300, gt=0, description="test samples run through Lava")
+    backend: Literal["auto", "sim", "loihi2"] = "auto"
+
+
+class RunConfig(_Strict):
+    seed: int = Field(0, ge=0)
+    hardware: str = "loihi2"
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    lava: LavaConfig = Field(default_factory=LavaConfig)
+
+
+def _set_path(tree: Dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise NeurokdError(f"--set {dotted}: {k} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` → (``a.b``, value parsed as a YAML scalar or list)."""
+    if "=" not in text:
+        raise NeurokdError(f"--set {text!r}: expected KEY=VALUE, e.g. teacher.epochs=20")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise NeurokdError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise NeurokdError(f"--set {text!r}: cannot parse the value") from None
+    return key, value
+
+
+def build_config(path: Optional[str | Path] = None, overrides: Iterable[str] = (),
+                 values: Optional[Dict[str, Any]] = None) -> RunConfig:
+    """Defaults, then the YAML file at ``path``, then ``KEY=VALUE`` overrides, then ``values``."""
+    tree: Dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        data = read_yaml(path)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise NeurokdError(f"{path}: a config file must be a mapping of sections")
+        tree = data
+        where = str(path)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(tree, key, value)
+        where = "config (after --set)" if path is None else f"{path} (after --set)"
+    for key, value in (values or {}).items():
+        if value is not None:
+            _set_path(tree, key, value)
+    try:
+        return RunConfig(**tree)
+    except ValidationError as exc:
+        raise NeurokdError(f"{where}: {format_validation_error(exc)}") from None
+
+
+def config_to_dict(cfg: RunConfig) -> Dict[str, Any]:
+    return cfg.model_dump(mode="json")

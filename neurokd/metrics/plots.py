@@ -1,0 +1,61 @@
+"""Plots of a run: training curves and output spike rasters (PyTorch against Lava)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from neurokd.fileio import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(histories: Dict[str, List[Dict[str, float]]], path: str | Path) -> Path:
+    """Validation accuracy and training loss per epoch, one line per model."""
+    plt = _plt()
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, hist in histories.items():
+        epochs = [h["epoch"] for h in hist]
+        ax_acc.plot(epochs, [h["val_accuracy"] for h in hist], marker=".", label=name)
+        ax_loss.plot(epochs, [h["loss"] for h in hist], marker=".", label=name)
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss", yscale="log")
+    ax_acc.legend()
+    ax_acc.grid(alpha=0.3)
+    ax_loss.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def spike_raster(torch_spikes: np.ndarray, lava_spikes: np.ndarray, path: str | Path,
+                 sample: int = 0) -> Path:
+    """Output spikes of one sample: PyTorch as dots, Lava as rings; a mismatch shows as a lone mark."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    n_t, t_t = np.nonzero(torch_spikes[sample])
+    n_l, t_l = np.nonzero(lava_spikes[sample])
+    ax.scatter(t_t, n_t, s=18, marker="o", color="tab:blue", label="PyTorch (slayer)")
+    ax.scatter(t_l, n_l, s=70, marker="o", facecolors="none", edgecolors="tab:orange", label="Lava")
+    mismatch = int((torch_spikes[sample] != lava_spikes[sample]).sum())
+    ax.set(xlabel="time step", ylabel="output neuron (class)",
+           title=f"Output spikes, test sample {sample}: {mismatch} mismatched bins",
+           yticks=range(torch_spikes.shape[1]), xlim=(-0.5, torch_spikes.shape[2] - 0.5))
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)

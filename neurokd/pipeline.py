@@ -1,0 +1,214 @@
+"""The stages of the DNN → SNN → Lava flow as library functions (the CLI and notebooks call these).
+
+Each stage takes plain values and returns plain values; files are written only by the ``save_*``
+and ``run_*`` functions, always atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from neurokd.config import RunConfig, config_to_dict
+from neurokd.data.datasets import Dataset, Split, load_dataset
+from neurokd.data.encoders import encode_window, get_encoder
+from neurokd.errors import NeurokdError
+from neurokd.hardware import load_profile
+from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
+from neurokd.models.snn import SpikingNet, snn_from_checkpoint
+from neurokd.models.spec import ArchSpec, default_spec, load_spec
+from neurokd.models.teachers import build_teacher, teacher_arch, teacher_from_checkpoint
+from neurokd.training import Prepare, accuracy, encoded_batches, fit, seed_everything
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- data
+def load_data(cfg: RunConfig, log: Log = _quiet) -> Dataset:
+    d = cfg.data
+    ds = load_dataset(d.dataset, data_dir=d.data_dir, val_fraction=d.val_fraction,
+                      test_fraction=d.test_fraction, seed=cfg.seed, limit=d.limit)
+    for note in ds.notes:
+        log(note)
+    log(f"data: {ds.name} {list(ds.input_shape)}, {ds.num_classes} classes, "
+        f"train/val/test = {len(ds.train)}/{len(ds.val)}/{len(ds.test)}")
+    return ds
+
+
+# ---------------------------------------------------------------- teacher
+def identity(x: torch.Tensor, _: torch.Generator) -> torch.Tensor:
+    return x
+
+
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+def train_teacher(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _quiet
+                  ) -> Tuple[nn.Module, Dict[str, Any]]:
+    t = cfg.teacher
+    seed_everything(cfg.seed)
+    model = build_teacher(t.model, ds.input_shape, ds.num_classes, hidden=t.hidden)
+    res = fit(model, ds.train, ds.val, identity, logits_of, epochs=t.epochs, lr=t.lr,
+              batch_size=t.batch_size, patience=t.patience, weight_decay=t.weight_decay,
+              seed=cfg.seed, desc=f"teacher {t.model}", progress=progress, log=log)
+    test_acc = accuracy(model.eval(), ds.test, identity, logits_of, seed=cfg.seed)
+    return model, {"teacher_accuracy": test_acc, "teacher_val_accuracy": res.best_val_accuracy,
+                   "teacher_epochs": res.epochs_run, "teacher_history": res.history}
+
+
+def save_teacher(path: str | Path, model: nn.Module, cfg: RunConfig, ds: Dataset) -> Path:
+    arch = teacher_arch(cfg.teacher.model, ds.input_shape, ds.num_classes, cfg.teacher.hidden)
+    return save_checkpoint(path, "teacher", arch, model.state_dict(),
+                           {"config": config_to_dict(cfg), "dataset": ds.name})
+
+
+def load_teacher(path: str | Path) -> nn.Module:
+    return teacher_from_checkpoint(load_checkpoint(path, "teacher"), where=str(path))
+
+
+# ---------------------------------------------------------------- SNN student
+def make_prepare(encoder: str, timesteps: int, pad: int) -> Prepare:
+    """Samples → the SNN's input window: ``timesteps`` encoded frames and ``pad`` zero frames."""
+    enc = get_encoder(encoder)
+    if timesteps <= 0:
+        raise NeurokdError(f"timesteps must be positive, got {timesteps}")
+
+    def prepare(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return encode_window(x, enc, timesteps, pad, gen)
+
+    return prepare
+
+
+def spike_counts(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Decoded output of an SNN: output spike counts over the window, used as class logits."""
+    return model(x).sum(-1)
+
+
+def student_spec(cfg: RunConfig, ds: Dataset) -> ArchSpec:
+    s = cfg.student
+    spec = load_spec(s.spec) if s.spec else default_spec(ds.input_shape, ds.num_classes, s.hidden)
+    spec.check_task(ds.num_classes, ds.input_shape)
+    return spec
+
+
+def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _quiet
+              ) -> Tuple[SpikingNet, Dict[str, Any]]:
+    """Train an SNN student directly with surrogate gradients (slayer's 8-bit weight rounding)."""
+    s = cfg.student
+    get_encoder(s.encoder)  # fail on an unknown encoder before building anything
+    spec = student_spec(cfg, ds)
+    seed_everything(cfg.seed)
+    model = SpikingNet(spec, load_profile(cfg.hardware))
+    prepare = make_prepare(s.encoder, s.timesteps, model.window_pad)
+    res = fit(model, ds.train, ds.val, prepare, spike_counts, epochs=s.epochs, lr=s.lr,
+              batch_size=s.batch_size, patience=s.patience, weight_decay=s.weight_decay,
+              seed=cfg.seed, desc="snn", progress=progress, log=log)
+    test_acc = accuracy(model.eval(), ds.test, prepare, spike_counts, seed=cfg.seed)
+    return model, {"snn_accuracy": test_acc, "snn_val_accuracy": res.best_val_accuracy,
+                   "snn_epochs": res.epochs_run, "snn_epoch_seconds": res.epoch_seconds,
+                   "snn_history": res.history}
+
+
+def snn_meta(cfg: RunConfig, ds: Dataset) -> Dict[str, Any]:
+    return {"config": config_to_dict(cfg), "dataset": ds.name, "num_classes": ds.num_classes,
+            "input_shape": list(ds.input_shape), "encoder": cfg.student.encoder,
+            "timesteps": cfg.student.timesteps}
+
+
+def save_snn(path: str | Path, model: SpikingNet, cfg: RunConfig, ds: Dataset) -> Path:
+    return save_checkpoint(path, "snn", model.arch(), model.state_dict(), snn_meta(cfg, ds))
+
+
+def load_snn(path: str | Path) -> Tuple[SpikingNet, Dict[str, Any]]:
+    payload = load_checkpoint(path, "snn")
+    meta = payload.get("meta", {})
+    for key in ("encoder", "timesteps", "config"):
+        if key not in meta:
+            raise NeurokdError(f"{path}: SNN checkpoint lacks {key!r} in its metadata")
+    return snn_from_checkpoint(payload, where=str(path)), meta
+
+
+# ---------------------------------------------------------------- export and Lava
+def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Optional[Dataset] = None,
+               log: Log = _quiet) -> Path:
+    """Export to netx; with data, first check that no layer's state passes the chip's 24 bits."""
+    from neurokd.deploy.export import export_netx
+
+    if ds is not None:
+        prepare = make_prepare(meta["encoder"], meta["timesteps"], model.window_pad)
+        xb, _ = next(encoded_batches(ds.test, prepare, seed=0))
+        for row in model.state_extremes(xb):
+            if row["overflow"]:
+                log(f"warning: layer {row['layer']} reaches |u| = {row['max_abs_current']}, "
+                    f"|v| = {row['max_abs_voltage']}, beyond the {model.profile.state_bits}-bit "
+                    f"state of {model.profile.name}: Lava will wrap or clip it and may differ")
+    return export_netx(model, path, meta)
+
+
+def config_from_meta(meta: Dict[str, Any], data_dir: Optional[str] = None) -> RunConfig:
+    cfg = RunConfig(**meta["config"])
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    return cfg
+
+
+def lava_frames(prepare: Prepare, split: Split, samples: int, seed: int) -> Tuple[torch.Tensor, np.ndarray]:
+    """The first ``samples`` test windows, encoded exactly as ``accuracy`` encodes them."""
+    xs, ys = zip(*encoded_batches(split, prepare, seed, limit=samples))
+    return torch.cat(xs), np.concatenate(ys)
+
+
+def run_on_lava(net_path: str | Path, ds: Dataset, meta: Dict[str, Any], samples: int,
+                backend: str = "auto", seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+    """Run the exported network in Lava on the first ``samples`` test samples; report accuracy."""
+    from neurokd.deploy.lava_run import lava_input_frames, run_lava
+    from neurokd.models.spec import ConvLayer, spec_from_dict
+
+    spec = spec_from_dict(meta["spec"], where=f"{net_path}: spec")
+    prepare = make_prepare(meta["encoder"], meta["timesteps"], meta["window_pad"])
+    frames, labels = lava_frames(prepare, ds.test, samples, seed)
+    res = run_lava(net_path, lava_input_frames(frames.numpy(), isinstance(spec.layers[0], ConvLayer)),
+                   get_encoder(meta["encoder"]).message_bits, backend, progress=progress)
+    pred = res.spikes.sum(-1).argmax(1)
+    return {"lava_accuracy": float((pred == labels).mean()), "lava_samples": int(len(labels)),
+            "backend": res.backend, "lava_seconds": res.seconds,
+            "lava_samples_per_s": len(labels) / res.seconds,
+            "_frames": frames, "_labels": labels, "_spikes": res.spikes}
+
+
+@torch.no_grad()
+def verify(model: SpikingNet, net_path: str | Path, ds: Dataset, meta: Dict[str, Any], samples: int,
+           backend: str = "auto", seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+    """Compare output spikes of the PyTorch model and the Lava run, sample by sample, step by step."""
+    lava = run_on_lava(net_path, ds, meta, samples, backend, seed, progress)
+    frames, labels, lava_spikes = lava.pop("_frames"), lava.pop("_labels"), lava.pop("_spikes")
+    model.eval()
+    torch_spikes = torch.cat([model(frames[i:i + 256]) for i in range(0, len(frames), 256)]).numpy()
+    if torch_spikes.shape != lava_spikes.shape:
+        raise NeurokdError(f"PyTorch output {torch_spikes.shape} and Lava output "
+                           f"{lava_spikes.shape} differ in shape: the network file does not "
+                           "belong to this checkpoint")
+    torch_pred = torch_spikes.sum(-1).argmax(1)
+    lava_pred = lava_spikes.sum(-1).argmax(1)
+    state = model.state_extremes(frames)
+    out = dict(lava)
+    out.update({
+        "lava_spike_match": float((torch_spikes == lava_spikes).mean()),
+        "lava_samples_exact": int((torch_spikes == lava_spikes).all(axis=(1, 2)).sum()),
+        "lava_prediction_agreement": float((torch_pred == lava_pred).mean()),
+        "snn_accuracy_on_lava_samples": float((torch_pred == labels).mean()),
+        "state_extremes": state,
+        "state_overflow": any(r["overflow"] for r in state),
+        "_torch_spikes": torch_spikes, "_lava_spikes": lava_spikes,
+    })
+    return out

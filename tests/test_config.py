@@ -1,0 +1,63 @@
+import pytest
+
+from neurokd.config import RunConfig, build_config, parse_override
+from neurokd.errors import NeurokdError
+
+
+def test_defaults_file_flags_and_overrides_layer_in_order(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("seed: 5\nteacher:\n  epochs: 7\nstudent:\n  timesteps: 12\n")
+    cfg = build_config(f, ["student.timesteps=20", "teacher.hidden=[64, 32]"], {"seed": 9, "data.dataset": None})
+    assert cfg.seed == 9 and cfg.teacher.epochs == 7 and cfg.student.timesteps == 20
+    assert cfg.teacher.hidden == [64, 32]
+    assert cfg.data.dataset == "digits"  # a None flag leaves the value alone
+    assert build_config() == RunConfig()
+
+
+@pytest.mark.parametrize("override, message", [
+    (["student.timesteps=0"], "student.timesteps: Input should be greater than 0"),
+    (["student.timesteps=-4"], "greater than 0"),
+    (["teacher.hidden=[-3]"], "teacher.hidden.0"),
+    (["teacher.bogus=1"], "teacher.bogus: unknown key"),
+    (["bogus=1"], "bogus: unknown key"),
+    (["lava.backend=gpu"], "lava.backend"),
+    (["teacher.lr=fast"], "teacher.lr"),
+    (["student.epochs"], "expected KEY=VALUE"),
+])
+def test_bad_values_get_one_line_naming_the_key(override, message):
+    with pytest.raises(NeurokdError, match=message) as err:
+        build_config(overrides=override)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("teacher: [unclosed\n")
+    with pytest.raises(NeurokdError, match="not valid YAML"):
+        build_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(NeurokdError, match="mapping"):
+        build_config(listy)
+    with pytest.raises(NeurokdError, match="no such file"):
+        build_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_tags_that_run_code_are_refused(tmp_path):
+    f = tmp_path / "evil.yaml"
+    f.write_text("seed: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(NeurokdError, match="not valid YAML"):
+        build_config(f)
+
+
+def test_override_values_are_parsed_as_yaml_scalars():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("a=[1, 2]") == ("a", [1, 2])
+    assert parse_override("a=x=y") == ("a", "x=y")
+
+
+def test_shipped_demo_config_is_valid():
+    from tests.conftest import REPO
+
+    cfg = build_config(REPO / "configs" / "demo.yaml")
+    assert cfg == RunConfig()
