@@ -136,6 +136,7 @@ def _train(args: argparse.Namespace, which: str) -> int:
     from neurokd.metrics.report import table
 
     cfg = _config(args)
+    pipeline.check_config(cfg)
     with RunDir(args.out, force=args.force) as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         ds = pipeline.load_data(cfg, print)

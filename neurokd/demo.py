@@ -20,10 +20,12 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
     """Run every stage and write ``out/`` with config.yaml, teacher.pt, snn.pt, network.net,
     metrics.json and plots. ``out`` appears only when the whole run succeeded."""
     seconds: Dict[str, float] = {}
+    pipeline.check_config(cfg)
     with RunDir(out, force=force) as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         t0 = time.perf_counter()
         ds = pipeline.load_data(cfg, log)
+        pipeline.student_spec(cfg, ds)  # a spec that does not fit the data fails before training
         seconds["data"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

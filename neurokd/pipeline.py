@@ -32,6 +32,19 @@ def _quiet(_: str) -> None:
     pass
 
 
+def check_config(cfg: RunConfig) -> None:
+    """Fail on any unknown name or unreadable file in ``cfg`` before work starts."""
+    from neurokd.data.datasets import DATASETS
+    from neurokd.models.teachers import TEACHERS
+
+    DATASETS.get(cfg.data.dataset)
+    TEACHERS.get(cfg.teacher.model)
+    get_encoder(cfg.student.encoder)
+    load_profile(cfg.hardware)
+    if cfg.student.spec:
+        load_spec(cfg.student.spec)
+
+
 # ---------------------------------------------------------------- data
 def load_data(cfg: RunConfig, log: Log = _quiet) -> Dataset:
     d = cfg.data

@@ -1,0 +1,174 @@
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from neurokd.cli import main
+from tests.conftest import TINY, write_idx
+
+DEMO_KEYS = {"teacher_accuracy", "snn_accuracy", "lava_accuracy", "lava_samples", "lava_spike_match",
+             "lava_prediction_agreement", "backend"}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--out", str(out), "--no-progress", *TINY]) == 0
+    return out
+
+
+@pytest.mark.lava
+def test_demo_writes_a_whole_run_directory(demo_run, capsys):
+    names = {p.name for p in demo_run.iterdir()}
+    assert {"config.yaml", "teacher.pt", "snn.pt", "network.net", "metrics.json",
+            "training_curves.png", "spike_raster.png"} <= names
+    assert not [n for n in names if n.endswith(".partial")]
+    m = json.loads((demo_run / "metrics.json").read_text())
+    assert DEMO_KEYS <= set(m)
+    assert m["lava_samples"] == 24 and m["backend"] == "sim"
+    assert m["lava_spike_match"] == 1.0 and m["lava_prediction_agreement"] == 1.0
+    assert m["teacher_accuracy"] > 0.5 and m["snn_accuracy"] > 0.3
+    assert not list(demo_run.parent.glob(".*partial"))
+
+
+@pytest.mark.lava
+def test_stage_commands_on_the_demo_outputs(demo_run, tmp_path, capsys):
+    net = tmp_path / "again.net"
+    assert main(["export", "--snn", str(demo_run / "snn.pt"), "--out", str(net)]) == 0
+    assert main(["run-lava", "--net", str(net), "--samples", "12", "--metrics",
+                 str(tmp_path / "lava.json"), "--backend", "sim"]) == 0
+    lava = json.loads((tmp_path / "lava.json").read_text())
+    assert lava["lava_samples"] == 12 and 0.0 <= lava["lava_accuracy"] <= 1.0
+    assert main(["verify", "--snn", str(demo_run / "snn.pt"), "--net", str(net), "--samples", "12",
+                 "--metrics", str(tmp_path / "v.json")]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["lava_spike_match"] == 1.0
+    # verify without --net exports afresh into a temporary folder
+    assert main(["verify", "--snn", str(demo_run / "snn.pt"), "--samples", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "lava_spike_match" in out and "1.0000" in out
+
+
+@pytest.mark.lava
+def test_verify_fails_loudly_when_network_and_checkpoint_differ(demo_run, tmp_path, capsys):
+    from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(demo_run / "snn.pt")
+    sd = {k: (v * 1.5 if k.endswith("weight") else v) for k, v in payload["state_dict"].items()}
+    save_checkpoint(tmp_path / "other.pt", "snn", payload["arch"], sd, payload["meta"])
+    code = main(["verify", "--snn", str(tmp_path / "other.pt"), "--net", str(demo_run / "network.net"),
+                 "--samples", "12"])
+    assert code == 1
+    assert "differ between PyTorch and Lava" in capsys.readouterr().err
+
+
+def test_train_commands_write_their_checkpoints(tmp_path, capsys):
+    assert main(["train-teacher", "--out", str(tmp_path / "t"), "--no-progress", *TINY,
+                 "--teacher-model", "cnn", "--set", "teacher.hidden=[4, 8]"]) == 0
+    assert (tmp_path / "t" / "teacher.pt").is_file()
+    from neurokd.pipeline import load_teacher
+
+    assert load_teacher(tmp_path / "t" / "teacher.pt")(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    assert main(["train-snn", "--out", str(tmp_path / "s"), "--no-progress", *TINY, "-T", "4"]) == 0
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert 0 <= m["snn_accuracy"] <= 1
+
+
+@pytest.mark.lava
+def test_demo_on_an_mnist_folder(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["demo", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--out", str(out),
+                 "--no-progress", *TINY, "--set", "lava.samples=10"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"] == "mnist" and m["lava_spike_match"] == 1.0
+    assert "split by seed" in m["data_notes"][0]
+    assert "only the test files" in capsys.readouterr().out
+
+
+def _bad_idx(folder, kind):
+    folder.mkdir()
+    images = np.zeros((20, 28, 28))
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", images)
+    labels = write_idx(folder / "t10k-labels-idx1-ubyte", np.arange(20) % 10, gz=False)
+    raw = labels.read_bytes()
+    labels.write_bytes(raw[:-3] if kind == "truncated" else b"\x00\x00\x07\x01" + raw[4:])
+    return folder
+
+
+@pytest.mark.parametrize("args, message", [
+    (["demo", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+    (["demo", "--teacher-model", "resnet"], "unknown teacher model 'resnet'"),
+    (["demo", "--encoder", "morse"], "unknown encoder 'morse'"),
+    (["demo", "-T", "0"], "student.timesteps: Input should be greater than 0"),
+    (["demo", "-T", "-3"], "student.timesteps"),
+    (["demo", "--set", "student.hidden=-4"], "student.hidden"),
+    (["demo", "--set", "teacher.batch_size=0"], "teacher.batch_size"),
+    (["demo", "--samples", "0"], "--samples must be positive"),
+    (["demo", "--set", "teacher.colour=red"], "teacher.colour: unknown key"),
+    (["demo", "--dataset", "mnist"], "needs --data-dir"),
+    (["demo", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "no such directory"),
+    (["demo", "--dataset", "mnist", "--data-dir", "{truncated}"], "truncated"),
+    (["demo", "--dataset", "mnist", "--data-dir", "{magic}"], "wrong magic number"),
+    (["demo", "--config", "{tmp}/missing.yaml"], "no such file"),
+    (["demo", "--config", "{unknown_key_config}"], "data.shuffle: unknown key"),
+    (["demo", "--spec", "{tmp}/nospec.yaml"], "no such file"),
+    (["export", "--snn", "{junk}", "--out", "{tmp}/x.net"], "not a neurokd checkpoint"),
+    (["verify", "--snn", "{junk}"], "not a neurokd checkpoint"),
+    (["run-lava", "--net", "{plain_h5}"], "not a netx network"),
+    (["run-lava", "--net", "{junk}"], "not an HDF5 file"),
+    (["export", "--snn", "{teacher_ckpt}", "--out", "{tmp}/x.net"], "expected a snn checkpoint"),
+])
+def test_bad_input_gets_one_line_and_leaves_nothing(args, message, tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"garbage" * 10)
+    with h5py.File(tmp_path / "plain.h5", "w") as h:
+        h.create_dataset("x", data=np.zeros(2))
+    (tmp_path / "cfg.yaml").write_text("data:\n  shuffle: true\n")
+    from neurokd.models.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "teacher.pt", "teacher", {}, {}, {})
+    fill = {"tmp": str(tmp_path), "junk": str(tmp_path / "junk.pt"),
+            "plain_h5": str(tmp_path / "plain.h5"), "unknown_key_config": str(tmp_path / "cfg.yaml"),
+            "teacher_ckpt": str(tmp_path / "teacher.pt")}
+    if "{truncated}" in args or "{magic}" in args:
+        key = "truncated" if "{truncated}" in args else "magic"
+        fill[key] = str(_bad_idx(tmp_path / key, key))
+    args = [a.format(**fill) for a in args]
+    out = tmp_path / "run"
+    if args[0] == "demo":
+        args += ["--out", str(out), "--no-progress"]
+    before = set(tmp_path.iterdir())
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("neurokd: error: ") and message in err
+    assert "\n" not in err and "Traceback" not in err
+    assert not out.exists()
+    assert set(tmp_path.iterdir()) == before  # no half-written run directory or file
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_console_script_errors_carry_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "neurokd", "demo", "--dataset", "nope", "--out",
+                           str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]
+    assert "unknown dataset 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "train-teacher", "train-snn", "export", "run-lava", "verify"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: neurokd " + command in capsys.readouterr().out

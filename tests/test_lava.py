@@ -1,0 +1,107 @@
+"""Exported networks run in Lava's bit-accurate simulator exactly as in PyTorch."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from neurokd import pipeline
+from neurokd.config import build_config
+from neurokd.deploy.export import read_meta
+from neurokd.errors import NeurokdError
+
+pytestmark = pytest.mark.lava
+
+CONV_SPEC = """
+input_shape: [1, 8, 8]
+layers:
+  - {type: conv, channels: 6, kernel: 3, stride: 2, padding: 1}
+  - {type: flatten}
+  - {type: dense, units: 24}
+  - {type: dense, units: 10}
+"""
+
+
+def _trained(tmp_path, *overrides):
+    cfg = build_config(overrides=["data.limit=400", "student.epochs=3", "student.hidden=32",
+                                  "student.timesteps=8", *overrides])
+    ds = pipeline.load_data(cfg)
+    model, _ = pipeline.train_snn(cfg, ds, progress=False)
+    meta = pipeline.snn_meta(cfg, ds)
+    net = pipeline.export_snn(model, tmp_path / "net.net", meta, ds)
+    return model, ds, net
+
+
+def _assert_exact(result, samples):
+    assert result["backend"] == "sim"
+    assert result["lava_samples"] == samples
+    assert result["lava_spike_match"] == 1.0
+    assert result["lava_samples_exact"] == samples
+    assert result["lava_prediction_agreement"] == 1.0
+    assert result["_torch_spikes"].sum() > 0  # the comparison is over real activity
+
+
+def test_dense_rate_network_matches_spike_for_spike_over_many_samples(tmp_path):
+    model, ds, net = _trained(tmp_path)
+    res = pipeline.verify(model, net, ds, read_meta(net), 60, "sim", progress=False)
+    _assert_exact(res, 60)
+    # every sample starts from a reset state: the first L output steps are silent in Lava too
+    assert res["_lava_spikes"][:, :, : model.window_pad].sum() == 0
+
+
+def test_conv_direct_network_matches_spike_for_spike(tmp_path):
+    spec = tmp_path / "conv.yaml"
+    spec.write_text(CONV_SPEC)
+    model, ds, net = _trained(tmp_path, f"student.spec={spec}", "student.encoder=direct")
+    res = pipeline.verify(model, net, ds, read_meta(net), 40, "sim", progress=False)
+    _assert_exact(res, 40)
+
+
+def test_deeper_network_resets_align(tmp_path):
+    spec = tmp_path / "deep.yaml"
+    spec.write_text("input_shape: [1, 8, 8]\nlayers:\n  - {type: dense, units: 32}\n"
+                    "  - {type: dense, units: 24}\n  - {type: dense, units: 16}\n"
+                    "  - {type: dense, units: 10}\n")
+    model, ds, net = _trained(tmp_path, f"student.spec={spec}")
+    assert model.window_pad == 4
+    _assert_exact(pipeline.verify(model, net, ds, read_meta(net), 30, "sim", progress=False), 30)
+
+
+def test_verify_detects_a_network_that_differs(tmp_path):
+    model, ds, net = _trained(tmp_path)
+    with torch.no_grad():
+        w = model.blocks[1].synapse.weight
+        w.add_(torch.sign(w) * 0.25)  # change the PyTorch side only
+    res = pipeline.verify(model, net, ds, read_meta(net), 30, "sim", progress=False)
+    assert res["lava_spike_match"] < 1.0
+
+
+def test_lava_accuracy_equals_pytorch_on_the_same_samples(tmp_path):
+    model, ds, net = _trained(tmp_path)
+    res = pipeline.verify(model, net, ds, read_meta(net), 50, "sim", progress=False)
+    assert res["lava_accuracy"] == res["snn_accuracy_on_lava_samples"]
+    labels = ds.test.y[:50]
+    assert res["lava_accuracy"] == float((res["_lava_spikes"].sum(-1).argmax(1) == labels).mean())
+
+
+def test_files_that_are_not_netx_networks(tmp_path):
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as h:
+        h.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(NeurokdError, match="not a netx network"):
+        read_meta(plain)
+    text = tmp_path / "text.net"
+    text.write_text("hello")
+    with pytest.raises(NeurokdError, match="not an HDF5 file"):
+        read_meta(text)
+    with pytest.raises(NeurokdError, match="no such network file"):
+        read_meta(tmp_path / "missing.net")
+
+
+def test_unknown_backend_and_missing_chip():
+    from neurokd.deploy.lava_run import resolve_backend
+
+    with pytest.raises(NeurokdError, match="unknown backend"):
+        resolve_backend("gpu")
+    assert resolve_backend("sim") == "sim"
+    assert resolve_backend("auto") in ("sim", "loihi2")
