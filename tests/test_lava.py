@@ -98,6 +98,22 @@ def test_files_that_are_not_netx_networks(tmp_path):
         read_meta(tmp_path / "missing.net")
 
 
+def test_exported_integers_fit_the_loihi2_profile(tmp_path):
+    from neurokd.deploy.export import check_integers
+    from neurokd.hardware import load_profile
+
+    model, ds, net = _trained(tmp_path)
+    profile = load_profile("loihi2")
+    with h5py.File(net, "r") as h:
+        w = h["layer"]["0"]["weight"][()]
+        assert np.array_equal(w, np.round(w)) and w.min() >= -256 and w.max() <= 254
+        assert h["layer"]["0"]["neuron"]["vThMant"][()] == round(1.25 * 64)
+    check_integers(net, profile)
+    strict = profile.model_copy(update={"threshold_mantissa_bits": 4})
+    with pytest.raises(NeurokdError, match="threshold mantissa 80 does not fit 4 bits"):
+        check_integers(net, strict)
+
+
 def test_unknown_backend_and_missing_chip():
     from neurokd.deploy.lava_run import resolve_backend
 

@@ -16,6 +16,7 @@ import torch
 
 from neurokd.errors import NeurokdError
 from neurokd.fileio import atomic_path
+from neurokd.hardware import HardwareProfile
 from neurokd.models.snn import SpikingNet
 from neurokd.models.spec import ConvLayer
 
@@ -47,7 +48,35 @@ def export_netx(model: SpikingNet, path: str | Path, meta: Dict[str, Any]) -> Pa
                 block.export_hdf5(layers.create_group(str(index)))
                 index += 1
             h.attrs[META_KEY] = json.dumps(record)
+        check_integers(tmp, model.profile)
     return Path(path)
+
+
+def check_integers(path: str | Path, profile: HardwareProfile) -> None:
+    """Raise unless every exported neuron and dense weight fits the profile's integer fields."""
+    import h5py
+
+    with h5py.File(path, "r") as h:
+        for key in sorted(h["layer"], key=int):
+            g = h["layer"][key]
+            if "neuron" not in g:
+                continue
+            n = g["neuron"]
+            vth = int(np.max(n["vThMant"][()]))
+            if not 0 < vth <= profile.threshold_mantissa_max:
+                raise NeurokdError(f"layer {key}: threshold mantissa {vth} does not fit "
+                                   f"{profile.threshold_mantissa_bits} bits of {profile.name}")
+            for name in ("iDecay", "vDecay"):
+                d = np.asarray(n[name][()])
+                if d.min() < 0 or d.max() > profile.decay_scale:
+                    raise NeurokdError(f"layer {key}: {name} outside 0..{profile.decay_scale} "
+                                       f"({profile.decay_bits}-bit decay of {profile.name})")
+            if g["type"][0] == b"dense":
+                w = np.asarray(g["weight"][()])
+                if w.min() < profile.weight_mantissa_min or w.max() > profile.weight_mantissa_max:
+                    raise NeurokdError(f"layer {key}: weights span {w.min():.0f}..{w.max():.0f}, "
+                                       f"outside {profile.name}'s {profile.weight_mantissa_min}.."
+                                       f"{profile.weight_mantissa_max}")
 
 
 def read_meta(path: str | Path) -> Dict[str, Any]:

@@ -8,7 +8,8 @@ layer between its reset and the sample's first frame. The output of sample ``i``
 
 Backends: ``sim`` is Lava's CPU simulator in bit-accurate fixed point (``Loihi2SimCfg``,
 ``fixed_pt``); ``loihi2`` runs on a Loihi 2 chip through Intel's lava-loihi (``Loihi2HwCfg``);
-``auto`` takes the chip when lava-loihi reports one, else the simulator.
+``auto`` takes the chip when lava-loihi reports one, else the simulator. The chip path follows
+lava-loihi's documented adapters; it has not been run on a chip from this project yet.
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ BACKENDS = ("auto", "sim", "loihi2")
 
 
 def loihi2_available() -> bool:
-    """True when Intel's lava-loihi is installed and reports a Loihi 2 system."""
-    try:
-        from lava.utils.system import Loihi2
+    """True when Intel's lava-loihi is installed and a Loihi 2 host is configured (SLURM, or an
+    Ethernet host in ``NXSDKHOST`` as set by ``lava.utils.loihi.use_ethernet_host``)."""
+    import os
 
-        Loihi2.preferred_partition = "oheogulch"
-        return bool(Loihi2.is_loihi2_available)
-    except Exception:  # lava-loihi absent or no system: the simulator it is
+    try:
+        from lava.utils import loihi, slurm
+    except ImportError:
         return False
+    if not loihi.is_installed():
+        return False
+    return bool(os.environ.get("NXSDKHOST")) or bool(slurm.is_available())
 
 
 def resolve_backend(backend: str) -> str:
@@ -138,12 +142,23 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
                            f"match the data's {tuple(stream.shape[:-1])}")
     source = lava_io.source.RingBuffer(data=stream)
     sink = lava_io.sink.RingBuffer(shape=net.out.shape, buffer=n * window)
-    source.s_out.connect(net.inp)
-    net.out.connect(sink.a_in)
     if backend == "sim":
+        source.s_out.connect(net.inp)
+        net.out.connect(sink.a_in)
         run_cfg = Loihi2SimCfg(select_tag="fixed_pt")
     else:
-        run_cfg = Loihi2HwCfg()
+        # On the chip, spikes cross between the host's Python processes and the neuro-cores
+        # through lava-loihi's embedded I/O adapters.
+        from lava.proc import embedded_io as eio
+
+        into_chip = eio.spike.PyToNxAdapter(shape=net.inp.shape,
+                                            num_message_bits=message_bits)
+        out_of_chip = eio.spike.NxToPyAdapter(shape=net.out.shape)
+        source.s_out.connect(into_chip.inp)
+        into_chip.out.connect(net.inp)
+        net.out.connect(out_of_chip.inp)
+        out_of_chip.out.connect(sink.a_in)
+        run_cfg = Loihi2HwCfg(select_tag="fixed_pt")
     per_run = max(1, chunk) * window
     bar = tqdm(total=n, desc=f"lava ({backend})", unit="sample", disable=not progress, leave=False)
     try:
