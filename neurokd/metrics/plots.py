@@ -19,6 +19,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Write the figure atomically as PNG and close it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    _plt().close(fig)
+    return Path(path)
+
+
 def training_curves(histories: Dict[str, List[Dict[str, float]]], path: str | Path) -> Path:
     """Validation accuracy and training loss per epoch, one line per model."""
     plt = _plt()
@@ -32,11 +41,7 @@ def training_curves(histories: Dict[str, List[Dict[str, float]]], path: str | Pa
     ax_acc.legend()
     ax_acc.grid(alpha=0.3)
     ax_loss.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def spike_raster(torch_spikes: np.ndarray, lava_spikes: np.ndarray, path: str | Path,
@@ -54,8 +59,4 @@ def spike_raster(torch_spikes: np.ndarray, lava_spikes: np.ndarray, path: str | 
            yticks=range(torch_spikes.shape[1]), xlim=(-0.5, torch_spikes.shape[2] - 0.5))
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
