@@ -74,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p, "run directory to create")
     _progress_args(p)
 
+    p = sub.add_parser("distill", help="train an SNN student from DNN teachers (co-learning, KD, ...)",
+                       description="Train an SNN student with a DNN teacher: co-learning (both "
+                                   "directions), classic KD, FitNet hints, relational KD, a teacher "
+                                   "ensemble, or none. Writes DIR/snn.pt (and the co-learned "
+                                   "teacher.pt), config.yaml, metrics.json.")
+    p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint (teacher.pt)")
+    p.add_argument("--student", metavar="SPEC", help="student architecture spec (YAML)")
+    p.add_argument("--method", choices=["colearn", "kd", "fitnet", "relational", "ensemble", "none"],
+                   help="distillation method (distill.method; default colearn)")
+    _config_args(p, "run directory to create")
+    _progress_args(p)
+
     p = sub.add_parser("export", help="export a trained SNN to a netx HDF5 network",
                        description="Export an SNN checkpoint to netx HDF5 (loadable by "
                                    "lava.lib.dl.netx.hdf5.Network).")
@@ -106,7 +118,10 @@ def _config(args: argparse.Namespace):
         "student.timesteps": args.timesteps, "student.encoder": args.encoder,
         "student.spec": args.spec, "teacher.model": args.teacher_model,
         "lava.samples": getattr(args, "samples", None), "lava.backend": getattr(args, "backend", None),
+        "distill.method": getattr(args, "method", None),
     }
+    if getattr(args, "student", None) is not None:
+        values["student.spec"] = args.student
     return build_config(args.config, args.set, values)
 
 
@@ -140,7 +155,13 @@ def _train(args: argparse.Namespace, which: str) -> int:
     with RunDir(args.out, force=args.force) as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         ds = pipeline.load_data(cfg, print)
-        if which == "teacher":
+        if which == "distill":
+            model, teacher, metrics = pipeline.train_distilled(cfg, ds, args.teacher, _progress(args), print)
+            pipeline.save_snn(run / "snn.pt", model, cfg, ds)
+            if "teacher_accuracy_after" in metrics:
+                pipeline.save_teacher(run / "teacher.pt", teacher, cfg, ds)
+            history = metrics.pop("snn_history")
+        elif which == "teacher":
             model, metrics = pipeline.train_teacher(cfg, ds, _progress(args), print)
             pipeline.save_teacher(run / "teacher.pt", model, cfg, ds)
             history = metrics.pop("teacher_history")
@@ -227,7 +248,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "train-teacher": lambda a: _train(a, "teacher"),
-            "train-snn": lambda a: _train(a, "snn"), "export": cmd_export,
+            "train-snn": lambda a: _train(a, "snn"), "distill": lambda a: _train(a, "distill"),
+            "export": cmd_export,
             "run-lava": cmd_run_lava, "verify": cmd_verify}
 
 

@@ -51,11 +51,36 @@ class StudentConfig(TrainConfig):
     spec: Optional[str] = Field(None, description="architecture spec YAML; None: one hidden layer")
     hidden: int = Field(256, gt=0, description="hidden units of the default spec")
     encoder: str = "rate"
-    timesteps: int = Field(16, gt=0)
-    epochs: int = Field(40, gt=0)
+    timesteps: int = Field(24, gt=0)
+    epochs: int = Field(60, gt=0)
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(32, gt=0)
-    patience: int = Field(8, gt=0)
+    patience: int = Field(15, gt=0)
+
+
+class DistillConfig(_Strict):
+    """How a DNN teacher and an SNN student learn from each other (``neurokd distill``).
+
+    Methods: ``none`` (direct training), ``kd`` (frozen teacher, soft targets), ``fitnet`` (frozen
+    teacher, feature hint), ``relational`` (frozen teacher, pairwise similarities), ``ensemble``
+    (frozen teachers, averaged soft targets), ``colearn`` (teacher and student trained together:
+    output path, plus the feature path if ``feature``, plus SNN → DNN if ``mutual``).
+    """
+
+    method: Literal["none", "kd", "fitnet", "relational", "ensemble", "colearn"] = "colearn"
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target term (1-alpha: labels)")
+    temperature: float = Field(4.0, gt=0)
+    feature: bool = Field(True, description="colearn: use the intermediate-feature path")
+    feature_weight: float = Field(1.0, ge=0)
+    teacher_layer: str = Field("relu1", description="module path of the teacher feature")
+    student_layer: str = Field("blocks.0", description="module path of the student feature")
+    decoder: str = Field("exp", description="spike decoder for student features (rate, exp)")
+    mutual: bool = Field(True, description="colearn: the teacher also learns from the student")
+    mutual_weight: float = Field(0.5, ge=0, le=1, description="weight of the student's soft targets "
+                                                               "in the teacher's loss")
+    freeze_teacher: bool = Field(False, description="colearn: keep the teacher fixed")
+    teacher_lr: float = Field(3e-4, gt=0)
+    ensemble: List[str] = Field(default_factory=list, description="more teacher checkpoints")
 
 
 class LavaConfig(_Strict):
@@ -69,6 +94,7 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     lava: LavaConfig = Field(default_factory=LavaConfig)
 
 

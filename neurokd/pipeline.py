@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -80,7 +80,8 @@ def train_teacher(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log =
 
 
 def save_teacher(path: str | Path, model: nn.Module, cfg: RunConfig, ds: Dataset) -> Path:
-    arch = teacher_arch(cfg.teacher.model, ds.input_shape, ds.num_classes, cfg.teacher.hidden)
+    arch = getattr(model, "neurokd_arch", None) or teacher_arch(
+        cfg.teacher.model, ds.input_shape, ds.num_classes, cfg.teacher.hidden)
     return save_checkpoint(path, "teacher", arch, model.state_dict(),
                            {"config": config_to_dict(cfg), "dataset": ds.name})
 
@@ -130,6 +131,62 @@ def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _qu
     return model, {"snn_accuracy": test_acc, "snn_val_accuracy": res.best_val_accuracy,
                    "snn_epochs": res.epochs_run, "snn_epoch_seconds": res.epoch_seconds,
                    "snn_history": res.history}
+
+
+def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path]) -> List[nn.Module]:
+    """The teacher checkpoints a distillation method needs, each checked against the data."""
+    from neurokd.distill.colearn import check_teacher_fits, uses_teacher
+
+    d = cfg.distill
+    if not uses_teacher(d):
+        return []
+    if teacher is None:
+        raise NeurokdError(f"method {d.method!r} needs a teacher checkpoint (--teacher)")
+    paths = [teacher] + (list(d.ensemble) if d.method == "ensemble" else [])
+    if d.method == "ensemble" and len(paths) < 2:
+        raise NeurokdError("method 'ensemble' needs more teachers: --set distill.ensemble=[a.pt, b.pt]")
+    teachers = []
+    for path in paths:
+        payload = load_checkpoint(path, "teacher")
+        check_teacher_fits(payload.get("arch", {}), ds.num_classes, ds.input_shape, str(path))
+        teachers.append(teacher_from_checkpoint(payload, where=str(path)))
+    return teachers
+
+
+def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path] = None,
+                    progress: bool = True, log: Log = _quiet
+                    ) -> Tuple[SpikingNet, Optional[nn.Module], Dict[str, Any]]:
+    """Train an SNN student with ``cfg.distill.method`` from the teacher checkpoint(s).
+
+    Returns the student, the (co-learned or unchanged) first teacher, and metrics. Everything that
+    can be wrong with the teachers, layers or shapes is raised before the first epoch.
+    """
+    from neurokd.distill.colearn import CoLearner, teacher_trains
+
+    s, d = cfg.student, cfg.distill
+    get_encoder(s.encoder)
+    teachers = load_teachers(cfg, ds, teacher)
+    spec = student_spec(cfg, ds)
+    seed_everything(cfg.seed)
+    student = SpikingNet(spec, load_profile(cfg.hardware))
+    prepare = make_prepare(s.encoder, s.timesteps, student.window_pad)
+    raw = torch.as_tensor(ds.train.x[:2])
+    learner = CoLearner(student, teachers, d, raw, prepare(raw, torch.Generator().manual_seed(0)))
+    metrics: Dict[str, Any] = {"method": d.method}
+    if teachers:
+        metrics["teacher_accuracy"] = accuracy(teachers[0].eval(), ds.test, identity, logits_of)
+    res = fit(learner, ds.train, ds.val, prepare, lambda m, x: spike_counts(m.student, x),
+              epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, patience=s.patience,
+              weight_decay=s.weight_decay, seed=cfg.seed, desc=f"distill {d.method}",
+              progress=progress, log=log, param_groups=learner.param_groups(s.lr),
+              objective=lambda m, raw_b, x, y: m.objective(raw_b, x, y))
+    learner.eval()
+    metrics.update({"snn_accuracy": accuracy(student, ds.test, prepare, spike_counts, seed=cfg.seed),
+                    "snn_val_accuracy": res.best_val_accuracy, "snn_epochs": res.epochs_run,
+                    "snn_epoch_seconds": res.epoch_seconds, "snn_history": res.history})
+    if teachers and teacher_trains(d):
+        metrics["teacher_accuracy_after"] = accuracy(teachers[0], ds.test, identity, logits_of)
+    return student, (teachers[0] if teachers else None), metrics
 
 
 def snn_meta(cfg: RunConfig, ds: Dataset) -> Dict[str, Any]:

@@ -19,6 +19,8 @@ from neurokd.data.datasets import Split
 Prepare = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 # readout(model, input) returns class logits (N, K).
 Readout = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+# objective(model, raw batch, model input, labels) returns the training loss.
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def seed_everything(seed: int) -> None:
@@ -75,13 +77,15 @@ def accuracy(model: nn.Module, split: Split, prepare: Prepare, readout: Readout,
 def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: Readout, *,
         epochs: int, lr: float, batch_size: int, patience: int, seed: int,
         weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
+        objective: Optional[Objective] = None, param_groups: Optional[List[Dict]] = None,
         log: Optional[Callable[[str], None]] = None) -> FitResult:
-    """Adam on cross-entropy of ``readout``; keeps the weights of the best validation epoch.
-
-    Stops early after ``patience`` epochs without a better validation accuracy.
+    """Adam on ``objective`` (default: cross-entropy of ``readout``); keeps the weights of the best
+    validation epoch, judged by ``readout``. Stops early after ``patience`` epochs without a better
+    validation accuracy. ``param_groups`` (Adam's format) default to all of ``model``'s parameters.
     """
     seed_everything(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    groups = param_groups if param_groups is not None else [{"params": list(model.parameters())}]
+    opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     best_state = copy.deepcopy(model.state_dict())
@@ -96,9 +100,13 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         total, count = 0.0, 0
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size].numpy()
-            xb = prepare(torch.as_tensor(train.x[idx]), gen)
+            raw = torch.as_tensor(train.x[idx])
+            xb = prepare(raw, gen)
             yb = torch.as_tensor(train.y[idx])
-            loss = loss_fn(readout(model, xb), yb)
+            if objective is None:
+                loss = loss_fn(readout(model, xb), yb)
+            else:
+                loss = objective(model, raw, xb, yb)
             opt.zero_grad()
             loss.backward()
             opt.step()

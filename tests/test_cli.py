@@ -78,6 +78,20 @@ def test_train_commands_write_their_checkpoints(tmp_path, capsys):
 
 
 @pytest.mark.lava
+def test_distill_then_verify(demo_run, tmp_path, capsys):
+    out = tmp_path / "co"
+    assert main(["distill", "--teacher", str(demo_run / "teacher.pt"), "--method", "colearn",
+                 "--out", str(out), "--no-progress", *TINY]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "colearn" and "teacher_accuracy_after" in m
+    assert (out / "teacher.pt").is_file() and (out / "snn.pt").is_file()
+    assert main(["verify", "--snn", str(out / "snn.pt"), "--samples", "10"]) == 0
+    code = main(["distill", "--method", "kd", "--out", str(tmp_path / "x"), *TINY])
+    assert code == 2 and "needs a teacher checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.lava
 def test_demo_on_an_mnist_folder(mnist_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["demo", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--out", str(out),
@@ -166,7 +180,8 @@ def test_console_script_errors_carry_no_traceback(tmp_path):
     assert "unknown dataset 'nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["demo", "train-teacher", "train-snn", "export", "run-lava", "verify"])
+@pytest.mark.parametrize("command", ["demo", "train-teacher", "train-snn", "distill", "export",
+                                     "run-lava", "verify"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

@@ -28,7 +28,7 @@ def _slayer():
     import contextlib
     import io
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         import lava.lib.dl.slayer as slayer
     return slayer
 

@@ -65,4 +65,5 @@ def teacher_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") 
     except (KeyError, RuntimeError, TypeError) as exc:
         raise NeurokdError(f"{where}: teacher checkpoint does not match its architecture "
                            f"({type(exc).__name__})") from None
+    model.neurokd_arch = dict(arch)  # saved again with the same architecture after co-learning
     return model.eval()

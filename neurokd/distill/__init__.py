@@ -1,0 +1,1 @@
+"""Distillation between DNN teachers and SNN students: losses, spike decoders, feature taps, trainer."""
