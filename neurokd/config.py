@@ -27,6 +27,7 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.25, gt=0, lt=1)
     limit: Optional[int] = Field(None, gt=0, description="use only the first N samples")
+    split_seed: Optional[int] = Field(None, ge=0, description="seed of the split; None: the run's seed")
 
 
 class TrainConfig(_Strict):
@@ -69,7 +70,7 @@ class DistillConfig(_Strict):
 
     method: Literal["none", "kd", "fitnet", "relational", "ensemble", "colearn"] = "colearn"
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target term (1-alpha: labels)")
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(1.0, gt=0)
     feature: bool = Field(True, description="colearn: use the intermediate-feature path")
     feature_weight: float = Field(1.0, ge=0)
     teacher_layer: str = Field("relu1", description="module path of the teacher feature")

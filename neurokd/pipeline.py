@@ -49,7 +49,8 @@ def check_config(cfg: RunConfig) -> None:
 def load_data(cfg: RunConfig, log: Log = _quiet) -> Dataset:
     d = cfg.data
     ds = load_dataset(d.dataset, data_dir=d.data_dir, val_fraction=d.val_fraction,
-                      test_fraction=d.test_fraction, seed=cfg.seed, limit=d.limit)
+                      test_fraction=d.test_fraction,
+                      seed=cfg.seed if d.split_seed is None else d.split_seed, limit=d.limit)
     for note in ds.notes:
         log(note)
     log(f"data: {ds.name} {list(ds.input_shape)}, {ds.num_classes} classes, "

@@ -159,3 +159,34 @@ def test_bad_layers_and_teachers_fail_before_training(tmp_path):
         pipeline.train_distilled(build_config(overrides=["distill.method=kd"]), ds, None)
     with pytest.raises(NeurokdError, match="more teachers"):
         pipeline.train_distilled(build_config(overrides=["distill.method=ensemble"]), ds, tmp_path / "t.pt")
+
+
+def test_ensemble_averages_teacher_logits():
+    torch.manual_seed(0)
+    student = SpikingNet(default_spec((1, 8, 8), 10, 16))
+    teachers = [build_teacher("mlp", (1, 8, 8), 10, hidden=[8]) for _ in range(3)]
+    raw = torch.rand(4, 1, 8, 8)
+    learner = CoLearner(student, teachers, DistillConfig(method="ensemble"), raw,
+                        (torch.rand(4, 1, 8, 8, 6) < 0.5).float())
+    expected = sum(t(raw) for t in teachers) / 3
+    assert torch.allclose(learner.teacher_logits(raw), expected, atol=1e-6)
+    assert all(not p.requires_grad for t in teachers for p in t.parameters())
+
+
+def test_short_colearning_run_beats_the_untrained_student(tmp_path):
+    from neurokd.training import accuracy
+
+    cfg = build_config(overrides=["data.limit=400", "teacher.epochs=20", "teacher.hidden=[32]",
+                                  "student.epochs=10", "student.hidden=32", "student.timesteps=8",
+                                  "distill.method=colearn"])
+    ds = pipeline.load_data(cfg)
+    teacher, _ = pipeline.train_teacher(cfg, ds, progress=False)
+    pipeline.save_teacher(tmp_path / "t.pt", teacher, cfg, ds)
+    torch.manual_seed(cfg.seed)
+    untrained = SpikingNet(pipeline.student_spec(cfg, ds))
+    prepare = pipeline.make_prepare("rate", 8, untrained.window_pad)
+    before = accuracy(untrained.eval(), ds.test, prepare, pipeline.spike_counts)
+    student, co_teacher, m = pipeline.train_distilled(cfg, ds, tmp_path / "t.pt", progress=False)
+    assert m["snn_accuracy"] > max(0.5, before + 0.2), (m["snn_accuracy"], before)
+    assert "teacher_accuracy_after" in m and 0 <= m["teacher_accuracy_after"] <= 1
+    assert student.window_pad == 2 and co_teacher is not None

@@ -2,10 +2,11 @@
 
 One objective covers every method; the paths it sums are switched by ``DistillConfig``:
 
-* output path, DNN → SNN:   ``(1-α)·CE(s, y) + α·KD(s, t; τ)`` on the student's spike counts ``s``
+* output path, DNN → SNN:   ``(1-α)·CE(s, y) + α·KD(κ·s, t; τ)`` on the student's spike counts
+  ``s``, with ``κ > 0`` a learned scale
 * feature path, DNN → SNN:  ``β·hint(P(D(h_s)), h_t)`` (FitNet, colearn) or
   ``β·relational(D(h_s), h_t)``, with ``D`` a spike decoder and ``P`` a learned projection
-* SNN → DNN (mutual):       the teacher minimises ``(1-γ)·CE(t, y) + γ·KD(t, s; τ)``
+* SNN → DNN (mutual):       the teacher minimises ``(1-γ)·CE(t, y) + γ·KD(t, κ·s; τ)``
 
 Features are read with forward hooks by module path; neither model is edited.
 """
@@ -49,6 +50,10 @@ class CoLearner(nn.Module):
         self.teachers = nn.ModuleList(teachers)
         self.cfg = cfg
         self.adapter: Optional[FeatureAdapter] = None
+        # Spike counts are bounded by the window; a learned positive scale (log-parametrised) lets
+        # the soft-target terms compare distributions without forcing absolute count gaps. Argmax,
+        # and so every prediction and the exported network, is unchanged by it.
+        self.log_logit_scale = nn.Parameter(torch.zeros(()))
         if uses_teacher(cfg) and not teachers:
             raise NeurokdError(f"method {cfg.method!r} needs a teacher checkpoint (--teacher)")
         if uses_features(cfg):
@@ -76,7 +81,7 @@ class CoLearner(nn.Module):
         return tuple(s.shape[1:-1]), tuple(t.shape[1:])
 
     def param_groups(self, student_lr: float) -> List[Dict[str, Any]]:
-        groups = [{"params": list(self.student.parameters()), "lr": student_lr}]
+        groups = [{"params": list(self.student.parameters()) + [self.log_logit_scale], "lr": student_lr}]
         if self.adapter is not None and any(True for _ in self.adapter.parameters()):
             groups.append({"params": list(self.adapter.parameters()), "lr": student_lr})
         if teacher_trains(self.cfg):
@@ -106,8 +111,9 @@ class CoLearner(nn.Module):
             t_logits = self.teacher_logits(raw)
         alpha = cfg.alpha if cfg.method in ("kd", "ensemble", "colearn") else 0.0
         loss = (1 - alpha) * ce(s_logits, labels)
+        s_scaled = s_logits * self.log_logit_scale.exp()
         if alpha > 0:
-            loss = loss + alpha * kd(s_logits, t_logits.detach(), temperature=cfg.temperature)
+            loss = loss + alpha * kd(s_scaled, t_logits.detach(), temperature=cfg.temperature)
         if self.adapter is not None:
             s_feat = st[cfg.student_layer]
             t_feat = tt[cfg.teacher_layer].detach()
@@ -119,7 +125,7 @@ class CoLearner(nn.Module):
             gamma = cfg.mutual_weight if cfg.mutual else 0.0
             t_loss = (1 - gamma) * ce(t_logits, labels)
             if gamma > 0:
-                t_loss = t_loss + gamma * kd(t_logits, s_logits.detach(), temperature=cfg.temperature)
+                t_loss = t_loss + gamma * kd(t_logits, s_scaled.detach(), temperature=cfg.temperature)
             loss = loss + t_loss
         return loss
 
