@@ -93,6 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="network file to write (.net)")
     p.add_argument("--data-dir", help="dataset folder for the 24-bit overflow check")
 
+    p = sub.add_parser("quantize", help="quantization-aware training of an SNN for the chip",
+                       description="Quantize a trained SNN to the integers of a Loihi profile: "
+                                   "trainable quantizer scales, layers entering quantization by a "
+                                   "probability schedule, distillation from the full-precision "
+                                   "model. Writes snn.pt (verify it with 'neurokd verify') and "
+                                   "network.net.")
+    p.add_argument("--snn", required=True, metavar="CKPT", help="trained full-precision SNN (snn.pt)")
+    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML")
+    p.add_argument("--bits", type=int, help="weight bits of every layer (default 8)")
+    p.add_argument("--layer-bits", metavar="B,B,...", help="bits per spiking layer, e.g. 8,4")
+    p.add_argument("--method", choices=["ptq", "fixed_qat", "lsq", "lsq_prob", "lsq_prob_kd"],
+                   help="quantization method (default lsq_prob_kd)")
+    p.add_argument("--kd-from", metavar="CKPT", help="full-precision supervisor: a teacher or SNN "
+                                                      "checkpoint (default: the float SNN itself)")
+    p.add_argument("--epochs", type=int, help="QAT epochs")
+    p.add_argument("--data-dir", help="dataset folder, if not where the SNN was trained")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config value, e.g. --set quant.lr=1e-3 (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
+    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
+    _progress_args(p)
+
     p = sub.add_parser("run-lava", help="run an exported network in Lava and report accuracy",
                        description="Run a netx network on Loihi 2 or Lava's CPU simulator over "
                                    "test samples, one run with a reset between samples.")
@@ -176,6 +198,55 @@ def _train(args: argparse.Namespace, which: str) -> int:
     return 0
 
 
+def _layer_bits(text: Optional[str]) -> Optional[List[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise NeurokdError(f"--layer-bits {text!r}: expected integers separated by commas, e.g. 8,4") from None
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from neurokd import pipeline
+    from neurokd.config import build_config, config_to_dict
+    from neurokd.fileio import RunDir, write_json, write_yaml
+    from neurokd.metrics import plots
+    from neurokd.metrics.report import table
+
+    _positive("--epochs", args.epochs)
+    model, meta = pipeline.load_snn(args.snn)
+    base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir))
+    base.pop("quant", None)
+    values = {"hardware": args.hardware, "quant.bits": args.bits, "quant.method": args.method,
+              "quant.epochs": args.epochs, "quant.layer_bits": _layer_bits(args.layer_bits)}
+    cfg = build_config(None, args.set, values, base=base)
+    ds = pipeline.load_data(cfg)
+    with RunDir(args.out, force=args.force) as run:
+        write_yaml(run / "config.yaml", config_to_dict(cfg))
+        qmodel, metrics = pipeline.quantize(model, meta, cfg, ds, args.kd_from, _progress(args), print)
+        new_meta = pipeline.snn_meta(cfg, ds)
+        from neurokd.models.checkpoint import save_checkpoint
+
+        save_checkpoint(run / "snn.pt", "snn", qmodel.arch(), qmodel.state_dict(), new_meta)
+        pipeline.export_snn(qmodel, run / "network.net", new_meta, ds, log=print)
+        if "qat_history" in metrics:
+            plots.training_curves({"quantize": metrics.pop("qat_history")}, run / "training_curves.png")
+        write_json(run / "metrics.json", metrics)
+    for name in ("test_overflow", "train_overflow"):
+        for row in metrics.get(name, []):
+            if row["overflow"]:
+                print(f"warning: layer {row['layer']} passed the {qmodel.profile.state_bits}-bit "
+                      f"state ({name.split('_')[0]}): |u| {row['max_abs_current']}, "
+                      f"|v| {row['max_abs_voltage']}, {row['current_wraps']} current wraps, "
+                      f"{row['voltage_clips']} voltage clips; Lava does the same")
+    shown = [(k, v) for k, v in metrics.items() if k not in ("layers", "test_overflow", "train_overflow")]
+    print(table(shown, title=f"quantize: {args.snn} → {cfg.hardware}"))
+    print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
+          f"--net {args.out}/network.net)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from neurokd import pipeline
 
@@ -249,7 +320,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 COMMANDS = {"demo": cmd_demo, "train-teacher": lambda a: _train(a, "teacher"),
             "train-snn": lambda a: _train(a, "snn"), "distill": lambda a: _train(a, "distill"),
-            "export": cmd_export,
+            "export": cmd_export, "quantize": cmd_quantize,
             "run-lava": cmd_run_lava, "verify": cmd_verify}
 
 

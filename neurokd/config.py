@@ -84,6 +84,28 @@ class DistillConfig(_Strict):
     ensemble: List[str] = Field(default_factory=list, description="more teacher checkpoints")
 
 
+class QuantConfig(_Strict):
+    """Quantization-aware training of a trained SNN for the chip (``neurokd quantize``).
+
+    Methods: ``ptq`` (round to nearest after training, no training), ``fixed_qat`` (QAT with the
+    step fixed at its round-to-nearest value), ``lsq`` (trainable steps), ``lsq_prob`` (plus the
+    probabilistic layer-by-layer schedule), ``lsq_prob_kd`` (plus distillation from the
+    full-precision model, or from ``kd_from``).
+    """
+
+    method: Literal["ptq", "fixed_qat", "lsq", "lsq_prob", "lsq_prob_kd"] = "lsq_prob_kd"
+    bits: int = Field(8, description="weight bits of every layer")
+    layer_bits: Optional[List[int]] = Field(None, description="bits per spiking layer (overrides bits)")
+    epochs: int = Field(10, gt=0)
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(32, gt=0)
+    patience: int = Field(10, gt=0)
+    ramp: float = Field(0.6, gt=0, le=1, description="lsq_prob: fraction of training in which "
+                                                      "layers enter quantization")
+    alpha: float = Field(0.5, ge=0, le=1, description="kd: weight of the soft targets")
+    temperature: float = Field(1.0, gt=0)
+
+
 class LavaConfig(_Strict):
     samples: int = Field(300, gt=0, description="test samples run through Lava")
     backend: Literal["auto", "sim", "loihi2"] = "auto"
@@ -96,6 +118,7 @@ class RunConfig(_Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    quant: QuantConfig = Field(default_factory=QuantConfig)
     lava: LavaConfig = Field(default_factory=LavaConfig)
 
 
@@ -126,9 +149,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def build_config(path: Optional[str | Path] = None, overrides: Iterable[str] = (),
-                 values: Optional[Dict[str, Any]] = None) -> RunConfig:
-    """Defaults, then the YAML file at ``path``, then ``KEY=VALUE`` overrides, then ``values``."""
-    tree: Dict[str, Any] = {}
+                 values: Optional[Dict[str, Any]] = None,
+                 base: Optional[Dict[str, Any]] = None) -> RunConfig:
+    """Defaults (or the config tree ``base``), then the YAML file at ``path``, then ``KEY=VALUE``
+    overrides, then ``values``."""
+    import copy
+
+    tree: Dict[str, Any] = copy.deepcopy(base) if base else {}
     where = "config"
     if path is not None:
         data = read_yaml(path)

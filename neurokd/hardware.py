@@ -29,6 +29,7 @@ class HardwareProfile(BaseModel):
     weight_mantissa_max: int
     weight_exponent_min: int
     weight_exponent_max: int
+    weight_bits_allowed: List[int] = Field(min_length=1, description="bit-widths a layer may use")
     state_bits: int = Field(gt=0, le=64)
     decay_bits: int = Field(gt=0, le=32)
     threshold_mantissa_bits: int = Field(gt=0, le=32)
@@ -45,6 +46,12 @@ class HardwareProfile(BaseModel):
             raise ValueError("weight_mantissa_min must be below weight_mantissa_max")
         if self.weight_exponent_min > self.weight_exponent_max:
             raise ValueError("weight_exponent_min must not exceed weight_exponent_max")
+        for b in self.weight_bits_allowed:
+            if not 2 <= b <= self.weight_bits:
+                raise ValueError(f"weight_bits_allowed: {b} is outside 2..weight_bits")
+        low = -self.weight_mantissa_min
+        if low <= 0 or low & (low - 1):
+            raise ValueError("weight_mantissa_min must be minus a power of two")
         return self
 
     # Derived quantities: computed here so that no other module repeats the arithmetic.
@@ -52,6 +59,12 @@ class HardwareProfile(BaseModel):
     def weight_scale(self) -> int:
         """Float weight × weight_scale = integer weight mantissa (slayer's 2^6 = 64)."""
         return 1 << self.state_shift
+
+    def weight_shift(self, bits: int) -> int:
+        """Left shift ``g`` that puts signed ``bits``-bit integers ``m`` on the mantissa grid:
+        ``m · 2^g`` spans ``weight_mantissa_min`` (e.g. 4 bits on Loihi 2: -8..7 → -256..224)."""
+        top = (-self.weight_mantissa_min).bit_length() - 1
+        return top - (bits - 1)
 
     @property
     def decay_scale(self) -> int:

@@ -206,7 +206,70 @@ def load_snn(path: str | Path) -> Tuple[SpikingNet, Dict[str, Any]]:
     for key in ("encoder", "timesteps", "config"):
         if key not in meta:
             raise NeurokdError(f"{path}: SNN checkpoint lacks {key!r} in its metadata")
+    if (payload.get("arch") or {}).get("quant") is not None:
+        from neurokd.quant.qsnn import qsnn_from_checkpoint
+
+        return qsnn_from_checkpoint(payload, where=str(path)), meta
     return snn_from_checkpoint(payload, where=str(path)), meta
+
+
+# ---------------------------------------------------------------- quantization-aware training
+def kd_reference(path: str | Path, ds: Dataset, meta: Dict[str, Any], bits: List[int]):
+    """``reference(raw, x)`` of ``--kd-from``: a DNN teacher on the samples, or a float SNN (run in
+    full precision) on the same encoded window."""
+    from neurokd.distill.colearn import check_teacher_fits
+    from neurokd.quant.qat import counts, full_precision
+
+    payload = load_checkpoint(path)
+    kind = payload.get("kind")
+    if kind == "teacher":
+        check_teacher_fits(payload.get("arch", {}), ds.num_classes, ds.input_shape, str(path))
+        teacher = teacher_from_checkpoint(payload, where=str(path)).eval()
+        return lambda raw, x: teacher(raw)
+    ref, ref_meta = load_snn(path)
+    if hasattr(ref, "to_slayer"):
+        raise NeurokdError(f"{path}: --kd-from needs a full-precision model, this SNN is quantized")
+    if (ref_meta["encoder"], ref_meta["timesteps"]) != (meta["encoder"], meta["timesteps"]):
+        raise NeurokdError(f"{path}: --kd-from SNN reads {ref_meta['timesteps']} steps of "
+                           f"{ref_meta['encoder']} input; the student reads {meta['timesteps']} "
+                           f"of {meta['encoder']}")
+    if ref.num_classes != ds.num_classes:
+        raise NeurokdError(f"{path}: --kd-from SNN predicts {ref.num_classes} classes, the data "
+                           f"has {ds.num_classes}")
+    fp = full_precision(ref, [8] * ref.spec.num_spiking_layers)
+
+    def reference(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        extra = fp.window_pad - (x.shape[-1] - meta["timesteps"])
+        if extra > 0:
+            x = torch.cat([x, x.new_zeros(*x.shape[:-1], extra)], dim=-1)
+        return counts(fp, x)
+
+    return reference
+
+
+def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
+             kd_from: Optional[str | Path] = None, progress: bool = True, log: Log = _quiet):
+    """Quantization-aware training of a trained float SNN for ``cfg.hardware`` (``cfg.quant``).
+    Returns the ``QuantSpikingNet`` and metrics; every argument is checked before training."""
+    from neurokd.quant.qat import layer_bits, quantize_snn
+    from neurokd.quant.qsnn import check_bits
+
+    if hasattr(snn, "to_slayer"):
+        raise NeurokdError("this SNN checkpoint is already quantized; give the full-precision one")
+    profile = load_profile(cfg.hardware)
+    bits = layer_bits(cfg.quant, snn.spec.num_spiking_layers)
+    check_bits(bits, profile)
+    reference = None
+    if kd_from is not None:
+        if cfg.quant.method != "lsq_prob_kd":
+            raise NeurokdError(f"--kd-from is used by method lsq_prob_kd, not {cfg.quant.method}")
+        reference = kd_reference(kd_from, ds, meta, bits)
+    prepare = make_prepare(meta["encoder"], meta["timesteps"], snn.window_pad)
+    model, metrics = quantize_snn(snn, ds, prepare, cfg.quant, seed=cfg.seed, reference=reference,
+                                  profile=profile, progress=progress, log=log)
+    metrics["hardware"] = profile.name
+    metrics["float_weight_bytes"] = 4 * sum(int(w.numel()) for w in model.weights)
+    return model, metrics
 
 
 # ---------------------------------------------------------------- export and Lava
@@ -215,14 +278,21 @@ def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Op
     """Export to netx; with data, first check that no layer's state passes the chip's 24 bits."""
     from neurokd.deploy.export import export_netx
 
+    emulated = hasattr(model, "to_slayer")  # a QuantSpikingNet wraps and clips as Lava does
     if ds is not None:
         prepare = make_prepare(meta["encoder"], meta["timesteps"], model.window_pad)
         xb, _ = next(encoded_batches(ds.test, prepare, seed=0))
         for row in model.state_extremes(xb):
             if row["overflow"]:
+                consequence = ("Lava wraps or clips it exactly as the quantized model did, which "
+                               "changes the network's behaviour" if emulated else
+                               "Lava will wrap or clip it and may differ from PyTorch")
                 log(f"warning: layer {row['layer']} reaches |u| = {row['max_abs_current']}, "
                     f"|v| = {row['max_abs_voltage']}, beyond the {model.profile.state_bits}-bit "
-                    f"state of {model.profile.name}: Lava will wrap or clip it and may differ")
+                    f"state of {model.profile.name}: {consequence}")
+    if emulated:
+        meta = dict(meta, quant=model.arch()["quant"])
+        return export_netx(model.to_slayer(), path, meta)
     return export_netx(model, path, meta)
 
 

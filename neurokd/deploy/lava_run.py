@@ -100,9 +100,11 @@ def import_lava():
     import multiprocessing as mp
     from unittest import mock
 
+    original = mp.set_start_method
+
     def set_fork(method=None, force=False):
         if mp.get_start_method(allow_none=True) != "fork":
-            mp.set_start_method("fork", force=True)
+            original("fork", force=True)
 
     with mock.patch.object(mp, "set_start_method", set_fork), \
             contextlib.redirect_stdout(io.StringIO()):

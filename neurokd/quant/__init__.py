@@ -1,0 +1,1 @@
+"""Quantization-aware training for Loihi: quantizers, Loihi integer numerics, quantized SNNs."""

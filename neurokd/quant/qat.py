@@ -1,0 +1,141 @@
+"""Quantization-aware training of a trained SNN for Loihi (``neurokd quantize``).
+
+``quantize_snn`` starts from a trained slayer student, builds a ``QuantSpikingNet`` with the
+requested bit-widths and, by method:
+
+* ``ptq``: steps at round-to-nearest (the largest weight on the top level); no training;
+* ``fixed_qat``: the ``ptq`` steps kept fixed, weights fine-tuned with every layer quantized;
+* ``lsq``: trainable steps (LSQ, started at the least-squared-error step), every layer quantized;
+* ``lsq_prob``: trainable steps, layers enter quantization by ``ProbSchedule``;
+* ``lsq_prob_kd``: as ``lsq_prob``, and the full-precision model (the float SNN, or any
+  ``reference``, e.g. a DNN teacher) supervises the quantized student through the distillation
+  ``kd`` loss on spike counts scaled by a learned positive factor.
+
+Evaluation and model selection always use the fully quantized network in Loihi numerics.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from neurokd.config import QuantConfig
+from neurokd.data.datasets import Dataset
+from neurokd.distill.losses import LOSSES
+from neurokd.errors import NeurokdError
+from neurokd.hardware import HardwareProfile
+from neurokd.quant.numerics import StateStats
+from neurokd.quant.qsnn import QuantSpikingNet, check_bits
+from neurokd.quant.schedule import ConstantSchedule, ProbSchedule
+from neurokd.training import Prepare, accuracy, encoded_batches, fit, seed_everything
+
+# reference(raw samples, encoded window) -> class logits of the full-precision model.
+Reference = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+TRAINED = ("fixed_qat", "lsq", "lsq_prob", "lsq_prob_kd")
+
+
+def layer_bits(q: QuantConfig, num_layers: int) -> List[int]:
+    bits = list(q.layer_bits) if q.layer_bits else [q.bits] * num_layers
+    if len(bits) != num_layers:
+        raise NeurokdError(f"--layer-bits gives {len(bits)} bit-widths; the SNN has {num_layers} "
+                           "spiking layers")
+    return bits
+
+
+def counts(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).sum(-1)
+
+
+class _QATObjective(nn.Module):
+    """Cross-entropy on spike counts, optionally mixed with soft targets of a reference model;
+    advances the layer schedule at every training step."""
+
+    def __init__(self, student: QuantSpikingNet, schedule, total_steps: int, q: QuantConfig,
+                 reference: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]) -> None:
+        super().__init__()
+        self.student = student
+        self.schedule = schedule
+        self.total_steps = max(1, total_steps)
+        self.q = q
+        self.reference = reference
+        self.log_logit_scale = nn.Parameter(torch.zeros(()))
+        self.step_count = 0
+        # States of the quantized layers during training, before Loihi's wrap and clip.
+        self.stats = [StateStats() for _ in student.weights]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # fit's readout path
+        return self.student(x)
+
+    def objective(self, raw: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        probs = self.schedule.probabilities(self.step_count / self.total_steps)
+        self.student.quant_prob.copy_(torch.tensor(probs))
+        self.step_count += 1
+        s = self.student(x, self.stats).sum(-1)
+        loss = LOSSES.get("ce")(s, y)
+        if self.reference is None:
+            return loss
+        with torch.no_grad():
+            t = self.reference(raw, x)
+        soft = LOSSES.get("kd")(s * self.log_logit_scale.exp(), t, temperature=self.q.temperature)
+        return (1 - self.q.alpha) * loss + self.q.alpha * soft
+
+
+def overflow_rows(stats: List[StateStats], limit: int) -> List[Dict[str, Any]]:
+    return [{"layer": i, **st.as_dict(), "overflow": bool(max(st.max_abs_current, st.max_abs_voltage) > limit)}
+            for i, st in enumerate(stats)]
+
+
+def full_precision(snn: nn.Module, bits: List[int]) -> QuantSpikingNet:
+    """The float reference of ``snn`` in the same code path (no rounding, no wrap)."""
+    fp = QuantSpikingNet.from_snn(snn, bits, "fixed", step_rule="max").eval()
+    fp.full_precision = True
+    return fp
+
+
+def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, seed: int = 0,
+                 reference: Optional[Reference] = None, profile: Optional[HardwareProfile] = None,
+                 progress: bool = True, log: Callable[[str], None] = lambda _m: None
+                 ) -> Tuple[QuantSpikingNet, Dict[str, Any]]:
+    """Quantize the trained slayer student ``snn`` for ``profile`` (default: the SNN's own);
+    returns the quantized model and metrics."""
+    profile = profile or snn.profile
+    bits = layer_bits(q, snn.spec.num_spiking_layers)
+    check_bits(bits, profile)
+    seed_everything(seed)
+    trainable = q.method.startswith("lsq")
+    model = QuantSpikingNet.from_snn(snn, bits, "lsq" if trainable else "fixed",
+                                     step_rule="mse" if trainable else "max", profile=profile)
+    fp = full_precision(snn, bits)
+    metrics: Dict[str, Any] = {"method": q.method, "bits": bits,
+                               "float_snn_accuracy": accuracy(fp, ds.test, prepare, counts, seed=seed)}
+    if q.method in TRAINED:
+        schedule = (ProbSchedule(len(bits), q.ramp) if q.method.startswith("lsq_prob")
+                    else ConstantSchedule(len(bits)))
+        if q.method != "lsq_prob_kd":
+            reference = None
+        else:
+            if reference is None:
+                reference = lambda raw, x: counts(fp, x)  # noqa: E731
+        steps = q.epochs * -(-len(ds.train) // q.batch_size)
+        wrapper = _QATObjective(model, schedule, steps, q, reference)
+        res = fit(wrapper, ds.train, ds.val, prepare, lambda m, x: counts(m.student, x),
+                  epochs=q.epochs, lr=q.lr, batch_size=q.batch_size, patience=q.patience, seed=seed,
+                  desc=f"quantize {q.method}", progress=progress, log=log,
+                  objective=lambda m, raw, x, y: m.objective(raw, x, y))
+        model.quant_prob.fill_(1.0)
+        metrics.update({"qat_val_accuracy": res.best_val_accuracy, "qat_epochs": res.epochs_run,
+                        "qat_epoch_seconds": res.epoch_seconds, "qat_history": res.history,
+                        "train_overflow": overflow_rows(wrapper.stats, model.profile.state_limit)})
+    model.eval()
+    xb = next(iter(encoded_batches(ds.test, prepare, seed=seed)))[0]
+    metrics["test_overflow"] = model.state_extremes(xb)
+    ints = model.export_integers()  # raises if a layer cannot be represented
+    metrics.update({
+        "quant_accuracy": accuracy(model, ds.test, prepare, counts, seed=seed),
+        "weight_bytes": model.weight_bytes(),
+        "layers": [{"bits": b["bits"], "threshold_mantissa": b["vth"],
+                    "step": float(model.quantizers[i].step.abs())} for i, b in enumerate(ints)],
+    })
+    return model, metrics

@@ -1,0 +1,235 @@
+"""Quantized SNN students that compute in Loihi's integers, and their export.
+
+A ``QuantSpikingNet`` has the layers of an ``ArchSpec`` and, per spiking layer, float weights ``w``,
+a bit-width ``b`` and a step quantizer. In chip units a quantized layer computes with
+
+* weight mantissas ``W = m · 2^g``, ``m`` the layer's ``b``-bit integers and ``g`` the shift that
+  puts them on the profile's weight grid (``HardwareProfile.weight_shift``);
+* threshold mantissa ``vth = round(θ · 2^g / s)``, ``θ`` the spec's threshold: the step ``s`` is
+  folded into the threshold, so ``W / vth = s·m / θ`` is what training saw;
+* the spec's 12-bit decays, and the fixed-point CUBA dynamics of ``neurokd.quant.numerics``
+  with Loihi's 24-bit current wrap and voltage clip.
+
+These are exactly the integers the exporter writes, so the PyTorch forward pass in evaluation mode
+*is* a batched emulator of Lava's fixed-point run. In training, each layer is quantized with the
+probability in ``quant_prob`` (1: always); an unquantized layer runs the same dynamics in float
+(``W = w · weight_scale``, ``vth = θ · weight_scale``, no rounding).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neurokd.errors import NeurokdError
+from neurokd.hardware import HardwareProfile, load_profile
+from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
+from neurokd.quant.numerics import StateStats, cuba_dynamics
+from neurokd.quant.quantizers import QUANTIZERS, init_step, round_ste
+
+
+def check_bits(bits: Sequence[int], profile: HardwareProfile) -> None:
+    for b in bits:
+        if b not in profile.weight_bits_allowed:
+            raise NeurokdError(f"{b}-bit weights are not allowed on {profile.name}; choose from "
+                               f"{', '.join(str(x) for x in profile.weight_bits_allowed)}")
+
+
+def neuron_integers(spec: ArchSpec, profile: HardwareProfile) -> Tuple[int, int, int]:
+    """The spec neuron's ``(iDecay, vDecay, vThMant)`` as slayer and netx compute them."""
+    from neurokd.models.snn import SpikingNet
+
+    block = next(b for b in SpikingNet(spec, profile).blocks if getattr(b, "neuron", None) is not None)
+    n = block.neuron
+    return int(n.cx_current_decay), int(n.cx_voltage_decay), int(n.v_th_mant)
+
+
+class QuantSpikingNet(nn.Module):
+    """Feed-forward SNN in Loihi numerics. Input ``(N, C[, H, W], T)``; output spikes ``(N, K, T)``."""
+
+    def __init__(self, spec: ArchSpec, profile: HardwareProfile, bits: Sequence[int],
+                 quantizer: str = "lsq", steps: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        self.spec, self.profile = spec, profile
+        self.quantizer_name = quantizer
+        spiking = [layer for layer in spec.layers if not isinstance(layer, FlattenLayer)]
+        if len(bits) != len(spiking):
+            raise NeurokdError(f"{len(bits)} bit-widths given for {len(spiking)} spiking layers")
+        check_bits(bits, profile)
+        self.bits = [int(b) for b in bits]
+        self.i_decay, self.v_decay, self.vth_float = neuron_integers(spec, profile)
+        self.flatten_input = isinstance(spec.layers[0], DenseLayer) and len(spec.input_shape) > 1
+        qcls = QUANTIZERS.get(quantizer)
+        weights, quantizers = [], []
+        in_shape = tuple(spec.input_shape)
+        for layer, out_shape in zip(spec.layers, spec.shapes()):
+            if isinstance(layer, DenseLayer):
+                fan_in = int(torch.tensor(in_shape).prod())
+                w = torch.empty(layer.units, fan_in)
+            elif isinstance(layer, ConvLayer):
+                w = torch.empty(layer.channels, in_shape[0], layer.kernel, layer.kernel)
+            else:
+                in_shape = out_shape
+                continue
+            nn.init.kaiming_uniform_(w, a=5 ** 0.5)
+            weights.append(nn.Parameter(w))
+            b = self.bits[len(quantizers)]
+            quantizers.append(qcls(b, steps[len(quantizers)] if steps else init_step(w, b, "lsq")))
+            in_shape = out_shape
+        self.weights = nn.ParameterList(weights)
+        self.quantizers = nn.ModuleList(quantizers)
+        self.register_buffer("quant_prob", torch.ones(len(weights)))
+        self.full_precision = False  # True: the float reference (no layer quantized)
+        self._sample_gen = torch.Generator().manual_seed(0)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_snn(cls, snn: nn.Module, bits: Sequence[int], quantizer: str = "lsq",
+                 step_rule: str = "lsq", profile: Optional[HardwareProfile] = None) -> "QuantSpikingNet":
+        """Start from a trained slayer ``SpikingNet``: copy its weights, initialise the steps."""
+        q = cls(snn.spec, profile or snn.profile, bits, quantizer)
+        src = [b.synapse.weight.detach() for b in snn.blocks if getattr(b, "synapse", None) is not None]
+        with torch.no_grad():
+            for w, s, qz in zip(q.weights, src, q.quantizers):
+                w.copy_(s.reshape(w.shape))
+                qz.step.fill_(init_step(w, qz.bits, step_rule))
+        return q
+
+    @property
+    def window_pad(self) -> int:
+        return self.spec.num_spiking_layers
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.shapes()[-1][0]
+
+    def arch(self) -> Dict[str, Any]:
+        return {"spec": self.spec.model_dump(), "hardware": self.profile.name,
+                "quant": {"bits": list(self.bits), "quantizer": self.quantizer_name}}
+
+    def weight_bytes(self) -> int:
+        """Synaptic memory of the weights at their bit-widths (thresholds and decays excluded)."""
+        return int(sum((w.numel() * b + 7) // 8 for w, b in zip(self.weights, self.bits)))
+
+    # ------------------------------------------------------------------ integers
+    def layer_integers(self, i: int, quantized: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Weights and threshold mantissa of spiking layer ``i`` in chip units (with gradients).
+        Quantized: exact integers; otherwise the float reference."""
+        w, q = self.weights[i], self.quantizers[i]
+        scale = float(self.profile.weight_scale)
+        theta = self.vth_float / scale
+        if not quantized:
+            return w * scale, w.new_tensor(float(self.vth_float))
+        step = q.effective_step(w.numel())
+        g = float(1 << self.profile.weight_shift(q.bits))
+        weight = q.integers(w, step) * g
+        vth = round_ste(theta * g / step).clamp_min(1.0)
+        return weight, vth
+
+    @torch.no_grad()
+    def export_integers(self) -> List[Dict[str, Any]]:
+        """Per spiking layer: integer weights and threshold, checked against the profile."""
+        out = []
+        for i in range(len(self.weights)):
+            weight, vth = self.layer_integers(i, quantized=True)
+            w = weight.round().to(torch.int64)
+            v = int(vth.round())
+            lo, hi = self.profile.weight_mantissa_min, self.profile.weight_mantissa_max
+            if int(w.min()) < lo or int(w.max()) > hi:
+                raise NeurokdError(f"layer {i}: weights {int(w.min())}..{int(w.max())} overflow "
+                                   f"{self.profile.name}'s mantissa {lo}..{hi} at every exponent")
+            if not 0 < v <= self.profile.threshold_mantissa_max:
+                raise NeurokdError(f"layer {i}: step {float(self.quantizers[i].step):.3g} needs a "
+                                   f"threshold mantissa of {v}, beyond the "
+                                   f"{self.profile.threshold_mantissa_bits} bits of {self.profile.name}")
+            out.append({"weight": w, "vth": v, "bits": self.bits[i]})
+        return out
+
+    # ------------------------------------------------------------------ forward
+    def _quantized_layers(self) -> List[bool]:
+        if self.full_precision:
+            return [False] * len(self.weights)
+        if not self.training:
+            return [True] * len(self.weights)
+        draw = torch.rand(len(self.weights), generator=self._sample_gen)
+        return [bool(d < p) for d, p in zip(draw, self.quant_prob.tolist())]
+
+    def forward(self, x: torch.Tensor, stats: Optional[List[StateStats]] = None) -> torch.Tensor:
+        x = x.to(torch.float32)
+        if self.flatten_input:
+            x = x.reshape(x.shape[0], -1, x.shape[-1])
+        quantized = self._quantized_layers()
+        i = 0
+        n = self.spec.neuron
+        for layer in self.spec.layers:
+            if isinstance(layer, FlattenLayer):
+                x = x.reshape(x.shape[0], -1, x.shape[-1])
+                continue
+            weight, vth = self.layer_integers(i, quantized[i])
+            if isinstance(layer, DenseLayer):
+                a = torch.einsum("oi,nit->not", weight, x)
+            else:
+                nb, c, h, w_, t = x.shape
+                frames = x.permute(0, 4, 1, 2, 3).reshape(nb * t, c, h, w_)
+                y = F.conv2d(frames, weight, stride=layer.stride, padding=layer.padding)
+                a = y.reshape(nb, t, *y.shape[1:]).permute(0, 2, 3, 4, 1)
+            x = cuba_dynamics(a, self.i_decay, self.v_decay, vth, self.profile, exact=quantized[i],
+                              tau_grad=n.tau_grad, scale_grad=n.scale_grad,
+                              stats=None if stats is None else stats[i]).to(torch.float32)
+            i += 1
+        return x
+
+    @torch.no_grad()
+    def state_extremes(self, x: torch.Tensor) -> List[Dict[str, Any]]:
+        """Per spiking layer: the largest |current| and |voltage| before Loihi's wrap and clip, and
+        how many times they happened. Unlike slayer, this model wraps and clips as Lava does, so an
+        overflow changes the float behaviour but not the agreement with Lava."""
+        stats = [StateStats() for _ in self.weights]
+        was = self.training
+        self.eval()
+        self.forward(x, stats)
+        self.train(was)
+        limit = self.profile.state_limit
+        return [{"layer": i, **s.as_dict(),
+                 "overflow": bool(s.max_abs_current > limit or s.max_abs_voltage > limit)}
+                for i, s in enumerate(stats)]
+
+    # ------------------------------------------------------------------ export
+    def to_slayer(self) -> nn.Module:
+        """A slayer ``SpikingNet`` holding exactly the exported integers (weights ``W / scale``,
+        per-block thresholds ``vth / scale``), for the netx exporter."""
+        from neurokd.models.snn import SpikingNet
+
+        net = SpikingNet(self.spec, self.profile).eval()
+        with torch.no_grad():
+            net(torch.zeros(1, *self.spec.input_shape, 2))
+        ints = self.export_integers()
+        scale = float(self.profile.weight_scale)
+        blocks = [b for b in net.blocks if getattr(b, "synapse", None) is not None]
+        with torch.no_grad():
+            for block, layer in zip(blocks, ints):
+                syn = block.synapse.weight
+                syn.copy_((layer["weight"].to(torch.float32) / scale).reshape(syn.shape))
+                block.neuron._threshold = layer["vth"] / scale
+        return net
+
+
+def qsnn_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") -> QuantSpikingNet:
+    from neurokd.models.spec import spec_from_dict
+
+    arch = payload.get("arch", {})
+    quant = arch.get("quant") or {}
+    spec = spec_from_dict(arch.get("spec"), where=f"{where}: spec")
+    if not isinstance(quant.get("bits"), list):
+        raise NeurokdError(f"{where}: quantized SNN checkpoint lacks its bit-widths")
+    model = QuantSpikingNet(spec, load_profile(arch.get("hardware", "loihi2")), quant["bits"],
+                            quant.get("quantizer", "lsq"))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise NeurokdError(f"{where}: quantized SNN checkpoint does not match its spec "
+                           f"({type(exc).__name__})") from None
+    return model.eval()
