@@ -276,3 +276,12 @@ def test_quantize_refuses_bad_arguments_before_training(tmp_path):
     save_checkpoint(tmp_path / "q.pt", "snn", q.arch(), q.state_dict(), meta)
     with pytest.raises(NeurokdError, match="needs a full-precision model"):
         pipeline.quantize(snn, meta, cfg, ds, tmp_path / "q.pt", progress=False)
+
+
+@pytest.mark.parametrize("name", __import__("neurokd.quant.quantizers", fromlist=["QUANTIZERS"]).QUANTIZERS.names())
+def test_every_registered_quantizer_builds_an_exportable_model(name):
+    q = QuantSpikingNet.from_snn(_snn(), [6, 3], name, step_rule="mse").eval()
+    ints = q.export_integers()
+    assert [layer["bits"] for layer in ints] == [6, 3]
+    x = (torch.rand(4, 1, 8, 8, 10, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    assert torch.equal(q(x), q.to_slayer()(x))
