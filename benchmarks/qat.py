@@ -165,15 +165,16 @@ def main(argv=None) -> int:
     results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds, "datasets": {},
                "torch_threads": torch.get_num_threads()}
     t0 = time.time()
+    out = Path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             results["datasets"][name] = run_dataset(name, args.mnist_dir if name == "mnist" else None,
                                                     seeds, Path(tmp))
-    results["seconds"] = time.time() - t0
-    out = Path(args.out)
-    write_json(out / "qat.json", results)
-    with atomic_path(out / "qat.md") as tmp:
-        tmp.write_text(markdown(results))
+            # Written after every dataset, so that a long run interrupted later keeps what it has.
+            results["seconds"] = time.time() - t0
+            write_json(out / "qat.json", results)
+            with atomic_path(out / "qat.md") as md:
+                md.write_text(markdown(results))
     print(markdown(results))
     return 0
 
