@@ -15,6 +15,7 @@ Writes benchmarks/results/qat.json and qat.md.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -166,10 +167,15 @@ def main(argv=None) -> int:
                "torch_threads": torch.get_num_threads()}
     t0 = time.time()
     out = Path(args.out)
+    if (out / "qat.json").is_file():  # keep datasets not run now, from a run with the same seeds
+        old = json.loads((out / "qat.json").read_text())
+        if old.get("seeds") == seeds:
+            results["datasets"].update({k: v for k, v in old["datasets"].items() if k not in args.datasets})
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             results["datasets"][name] = run_dataset(name, args.mnist_dir if name == "mnist" else None,
                                                     seeds, Path(tmp))
+            results["datasets"][name]["date"] = time.strftime("%Y-%m-%d")
             # Written after every dataset, so that a long run interrupted later keeps what it has.
             results["seconds"] = time.time() - t0
             write_json(out / "qat.json", results)
