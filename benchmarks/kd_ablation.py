@@ -154,17 +154,31 @@ def main(argv=None) -> int:
     seeds = list(range(args.seeds))
     results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds, "datasets": {}}
     t0 = time.time()
+    out = Path(args.out)
+    results = keep_other_datasets(out / "kd_ablation.json", results, args.datasets)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             results["datasets"][name] = run_dataset(name, args.mnist_dir if name == "mnist" else None,
                                                     seeds, args.methods, Path(tmp))
-    results["seconds"] = time.time() - t0
-    out = Path(args.out)
-    write_json(out / "kd_ablation.json", results)
-    with atomic_path(out / "kd_ablation.md") as tmp:
-        tmp.write_text(markdown(results))
+            results["datasets"][name]["date"] = time.strftime("%Y-%m-%d")
+            results["datasets"][name]["seconds"] = time.time() - t0
+            # Written after every dataset: a long run interrupted later keeps what it has.
+            write_json(out / "kd_ablation.json", results)
+            with atomic_path(out / "kd_ablation.md") as md:
+                md.write_text(markdown(results))
     print(markdown(results))
     return 0
+
+
+def keep_other_datasets(path: Path, results: Dict, running: List[str]) -> Dict:
+    """Results of datasets not run now are kept from an earlier run with the same seeds."""
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("seeds") == results["seeds"]:
+            for name, r in old.get("datasets", {}).items():
+                if name not in running:
+                    results["datasets"][name] = r
+    return results
 
 
 if __name__ == "__main__":
