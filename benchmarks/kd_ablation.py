@@ -15,8 +15,6 @@ Writes benchmarks/results/kd_ablation.json and kd_ablation.md.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import tempfile
 import time
@@ -25,6 +23,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from common import keep_other_datasets, t_interval
 from neurokd import pipeline
 from neurokd.config import build_config
 from neurokd.deploy.export import read_meta
@@ -53,17 +52,6 @@ BUDGETS: Dict[str, List[str]] = {
     "mnist": TEACHER + ["student.timesteps=12", "student.hidden=128", "student.epochs=8",
                         "student.patience=8"],
 }
-
-
-def t_interval(diffs: np.ndarray) -> List[float]:
-    """95% confidence interval of the mean of paired differences (Student's t)."""
-    from scipy import stats
-
-    n = len(diffs)
-    if n < 2:
-        return [float("nan"), float("nan")]
-    half = stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / math.sqrt(n)
-    return [float(diffs.mean() - half), float(diffs.mean() + half)]
 
 
 def run_dataset(name: str, data_dir: str | None, seeds: List[int], methods: List[str],
@@ -168,17 +156,6 @@ def main(argv=None) -> int:
                 md.write_text(markdown(results))
     print(markdown(results))
     return 0
-
-
-def keep_other_datasets(path: Path, results: Dict, running: List[str]) -> Dict:
-    """Results of datasets not run now are kept from an earlier run with the same seeds."""
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old.get("seeds") == results["seeds"]:
-            for name, r in old.get("datasets", {}).items():
-                if name not in running:
-                    results["datasets"][name] = r
-    return results
 
 
 if __name__ == "__main__":

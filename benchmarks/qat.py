@@ -15,8 +15,6 @@ Writes benchmarks/results/qat.json and qat.md.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from common import keep_other_datasets, t_interval
 from neurokd import pipeline
 from neurokd.config import QuantConfig, build_config
 from neurokd.deploy.export import read_meta
@@ -41,15 +40,6 @@ BUDGETS: Dict[str, Dict] = {
     "mnist": {"snn": ["student.timesteps=12", "student.hidden=128", "student.epochs=8",
                       "student.patience=8"], "qat_epochs": 2},
 }
-
-
-def t_interval(x: np.ndarray) -> List[float]:
-    from scipy import stats
-
-    if len(x) < 2:
-        return [float("nan"), float("nan")]
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return [float(x.mean() - half), float(x.mean() + half)]
 
 
 def emulator_vs_lava(model, ds, meta, net, samples: int = 200) -> Dict:
@@ -167,10 +157,7 @@ def main(argv=None) -> int:
                "torch_threads": torch.get_num_threads()}
     t0 = time.time()
     out = Path(args.out)
-    if (out / "qat.json").is_file():  # keep datasets not run now, from a run with the same seeds
-        old = json.loads((out / "qat.json").read_text())
-        if old.get("seeds") == seeds:
-            results["datasets"].update({k: v for k, v in old["datasets"].items() if k not in args.datasets})
+    results = keep_other_datasets(out / "qat.json", results, args.datasets)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             results["datasets"][name] = run_dataset(name, args.mnist_dir if name == "mnist" else None,
