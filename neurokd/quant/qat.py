@@ -65,9 +65,6 @@ class _QATObjective(nn.Module):
         # States of the quantized layers during training, before Loihi's wrap and clip.
         self.stats = [StateStats() for _ in student.weights]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # fit's readout path
-        return self.student(x)
-
     def objective(self, raw: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         probs = self.schedule.probabilities(self.step_count / self.total_steps)
         self.student.quant_prob.copy_(torch.tensor(probs))
