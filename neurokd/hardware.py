@@ -85,6 +85,11 @@ class HardwareProfile(BaseModel):
     def threshold_mantissa_max(self) -> int:
         return (1 << self.threshold_mantissa_bits) - 1
 
+    @property
+    def bias_mantissa_max(self) -> int:
+        """Largest |bias mantissa|: a signed ``bias_mantissa_bits`` field."""
+        return (1 << (self.bias_mantissa_bits - 1)) - 1
+
 
 def available_profiles() -> List[str]:
     files = resources.files("neurokd.hardware_profiles")

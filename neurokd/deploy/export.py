@@ -44,8 +44,15 @@ def export_netx(model: SpikingNet, path: str | Path, meta: Dict[str, Any]) -> Pa
                 g.create_dataset("type", (1,), "S10", [b"input"])
                 g.create_dataset("shape", data=np.array(model.spec.input_shape))
                 index += 1
+            biases = iter(getattr(model, "export_biases", None) or [])
             for block in model.blocks:
-                block.export_hdf5(layers.create_group(str(index)))
+                g = layers.create_group(str(index))
+                block.export_hdf5(g)
+                if getattr(block, "neuron", None) is not None:
+                    bias = next(biases, None)
+                    if bias is not None:
+                        # Lava adds bias_mant << 6 to the voltage every step (netx's bias_exp).
+                        g.create_dataset("bias", data=np.asarray(bias, dtype=np.int64))
                 index += 1
             h.attrs[META_KEY] = json.dumps(record)
         check_integers(tmp, model.profile)
@@ -71,6 +78,11 @@ def check_integers(path: str | Path, profile: HardwareProfile) -> None:
                 if d.min() < 0 or d.max() > profile.decay_scale:
                     raise NeurokdError(f"layer {key}: {name} outside 0..{profile.decay_scale} "
                                        f"({profile.decay_bits}-bit decay of {profile.name})")
+            if "bias" in g:
+                b = np.abs(np.asarray(g["bias"][()]))
+                if b.size and b.max() > profile.bias_mantissa_max:
+                    raise NeurokdError(f"layer {key}: bias mantissa {b.max():.0f} does not fit "
+                                       f"the {profile.bias_mantissa_bits}-bit bias of {profile.name}")
             if g["type"][0] == b"dense":
                 w = np.asarray(g["weight"][()])
                 if w.min() < profile.weight_mantissa_min or w.max() > profile.weight_mantissa_max:

@@ -123,6 +123,10 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
     backend = resolve_backend(backend)
     netx, RunSteps, Loihi2SimCfg, Loihi2HwCfg, lava_io = import_lava()
 
+    # One window of zeros goes first: the first reset of a layer falls inside it, so the first
+    # real sample, like every later one, finds each biased layer reset L steps before its first
+    # frame (without it, layer l of the first sample integrated its bias l + 1 steps instead of L).
+    frames = np.concatenate([np.zeros_like(frames[:1]), frames], axis=0)
     n, window = frames.shape[0], frames.shape[-1]
     stream = np.moveaxis(frames, 0, -2).reshape(*frames.shape[1:-1], n * window)
     if message_bits == 0:
@@ -162,19 +166,19 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
         out_of_chip.out.connect(sink.a_in)
         run_cfg = Loihi2HwCfg(select_tag="fixed_pt")
     per_run = max(1, chunk) * window
-    bar = tqdm(total=n, desc=f"lava ({backend})", unit="sample", disable=not progress, leave=False)
+    bar = tqdm(total=n - 1, desc=f"lava ({backend})", unit="sample", disable=not progress, leave=False)
     try:
         done = 0
         while done < n * window:
             steps = min(per_run, n * window - done)
             net.run(condition=RunSteps(num_steps=steps), run_cfg=run_cfg)
             done += steps
-            bar.update(steps // window)
+            bar.update(max(0, min(n - 1, done // window - 1) - bar.n))
         out = sink.data.get()
     finally:
         bar.close()
         with contextlib.suppress(Exception):
             net.stop()
-    spikes = out.reshape(out.shape[0], n, window).transpose(1, 0, 2)
+    spikes = out.reshape(out.shape[0], n, window).transpose(1, 0, 2)[1:]
     return LavaResult(spikes=(spikes != 0).astype(np.uint8), backend=backend,
                       seconds=time.perf_counter() - t0)

@@ -66,10 +66,13 @@ class StateStats:
 
 def cuba_dynamics(a_in: torch.Tensor, i_decay: int, v_decay: int, vth: torch.Tensor,
                   profile: HardwareProfile, exact: bool = True, tau_grad: float = 1.0,
-                  scale_grad: float = 1.0, stats: Optional[StateStats] = None) -> torch.Tensor:
+                  scale_grad: float = 1.0, stats: Optional[StateStats] = None,
+                  bias: Optional[torch.Tensor] = None, delay: bool = True) -> torch.Tensor:
     """Run CUBA neurons over time. ``a_in``: synaptic input ``(N, ..., T)`` in chip integer units
-    (before the ``state_shift``); ``vth``: threshold mantissa (a 0-d tensor). Returns spikes
-    ``(N, ..., T)`` in float64, with slayer's one-step output delay already applied."""
+    (before the ``state_shift``); ``vth``: threshold mantissa (a 0-d tensor); ``bias``: bias
+    mantissas broadcastable to one step's state ``(1, ...)``, added to the voltage at every step
+    as ``bias << state_shift``, as Lava does. Returns spikes ``(N, ..., T)`` in float64, with
+    slayer's one-step output delay applied when ``delay``."""
     one = float(profile.decay_scale)
     shift = float(1 << profile.state_shift)
     half = float(1 << (profile.state_bits - 1))
@@ -77,6 +80,7 @@ def cuba_dynamics(a_in: torch.Tensor, i_decay: int, v_decay: int, vth: torch.Ten
     a_in = a_in.to(torch.float64) * shift
     theta = vth.to(torch.float64) * shift
     cu, cv = (one - i_decay) / one, (one - v_decay) / one
+    b = None if bias is None else bias.to(torch.float64) * shift
     u = a_in.new_zeros(a_in.shape[:-1])
     v = torch.zeros_like(u)
     spikes = []
@@ -96,6 +100,8 @@ def cuba_dynamics(a_in: torch.Tensor, i_decay: int, v_decay: int, vth: torch.Ten
                 u = _ste(u, wrapped)
             dv = v * cv
             v = _ste(dv, torch.trunc(dv)) + u
+            if b is not None:
+                v = v + b
             if track:
                 peak_v = max(peak_v, float(v.detach().abs().max()))
                 clips += int((v.detach().abs() > v_limit).sum())
@@ -103,11 +109,15 @@ def cuba_dynamics(a_in: torch.Tensor, i_decay: int, v_decay: int, vth: torch.Ten
         else:
             u = u * cu + a_in[..., t]
             v = v * cv + u
+            if b is not None:
+                v = v + b
         s = _SpikeFn.apply(v / theta - 1.0, tau_grad, scale_grad)
         v = v * (1.0 - s)
         spikes.append(s)
     out = torch.stack(spikes, dim=-1)
     if track:
         stats.merge(StateStats(peak_u, peak_v, wraps, clips))
+    if not delay:
+        return out
     # One step of synaptic delay per layer, as slayer's delay_shift and Lava's synapses do.
     return torch.cat([torch.zeros_like(out[..., :1]), out[..., :-1]], dim=-1)

@@ -51,7 +51,8 @@ class QuantSpikingNet(nn.Module):
     """Feed-forward SNN in Loihi numerics. Input ``(N, C[, H, W], T)``; output spikes ``(N, K, T)``."""
 
     def __init__(self, spec: ArchSpec, profile: HardwareProfile, bits: Sequence[int],
-                 quantizer: str = "lsq", steps: Optional[Sequence[float]] = None) -> None:
+                 quantizer: str = "lsq", steps: Optional[Sequence[float]] = None,
+                 bias: bool = False) -> None:
         super().__init__()
         self.spec, self.profile = spec, profile
         self.quantizer_name = quantizer
@@ -81,6 +82,10 @@ class QuantSpikingNet(nn.Module):
             in_shape = out_shape
         self.weights = nn.ParameterList(weights)
         self.quantizers = nn.ModuleList(quantizers)
+        # Biases (one per neuron or channel, in the weights' float units), as a converted DNN has.
+        self.has_bias = bool(bias)
+        self.biases = nn.ParameterList(
+            [nn.Parameter(torch.zeros(w.shape[0])) for w in weights] if bias else [])
         self.register_buffer("quant_prob", torch.ones(len(weights)))
         self.full_precision = False  # True: the float reference (no layer quantized)
         self._sample_gen = torch.Generator().manual_seed(0)
@@ -107,8 +112,10 @@ class QuantSpikingNet(nn.Module):
         return self.spec.shapes()[-1][0]
 
     def arch(self) -> Dict[str, Any]:
-        return {"spec": self.spec.model_dump(), "hardware": self.profile.name,
-                "quant": {"bits": list(self.bits), "quantizer": self.quantizer_name}}
+        quant = {"bits": list(self.bits), "quantizer": self.quantizer_name}
+        if self.has_bias:
+            quant["bias"] = True
+        return {"spec": self.spec.model_dump(), "hardware": self.profile.name, "quant": quant}
 
     def weight_bytes(self) -> int:
         """Synaptic memory of the weights at their bit-widths (thresholds and decays excluded)."""
@@ -129,6 +136,17 @@ class QuantSpikingNet(nn.Module):
         vth = round_ste(theta * g / step).clamp_min(1.0)
         return weight, vth
 
+    def layer_bias(self, i: int, quantized: bool = True) -> Optional[torch.Tensor]:
+        """Bias mantissas of spiking layer ``i`` in chip units (on the weights' scale), or None."""
+        if not self.has_bias:
+            return None
+        b = self.biases[i]
+        if not quantized:
+            return b * float(self.profile.weight_scale)
+        q = self.quantizers[i]
+        g = float(1 << self.profile.weight_shift(q.bits))
+        return round_ste(b * g / q.effective_step(self.weights[i].numel()))
+
     @torch.no_grad()
     def export_integers(self) -> List[Dict[str, Any]]:
         """Per spiking layer: integer weights and threshold, checked against the profile."""
@@ -145,7 +163,16 @@ class QuantSpikingNet(nn.Module):
                 raise NeurokdError(f"layer {i}: step {float(self.quantizers[i].step):.3g} needs a "
                                    f"threshold mantissa of {v}, beyond the "
                                    f"{self.profile.threshold_mantissa_bits} bits of {self.profile.name}")
-            out.append({"weight": w, "vth": v, "bits": self.bits[i]})
+            row = {"weight": w, "vth": v, "bits": self.bits[i]}
+            if self.has_bias:
+                bias = self.layer_bias(i).round().to(torch.int64)
+                top = self.profile.bias_mantissa_max
+                if int(bias.abs().max()) > top:
+                    raise NeurokdError(f"layer {i}: bias mantissas reach {int(bias.abs().max())}, "
+                                       f"beyond the {self.profile.bias_mantissa_bits}-bit ±{top} "
+                                       f"of {self.profile.name}")
+                row["bias"] = bias
+            out.append(row)
         return out
 
     # ------------------------------------------------------------------ forward
@@ -157,10 +184,22 @@ class QuantSpikingNet(nn.Module):
         draw = torch.rand(len(self.weights), generator=self._sample_gen)
         return [bool(d < p) for d, p in zip(draw, self.quant_prob.tolist())]
 
-    def forward(self, x: torch.Tensor, stats: Optional[List[StateStats]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, stats: Optional[List[StateStats]] = None,
+                record: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
+        """Output spikes; ``record`` (a list) receives every spiking layer's output spikes.
+
+        With biases, Lava's timing differs: a biased neuron integrates its bias from the step its
+        layer is reset, before the sample's first frame reaches it. Lava resets each layer ``L``
+        steps (one per spiking layer) before that frame arrives (see ``deploy.lava_run``). So the
+        window's ``L`` trailing zero frames are moved to its front and every layer runs without
+        the one-step output delay: for zero biases this is the same computation as the delayed
+        one, shifted by the same ``L`` steps."""
         x = x.to(torch.float32)
         if self.flatten_input:
             x = x.reshape(x.shape[0], -1, x.shape[-1])
+        if self.has_bias:
+            lead = self.window_pad
+            x = torch.cat([x.new_zeros(*x.shape[:-1], lead), x[..., :x.shape[-1] - lead]], dim=-1)
         quantized = self._quantized_layers()
         i = 0
         n = self.spec.neuron
@@ -176,9 +215,15 @@ class QuantSpikingNet(nn.Module):
                 frames = x.permute(0, 4, 1, 2, 3).reshape(nb * t, c, h, w_)
                 y = F.conv2d(frames, weight, stride=layer.stride, padding=layer.padding)
                 a = y.reshape(nb, t, *y.shape[1:]).permute(0, 2, 3, 4, 1)
+            bias = self.layer_bias(i, quantized[i])
+            if bias is not None:
+                bias = bias.reshape(1, -1, *([1] * (a.dim() - 3)))
             x = cuba_dynamics(a, self.i_decay, self.v_decay, vth, self.profile, exact=quantized[i],
                               tau_grad=n.tau_grad, scale_grad=n.scale_grad,
-                              stats=None if stats is None else stats[i]).to(torch.float32)
+                              stats=None if stats is None else stats[i], bias=bias,
+                              delay=not self.has_bias).to(torch.float32)
+            if record is not None:
+                record.append(x)
             i += 1
         return x
 
@@ -214,6 +259,8 @@ class QuantSpikingNet(nn.Module):
                 syn = block.synapse.weight
                 syn.copy_((layer["weight"].to(torch.float32) / scale).reshape(syn.shape))
                 block.neuron._threshold = layer["vth"] / scale
+        # Bias mantissas for the exporter (slayer's own bias would be rounded to 8 bits).
+        net.export_biases = [layer.get("bias") for layer in ints] if self.has_bias else None
         return net
 
 
@@ -226,7 +273,7 @@ def qsnn_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") -> 
     if not isinstance(quant.get("bits"), list):
         raise NeurokdError(f"{where}: quantized SNN checkpoint lacks its bit-widths")
     model = QuantSpikingNet(spec, load_profile(arch.get("hardware", "loihi2")), quant["bits"],
-                            quant.get("quantizer", "lsq"))
+                            quant.get("quantizer", "lsq"), bias=bool(quant.get("bias", False)))
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as exc:
