@@ -30,7 +30,7 @@ def _config_args(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--timesteps", "-T", type=int, help="SNN input time steps")
     g.add_argument("--encoder", help="input encoder (rate, direct)")
     g.add_argument("--spec", help="SNN architecture spec (YAML)")
-    g.add_argument("--teacher-model", help="teacher architecture (mlp, cnn)")
+    g.add_argument("--teacher-model", help="teacher architecture (mlp, cnn, cnn_bn)")
     p.add_argument("--out", required=True, metavar="DIR", help=out_help)
     p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
 
@@ -111,6 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="dataset folder, if not where the SNN was trained")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config value, e.g. --set quant.lr=1e-3 (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
+    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
+    _progress_args(p)
+
+    p = sub.add_parser("convert", help="convert a trained DNN into a quantized Loihi SNN",
+                       description="Turn a DNN teacher (Linear, Conv2d, ReLU, Flatten, BatchNorm, "
+                                   "AvgPool2d) into an integrate-and-fire SNN on the chip's "
+                                   "integers for T time steps: BatchNorm folded, pooling as "
+                                   "strided convolution, thresholds balanced on data; with "
+                                   "--method qkd (default) after quantization through "
+                                   "distillation. Writes snn.pt (verify it with 'neurokd verify'), "
+                                   "network.net, metrics.json and a rate-tracking plot.")
+    p.add_argument("--teacher", required=True, metavar="CKPT", help="trained DNN (teacher.pt)")
+    p.add_argument("--timesteps", "-T", required=True, type=int, help="SNN input time steps")
+    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML")
+    p.add_argument("--method", choices=["qkd", "plain"], help="qkd (default) or plain conversion")
+    p.add_argument("--epochs", type=int, help="qkd fine-tuning epochs")
+    p.add_argument("--data-dir", help="dataset folder, if not where the teacher was trained")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config value, e.g. --set convert.percentile=99.5 (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
     p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
     _progress_args(p)
@@ -247,6 +267,48 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from neurokd import pipeline
+    from neurokd.config import build_config, config_to_dict
+    from neurokd.fileio import RunDir, write_json, write_yaml
+    from neurokd.metrics import plots
+    from neurokd.metrics.report import table
+    from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
+
+    _positive("--timesteps", args.timesteps)
+    _positive("--epochs", args.epochs)
+    payload = load_checkpoint(args.teacher, "teacher")
+    meta = payload.get("meta") or {}
+    if not isinstance(meta.get("config"), dict):
+        raise NeurokdError(f"{args.teacher}: teacher checkpoint lacks its run configuration")
+    base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir))
+    base.pop("convert", None)
+    values = {"hardware": args.hardware, "student.timesteps": args.timesteps,
+              "student.encoder": "direct", "convert.method": args.method,
+              "convert.epochs": args.epochs}
+    cfg = build_config(None, args.set, values, base=base)
+    ds = pipeline.load_data(cfg)
+    with RunDir(args.out, force=args.force) as run:
+        write_yaml(run / "config.yaml", config_to_dict(cfg))
+        snn, metrics = pipeline.convert(cfg, ds, args.teacher, _progress(args), print)
+        pairs = metrics.pop("_rate_pairs")
+        snn_meta = pipeline.snn_meta(cfg, ds)
+        save_checkpoint(run / "snn.pt", "snn", snn.arch(), snn.state_dict(), snn_meta)
+        pipeline.export_snn(snn, run / "network.net", snn_meta, ds, log=print)
+        plots.rate_scatter(pairs, run / "rate_tracking.png",
+                           names=[f"{row['kind']} {i}" for i, row in enumerate(metrics["layers"])])
+        if "qkd_history" in metrics:
+            plots.training_curves({"qkd": metrics.pop("qkd_history")}, run / "training_curves.png")
+        write_json(run / "metrics.json", metrics)
+    shown = [(k, v) for k, v in metrics.items() if k not in ("layers", "converted_layers")]
+    shown += [(f"layer {i} ({row['kind']}) rate corr.", row["correlation"])
+              for i, row in enumerate(metrics["layers"])]
+    print(table(shown, title=f"convert: {args.teacher} → {cfg.hardware}, T = {args.timesteps}"))
+    print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
+          f"--net {args.out}/network.net)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from neurokd import pipeline
 
@@ -320,7 +382,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 COMMANDS = {"demo": cmd_demo, "train-teacher": lambda a: _train(a, "teacher"),
             "train-snn": lambda a: _train(a, "snn"), "distill": lambda a: _train(a, "distill"),
-            "export": cmd_export, "quantize": cmd_quantize,
+            "export": cmd_export, "quantize": cmd_quantize, "convert": cmd_convert,
             "run-lava": cmd_run_lava, "verify": cmd_verify}
 
 

@@ -106,6 +106,27 @@ class QuantConfig(_Strict):
     temperature: float = Field(1.0, gt=0)
 
 
+class ConvertConfig(_Strict):
+    """Conversion of a trained DNN into a quantized IF SNN (``neurokd convert``).
+
+    Methods: ``plain`` (weights transferred, each layer balanced on its largest activation, no
+    training), ``qkd`` (first quantization through distillation: a copy of the DNN with 8-bit
+    weights and spike-count activations, clips initialised at ``percentile``, is fine-tuned from
+    the full-precision DNN; then transferred with the learned clips as thresholds).
+    """
+
+    method: Literal["plain", "qkd"] = "qkd"
+    bits: int = Field(8, description="weight bits of every layer")
+    percentile: float = Field(99.9, gt=0, le=100, description="qkd: initial clip of each layer")
+    calibration: int = Field(2000, gt=0, description="training samples for threshold balancing")
+    epochs: int = Field(5, gt=0)
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(64, gt=0)
+    patience: int = Field(5, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher's soft targets")
+    temperature: float = Field(2.0, gt=0)
+
+
 class LavaConfig(_Strict):
     samples: int = Field(300, gt=0, description="test samples run through Lava")
     backend: Literal["auto", "sim", "loihi2"] = "auto"
@@ -119,6 +140,7 @@ class RunConfig(_Strict):
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     quant: QuantConfig = Field(default_factory=QuantConfig)
+    convert: ConvertConfig = Field(default_factory=ConvertConfig)
     lava: LavaConfig = Field(default_factory=LavaConfig)
 
 

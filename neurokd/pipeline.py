@@ -272,6 +272,23 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
     return model, metrics
 
 
+# ---------------------------------------------------------------- DNN → SNN conversion
+def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path, progress: bool = True,
+            log: Log = _quiet):
+    """Convert the DNN checkpoint ``teacher`` for ``cfg.student.timesteps`` steps (``cfg.convert``).
+    Returns the integer IF network and metrics."""
+    from neurokd.distill.colearn import check_teacher_fits
+    from neurokd.quant.convert import convert_dnn
+
+    payload = load_checkpoint(teacher, "teacher")
+    check_teacher_fits(payload.get("arch", {}), ds.num_classes, ds.input_shape, str(teacher))
+    model = teacher_from_checkpoint(payload, where=str(teacher))
+    snn, metrics = convert_dnn(model, ds, cfg.student.timesteps, cfg.convert, load_profile(cfg.hardware),
+                               cfg.student.encoder, seed=cfg.seed, progress=progress, log=log)
+    metrics["hardware"] = cfg.hardware
+    return snn, metrics
+
+
 # ---------------------------------------------------------------- export and Lava
 def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Optional[Dataset] = None,
                log: Log = _quiet) -> Path:

@@ -60,3 +60,24 @@ def spike_raster(torch_spikes: np.ndarray, lava_spikes: np.ndarray, path: str | 
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def rate_scatter(pairs, path: str | Path, names=None, points: int = 3000) -> Path:
+    """One panel per layer: the DNN's activation (in units of its scale λ) against the converted
+    neuron's spike rate, neuron by neuron; the diagonal is perfect tracking."""
+    plt = _plt()
+    n = len(pairs)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.1), squeeze=False)
+    gen = np.random.default_rng(0)
+    for i, (ax, (act, rate)) in enumerate(zip(axes[0], pairs)):
+        keep = gen.permutation(len(act))[:points]
+        ax.scatter(act[keep], rate[keep], s=3, alpha=0.3, color="tab:blue")
+        ax.plot([0, 1], [0, 1], color="tab:gray", lw=1, ls="--")
+        corr = np.corrcoef(act, rate)[0, 1] if act.std() > 0 and rate.std() > 0 else 0.0
+        title = names[i] if names else f"layer {i}"
+        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="DNN activation / λ",
+               title=f"{title}  (r = {corr:.3f})")
+        if i == 0:
+            ax.set_ylabel("spike count / T")
+        ax.grid(alpha=0.3)
+    return _save(fig, path)

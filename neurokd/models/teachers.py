@@ -46,6 +46,26 @@ def cnn(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (1
         flatten=nn.Flatten(), head=nn.Linear(c2 * h2 * w2, num_classes)))
 
 
+@TEACHERS.register("cnn_bn")
+def cnn_bn(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (16, 32)) -> nn.Module:
+    """Two blocks of 3×3 convolution, BatchNorm, ReLU and 2×2 average pooling, and a linear head:
+    the usual DNN shape that ``neurokd convert`` rewrites (BatchNorm folded, pooling as a strided
+    convolution)."""
+    if len(input_shape) != 3 or min(input_shape[1:]) < 4:
+        raise NeurokdError(f"teacher 'cnn_bn' needs image input (C, H, W) of at least 4×4, got "
+                           f"{list(input_shape)}")
+    if len(hidden) != 2:
+        raise NeurokdError("teacher 'cnn_bn' takes hidden as two channel counts, e.g. [16, 32]")
+    c, h, w = input_shape
+    c1, c2 = hidden
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(c, c1, 3, padding=1), bn1=nn.BatchNorm2d(c1), relu1=nn.ReLU(),
+        pool1=nn.AvgPool2d(2),
+        conv2=nn.Conv2d(c1, c2, 3, padding=1), bn2=nn.BatchNorm2d(c2), relu2=nn.ReLU(),
+        pool2=nn.AvgPool2d(2),
+        flatten=nn.Flatten(), head=nn.Linear(c2 * (h // 4) * (w // 4), num_classes)))
+
+
 def build_teacher(name: str, input_shape: Tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
     return TEACHERS.get(name)(tuple(input_shape), num_classes, **kwargs)
 

@@ -1,0 +1,511 @@
+"""DNN → quantized Loihi SNN: layer parsing, BatchNorm folding, threshold balancing, quantization
+through distillation (``neurokd convert``).
+
+A DNN made of ``Linear``, ``Conv2d``, ``ReLU``, ``Flatten``, ``BatchNorm1d/2d`` (folded into the
+layer before it) and ``AvgPool2d`` (rewritten as a strided convolution with fixed weights ``1/k²``,
+since netx refuses pooling layers) becomes a list of ``Stage``s, one per spiking layer.
+``Dropout`` and ``Identity`` do nothing at inference and are skipped; any other layer is refused
+by name.
+
+The spiking network uses integrate-and-fire neurons (current decay 1, voltage decay 0) with
+Loihi's reset to zero, driven by the ``direct`` encoder: the input's ``levels``-level integers at
+every step. A hidden layer's activation ``a`` maps to a firing rate ``a / λ``, ``λ`` being the
+layer's balancing scale (the DNN's activation at a high percentile, or a clip learned by
+quantization through distillation), so each layer's weights become ``W · λ_in / λ_out`` in units
+of its threshold and its bias ``b / λ_out``. The bias is added at every step of the sample's
+window of ``T + L`` steps, so it is scaled by ``T / (T + L)`` to total ``T`` steps' worth.
+
+Quantization through distillation (``qkd``) fine-tunes a copy of the DNN whose weights are
+rounded to the chip's 8-bit grid and whose hidden activations are what an IF neuron with reset
+to zero emits in ``T`` steps for a constant input ``z = a / λ`` (in units of its threshold)::
+
+    count(z) = floor(T / (floor(1 / z) + 1))        (z > 0; 0 otherwise)
+    â = λ · count(z) / T
+
+with a straight-through gradient (of ``λ · clip(z, 0, 1)``) and a trainable ``λ`` per layer; the
+full-precision DNN supervises it through the ``kd`` loss. Its activation grid is then the spike
+count grid of the converted network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neurokd.errors import NeurokdError
+from neurokd.hardware import HardwareProfile
+from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec
+from neurokd.quant.qsnn import QuantSpikingNet
+from neurokd.quant.quantizers import int_range, round_ste
+
+SUPPORTED = "Linear, Conv2d, ReLU, Flatten, BatchNorm1d/2d, AvgPool2d, Dropout, Identity"
+# Integrate-and-fire: the current holds one step's input, the voltage does not leak.
+IF_NEURON = NeuronSpec(current_decay=1.0, voltage_decay=0.0)
+
+
+@dataclass
+class Stage:
+    """One spiking layer of the converted network (or a flatten)."""
+
+    kind: str  # "dense", "conv", "pool" (an average pool as a fixed strided conv), "flatten"
+    name: str
+    weight: Optional[torch.Tensor] = None  # (out, in) or (out, in, k, k)
+    bias: Optional[torch.Tensor] = None
+    stride: int = 1
+    padding: int = 0
+    relu: bool = False
+    sources: List[str] = field(default_factory=list)  # DNN modules merged into this stage
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind != "flatten"
+
+    def apply(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None,
+              bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The stage's affine map (no activation), with optionally replaced weight and bias."""
+        w = self.weight if weight is None else weight
+        b = self.bias if bias is None else bias
+        if self.kind == "flatten":
+            return x.flatten(1)
+        if self.kind == "dense":
+            return F.linear(x.flatten(1), w, b)
+        return F.conv2d(x, w, b, stride=self.stride, padding=self.padding)
+
+
+def _square(value: Any, what: str, name: str) -> int:
+    vals = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(set(vals)) != 1 or not isinstance(vals[0], int):
+        raise NeurokdError(f"layer {name!r}: {what} {tuple(vals)} is not square; Loihi convolutions "
+                           "here take square kernels, strides and paddings")
+    return int(vals[0])
+
+
+def _leaves(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    if not isinstance(model, nn.Sequential):
+        raise NeurokdError(f"conversion needs an nn.Sequential DNN (its layer order is its "
+                           f"execution order); got {type(model).__name__}")
+    out = []
+    for name, child in model.named_children():
+        if isinstance(child, nn.Sequential):
+            out.extend((f"{name}.{n}", m) for n, m in _leaves(child))
+        else:
+            out.append((name, child))
+    return out
+
+
+def _pool_conv(channels: int, k: int) -> torch.Tensor:
+    w = torch.zeros(channels, channels, k, k)
+    w[range(channels), range(channels)] = 1.0 / (k * k)
+    return w
+
+
+def _merge_pool_into_conv(w: torch.Tensor, k: int) -> torch.Tensor:
+    """Kernel of ``conv ∘ avgpool(k)``: each tap of ``w`` spread over a k×k block, divided by k²."""
+    return w.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3) / (k * k)
+
+
+def _merge_pool_into_linear(w: torch.Tensor, pooled: Tuple[int, int, int], k: int) -> torch.Tensor:
+    c, h, wd = pooled
+    grid = w.reshape(w.shape[0], c, h, wd)
+    return (grid.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3) / (k * k)).reshape(w.shape[0], -1)
+
+
+@torch.no_grad()
+def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
+    """Parse ``model`` into spiking stages, folding BatchNorm and rewriting average pooling.
+
+    An average pool whose input divides by its kernel is merged into the Linear or Conv2d that
+    follows it (``conv ∘ avgpool(k)`` is one convolution with a k-times larger kernel, stride and
+    padding, and no extra layer of neurons); otherwise it becomes its own strided convolution
+    with weights ``1/k²`` between channel pairs."""
+    stages: List[Stage] = []
+    shape: Tuple[int, ...] = tuple(input_shape)
+    pending: Optional[Tuple[str, int, Tuple[int, ...]]] = None  # (name, k, shape before the pool)
+    flat_after_pool = False
+
+    def emit_pool() -> None:
+        nonlocal pending, flat_after_pool
+        name, k, before = pending
+        c = before[0]
+        stages.append(Stage("pool", name, _pool_conv(c, k), torch.zeros(c), k, 0, relu=True,
+                            sources=[name]))
+        pending = None
+        if flat_after_pool:
+            stages.append(Stage("flatten", name + ".flatten", sources=[]))
+            flat_after_pool = False
+
+    for name, mod in _leaves(model):
+        if isinstance(mod, (nn.Dropout, nn.Identity)):
+            continue
+        if pending is not None and not isinstance(mod, (nn.Linear, nn.Conv2d, nn.Flatten)):
+            emit_pool()
+        last = stages[-1] if stages else None
+        if isinstance(mod, nn.Linear):
+            w = mod.weight.detach().clone()
+            if int(np.prod(shape)) != w.shape[1]:
+                raise NeurokdError(f"layer {name!r}: Linear expects {w.shape[1]} inputs, gets {shape}")
+            b = mod.bias.detach().clone() if mod.bias is not None else torch.zeros(w.shape[0])
+            sources = [name]
+            if pending is not None:
+                pname, k, before = pending
+                pooled = (before[0], before[1] // k, before[2] // k)
+                w = _merge_pool_into_linear(w, pooled, k)
+                sources = [pname, name]
+                pending = None
+                if flat_after_pool and stages:
+                    stages.append(Stage("flatten", pname + ".flatten", sources=[]))
+                flat_after_pool = False
+            stages.append(Stage("dense", name, w, b, sources=sources))
+            shape = (w.shape[0],)
+        elif isinstance(mod, nn.Conv2d):
+            if len(shape) != 3 or flat_after_pool:
+                raise NeurokdError(f"layer {name!r}: Conv2d after a flat output")
+            if mod.groups != 1 or _square(mod.dilation, "dilation", name) != 1:
+                raise NeurokdError(f"layer {name!r}: grouped or dilated Conv2d cannot be converted")
+            if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+                raise NeurokdError(f"layer {name!r}: Conv2d padding must be a number with "
+                                   "padding_mode 'zeros'")
+            k = _square(mod.kernel_size, "kernel", name)
+            st = _square(mod.stride, "stride", name)
+            p = _square(mod.padding, "padding", name)
+            w = mod.weight.detach().clone()
+            b = mod.bias.detach().clone() if mod.bias is not None else torch.zeros(w.shape[0])
+            shape = (w.shape[0], (shape[1] + 2 * p - k) // st + 1, (shape[2] + 2 * p - k) // st + 1)
+            sources = [name]
+            if pending is not None:
+                pname, kp, _ = pending
+                w, st, p, sources = _merge_pool_into_conv(w, kp), st * kp, p * kp, [pname, name]
+                pending = None
+            stages.append(Stage("conv", name, w, b, st, p, sources=sources))
+        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if last is None or last.kind not in ("dense", "conv") or last.relu:
+                raise NeurokdError(f"layer {name!r}: BatchNorm must directly follow a Linear or "
+                                   "Conv2d layer to be folded into it")
+            if mod.running_mean is None:
+                raise NeurokdError(f"layer {name!r}: BatchNorm without running statistics")
+            scale = mod.running_var.add(mod.eps).rsqrt()
+            if mod.weight is not None:
+                scale = scale * mod.weight
+            shift = -mod.running_mean * scale
+            if mod.bias is not None:
+                shift = shift + mod.bias
+            last.weight = last.weight * scale.reshape(-1, *([1] * (last.weight.dim() - 1)))
+            last.bias = last.bias * scale + shift
+            last.sources.append(name)
+        elif isinstance(mod, nn.ReLU):
+            if last is None or not last.spiking or last.relu:
+                raise NeurokdError(f"layer {name!r}: ReLU must follow a Linear, Conv2d or "
+                                   "BatchNorm layer")
+            last.relu = True
+            last.sources.append(name)
+        elif isinstance(mod, nn.AvgPool2d):
+            k = _square(mod.kernel_size, "kernel", name)
+            st = _square(mod.stride if mod.stride is not None else k, "stride", name)
+            if st != k or _square(mod.padding, "padding", name) != 0 or mod.ceil_mode:
+                raise NeurokdError(f"layer {name!r}: only AvgPool2d with stride = kernel, no padding "
+                                   "and no ceil_mode becomes a strided convolution")
+            if len(shape) != 3 or (last is not None and not last.relu):
+                raise NeurokdError(f"layer {name!r}: AvgPool2d must follow a ReLU on an image")
+            pending = (name, k, shape)
+            if shape[1] % k or shape[2] % k:  # merging would read the rows the pool drops
+                emit_pool()
+            shape = (shape[0], shape[1] // k, shape[2] // k)
+        elif isinstance(mod, nn.Flatten):
+            if len(shape) != 1:
+                if pending is not None:
+                    flat_after_pool = True
+                elif stages:  # a flatten before the first layer is implicit for dense students
+                    stages.append(Stage("flatten", name, sources=[name]))
+                shape = (int(np.prod(shape)),)
+        else:
+            raise NeurokdError(f"layer {name!r} ({type(mod).__name__}) cannot be converted to "
+                               f"Loihi; supported layers: {SUPPORTED}")
+    if pending is not None:
+        emit_pool()
+    spiking = [s for s in stages if s.spiking]
+    if not spiking or spiking[-1].kind != "dense":
+        raise NeurokdError("the DNN must end in a Linear layer (its logits become output spikes)")
+    for s in spiking[:-1]:
+        if not s.relu:
+            raise NeurokdError(f"layer {s.name!r} is not followed by ReLU: every hidden layer of a "
+                               "converted DNN needs a ReLU (spike rates cannot be negative)")
+    return stages
+
+
+def stages_spec(stages: Sequence[Stage], input_shape: Sequence[int]) -> ArchSpec:
+    layers = []
+    for s in stages:
+        if s.kind == "dense":
+            layers.append(DenseLayer(units=s.weight.shape[0]))
+        elif s.kind == "flatten":
+            layers.append(FlattenLayer())
+        else:
+            layers.append(ConvLayer(channels=s.weight.shape[0], kernel=s.weight.shape[-1],
+                                    stride=s.stride, padding=s.padding))
+    spec = ArchSpec(input_shape=list(input_shape), layers=layers, neuron=IF_NEURON)
+    spec.shapes()
+    return spec
+
+
+@torch.no_grad()
+def stage_activations(stages: Sequence[Stage], x: torch.Tensor,
+                      batch: int = 512) -> List[torch.Tensor]:
+    """Output of every spiking stage (after ReLU; logits for the head) of the folded DNN."""
+    outs: List[List[torch.Tensor]] = [[] for s in stages if s.spiking]
+    for i in range(0, len(x), batch):
+        h = x[i:i + batch]
+        k = 0
+        for s in stages:
+            h = s.apply(h)
+            if s.spiking:
+                if s.relu:
+                    h = F.relu(h)
+                outs[k].append(h)
+                k += 1
+    return [torch.cat(o) for o in outs]
+
+
+def balance_scales(acts: Sequence[torch.Tensor], percentile: float) -> List[float]:
+    """Per spiking layer, the ``percentile`` of its positive activations (100: the maximum)."""
+    scales = []
+    for a in acts:
+        pos = a[a > 0].double()
+        if pos.numel() == 0:
+            scales.append(1.0)
+            continue
+        if pos.numel() > 2_000_000:  # a fixed subsample keeps the quantile cheap and repeatable
+            pos = pos[torch.randperm(pos.numel(), generator=torch.Generator().manual_seed(0))[:2_000_000]]
+        q = float(torch.quantile(pos, percentile / 100.0)) if percentile < 100 else float(pos.max())
+        scales.append(max(q, 1e-6))
+    return scales
+
+
+# ---------------------------------------------------------------- quantization through distillation
+def if_count_rate(z: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """Rate (count / T) of an IF neuron with reset to zero over ``T`` steps of constant input ``z``
+    (in units of its threshold, firing when the voltage passes it strictly); gradient of
+    ``clip(z, 0, 1)``."""
+    zc = z.detach().clamp_min(1e-6)
+    period = torch.floor(1.0 / zc) + 1.0
+    rate = torch.where(z.detach() > 0, torch.floor(timesteps / period) / timesteps, torch.zeros_like(zc))
+    clipped = z.clamp(0.0, 1.0)
+    return clipped + (rate - clipped).detach()
+
+
+def fake_quant(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric per-layer rounding on the largest |w|, as the conversion exports it."""
+    qn, qp = int_range(bits)
+    step = w.detach().abs().max().clamp_min(1e-12) / qp
+    return round_ste(torch.clamp(w / step, qn, qp)) * step
+
+
+class ClippedDNN(nn.Module):
+    """The DNN as the converted SNN sees it: ``levels``-level input, weights on the chip's grid,
+    hidden activations on the IF spike-count grid of ``T`` steps, head output as spike counts
+    (times a learned positive factor, so that cross-entropy sees sensible logits)."""
+
+    def __init__(self, stages: Sequence[Stage], scales: Sequence[float], timesteps: int,
+                 levels: int, bits: int = 8) -> None:
+        super().__init__()
+        self.stages = list(stages)
+        self.timesteps, self.levels, self.bits = int(timesteps), int(levels), int(bits)
+        trainable = [s for s in self.stages if s.kind in ("dense", "conv")]
+        self.weights = nn.ParameterList([nn.Parameter(s.weight.clone()) for s in trainable])
+        self.biases = nn.ParameterList([nn.Parameter(s.bias.clone()) for s in trainable])
+        self.log_scales = nn.Parameter(torch.tensor([math.log(v) for v in scales], dtype=torch.float32))
+        self.log_logit_scale = nn.Parameter(torch.zeros(()))
+
+    def _lambdas(self) -> List[torch.Tensor]:
+        return tie_pool_scales(self.stages, list(self.log_scales.exp().unbind()))
+
+    def scales(self) -> List[float]:
+        """λ of every spiking layer, pooling layers inheriting their input's."""
+        return [float(v) for v in self._lambdas()]
+
+    def forward(self, x: torch.Tensor, record: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
+        h = torch.round(x.clamp(0, 1) * self.levels) / self.levels
+        lam = self._lambdas()
+        j = k = 0
+        for s in self.stages:
+            if s.kind in ("dense", "conv"):
+                h = s.apply(h, fake_quant(self.weights[j], self.bits), self.biases[j])
+                j += 1
+            else:
+                h = s.apply(h)
+            if not s.spiking:
+                continue
+            rate = if_count_rate(h / lam[k], self.timesteps)
+            if k == len(lam) - 1:
+                out = rate * self.timesteps * self.log_logit_scale.exp()
+                if record is not None:
+                    record.append(rate * lam[k])
+                return out
+            h = rate * lam[k]
+            if record is not None:
+                record.append(h)
+            k += 1
+        raise AssertionError("unreachable: the last stage is the dense head")
+
+    @torch.no_grad()
+    def write_back(self) -> List[Stage]:
+        """The stages with the fine-tuned (unrounded) weights and biases."""
+        out, j = [], 0
+        for s in self.stages:
+            if s.kind in ("dense", "conv"):
+                s = Stage(s.kind, s.name, self.weights[j].detach().clone(),
+                          self.biases[j].detach().clone(), s.stride, s.padding, s.relu, list(s.sources))
+                j += 1
+            out.append(s)
+        return out
+
+
+def tie_pool_scales(stages: Sequence[Stage], scales: Sequence[Any]) -> List[Any]:
+    """A pooling layer averages rates: its scale is its input's (so its weights stay 1/k²)."""
+    out, k = list(scales), 0
+    for s in stages:
+        if not s.spiking:
+            continue
+        if s.kind == "pool" and k > 0:
+            out[k] = out[k - 1]
+        k += 1
+    return out
+
+
+# ---------------------------------------------------------------- the spiking network
+def to_quant_snn(stages: Sequence[Stage], scales: Sequence[float], input_shape: Sequence[int],
+                 timesteps: int, levels: int, profile: HardwareProfile, bits: int = 8) -> QuantSpikingNet:
+    """Weight transfer: the integer IF network with balanced thresholds and Lava-exact biases."""
+    spec = stages_spec(stages, input_shape)
+    spiking = [s for s in stages if s.spiking]
+    L = len(spiking)
+    model = QuantSpikingNet(spec, profile, [bits] * L, "fixed", bias=True)
+    theta = model.vth_float / float(profile.weight_scale)
+    g = float(1 << profile.weight_shift(bits))
+    _, qp = int_range(bits)
+    bias_share = timesteps / (timesteps + model.window_pad)
+    lam_in = 1.0 / levels  # the input's integers are levels · x
+    with torch.no_grad():
+        for i, (s, lam) in enumerate(zip(spiking, scales)):
+            w = s.weight * (lam_in / lam) * theta
+            b = s.bias / lam * bias_share * theta
+            step = max(float(w.abs().max()) / qp,
+                       float(b.abs().max()) * g / profile.bias_mantissa_max,
+                       theta * g / profile.threshold_mantissa_max, 1e-8)
+            model.weights[i].copy_(w.reshape(model.weights[i].shape))
+            model.biases[i].copy_(b)
+            model.quantizers[i].step.fill_(step)
+            lam_in = lam
+    model.export_integers()  # raises if a layer does not fit the profile
+    return model.eval()
+
+
+@torch.no_grad()
+def layer_rates(model: QuantSpikingNet, window: torch.Tensor, acts: Sequence[torch.Tensor],
+                scales: Sequence[float], timesteps: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Per spiking layer: the DNN's activation in units of ``λ`` (clipped to [0, 1], as a rate
+    is) and the converted neuron's spike count / T, on the same samples, neuron by neuron."""
+    record: List[torch.Tensor] = []
+    model.eval()
+    model(window, record=record)
+    pairs = []
+    for spikes, act, lam in zip(record, acts, scales):
+        rate = (spikes.sum(-1) / timesteps).reshape(len(act), -1).double().flatten()
+        ref = (act.reshape(len(act), -1).double() / lam).clamp(0, 1).flatten()
+        pairs.append((ref.numpy(), rate.numpy()))
+    return pairs
+
+
+def rate_tracking(pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[Dict[str, float]]:
+    """Pearson correlation, mean absolute error and means of each layer's (activation, rate)."""
+    rows = []
+    for i, (a, r) in enumerate(pairs):
+        corr = float(np.corrcoef(a, r)[0, 1]) if a.std() > 0 and r.std() > 0 else 0.0
+        rows.append({"layer": i, "correlation": corr, "mae": float(np.abs(r - a).mean()),
+                     "mean_rate": float(r.mean()), "mean_activation": float(a.mean())})
+    return rows
+
+
+Log = Callable[[str], None]
+
+
+def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProfile,
+                encoder: str = "direct", seed: int = 0, progress: bool = True,
+                log: Log = lambda _m: None) -> Tuple[QuantSpikingNet, Dict[str, Any]]:
+    """Convert ``teacher`` for ``T = timesteps`` steps by ``c.method`` (a ``ConvertConfig``).
+    Returns the integer IF network (a ``QuantSpikingNet`` with biases) and metrics."""
+    from neurokd.data.encoders import encode_window, get_encoder
+    from neurokd.distill.losses import LOSSES
+    from neurokd.quant.qat import counts
+    from neurokd.quant.qsnn import check_bits
+    from neurokd.training import accuracy, fit, seed_everything
+
+    if timesteps <= 0:
+        raise NeurokdError(f"timesteps must be positive, got {timesteps}")
+    enc = get_encoder(encoder)
+    if enc.message_bits == 0:
+        raise NeurokdError(f"conversion drives the first layer with graded input; encoder "
+                           f"{encoder!r} sends binary spikes (use 'direct')")
+    check_bits([c.bits], profile)
+    levels = (1 << enc.message_bits) - 1
+    teacher = teacher.eval()
+    stages = dnn_stages(teacher, ds.input_shape)
+    seed_everything(seed)
+    x_cal = torch.as_tensor(ds.train.x[:c.calibration])
+    x_cal = torch.round(x_cal.clamp(0, 1) * levels) / levels
+    acts = stage_activations(stages, x_cal)
+    metrics: Dict[str, Any] = {"method": c.method, "timesteps": timesteps, "bits": c.bits,
+                               "converted_layers": [{"kind": s.kind, "from": s.sources}
+                                                    for s in stages if s.spiking]}
+
+    def dnn_logits(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m(x)
+
+    def ident(x: torch.Tensor, _g: torch.Generator) -> torch.Tensor:
+        return x
+
+    metrics["teacher_accuracy"] = accuracy(teacher, ds.test, ident, dnn_logits, seed=seed)
+    if c.method == "plain":
+        scales = tie_pool_scales(stages, balance_scales(acts, 100.0))
+    else:
+        clipped = ClippedDNN(stages, balance_scales(acts, c.percentile), timesteps, levels, c.bits)
+        metrics["qkd_start_accuracy"] = accuracy(clipped, ds.test, ident, dnn_logits, seed=seed)
+        kd, ce = LOSSES.get("kd"), LOSSES.get("ce")
+
+        def objective(m: nn.Module, raw: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            s = m(x)
+            with torch.no_grad():
+                t = teacher(raw)
+            return (1 - c.alpha) * ce(s, y) + c.alpha * kd(s, t, temperature=c.temperature)
+
+        res = fit(clipped, ds.train, ds.val, ident, dnn_logits, epochs=c.epochs, lr=c.lr,
+                  batch_size=c.batch_size, patience=c.patience, seed=seed, desc="qkd",
+                  progress=progress, log=log, objective=objective)
+        teacher.eval()
+        metrics.update({"qkd_accuracy": accuracy(clipped.eval(), ds.test, ident, dnn_logits, seed=seed),
+                        "qkd_val_accuracy": res.best_val_accuracy, "qkd_epochs": res.epochs_run,
+                        "qkd_history": res.history})
+        stages, scales = clipped.write_back(), clipped.scales()
+        acts = stage_activations(stages, x_cal)
+    model = to_quant_snn(stages, scales, ds.input_shape, timesteps, levels, profile, c.bits)
+    prepare = lambda x, g: encode_window(x, enc, timesteps, model.window_pad, g)  # noqa: E731
+    metrics["snn_accuracy"] = accuracy(model, ds.test, prepare, counts, seed=seed)
+    probe = x_cal[:256]
+    window = encode_window(probe, enc, timesteps, model.window_pad)
+    ints = model.export_integers()
+    pairs = layer_rates(model, window, [a[:256] for a in acts], scales, timesteps)
+    metrics["layers"] = [
+        {"kind": s.kind, "scale": float(lam), "threshold_mantissa": row["vth"],
+         "max_abs_weight": int(row["weight"].abs().max()), "max_abs_bias": int(row["bias"].abs().max()),
+         **{k: v for k, v in track.items() if k != "layer"}}
+        for s, lam, row, track in zip([s for s in stages if s.spiking], scales, ints,
+                                      rate_tracking(pairs))]
+    metrics["_rate_pairs"] = pairs
+    metrics["state_overflow"] = any(r["overflow"] for r in model.state_extremes(window))
+    metrics["weight_bytes"] = model.weight_bytes()
+    return model, metrics

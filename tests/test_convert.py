@@ -1,0 +1,248 @@
+"""DNN → quantized SNN conversion: parsing, BatchNorm folding, biases in Lava, rate tracking."""
+
+import subprocess
+import sys
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from neurokd import pipeline
+from neurokd.config import build_config
+from neurokd.deploy.export import export_netx
+from neurokd.deploy.lava_run import lava_input_frames, run_lava
+from neurokd.errors import NeurokdError
+from neurokd.hardware import load_profile
+from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
+from neurokd.models.teachers import build_teacher
+from neurokd.quant.convert import (IF_NEURON, convert_dnn, dnn_stages, if_count_rate,
+                                   stage_activations)
+from neurokd.quant.qsnn import QuantSpikingNet
+
+LOIHI2 = load_profile("loihi2")
+
+
+def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen))
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.2)
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(n, generator=gen))
+                m.bias.copy_(torch.randn(n, generator=gen))
+    return model.eval()
+
+
+@pytest.mark.parametrize("image", [(1, 8, 8), (2, 7, 9)])
+def test_folding_batchnorm_and_rewriting_pooling_keep_outputs_equal(image):
+    torch.manual_seed(0)
+    model = _randomise_batchnorm(build_teacher("cnn_bn", image, 5, hidden=[4, 6]))
+    stages = dnn_stages(model, image)
+    kinds = [s.kind for s in stages]
+    # Pooling merges into the next layer when the map divides by its kernel, else stays a layer.
+    assert ("pool" in kinds) == bool(image[1] % 2 or image[2] % 2), kinds
+    assert stages[0].sources[:3] == ["conv1", "bn1", "relu1"]
+    x = torch.rand(16, *image)
+    with torch.no_grad():
+        assert torch.allclose(stage_activations(stages, x)[-1], model(x), atol=1e-5)
+
+
+def test_mlp_with_batchnorm1d_and_dropout_folds_exactly():
+    torch.manual_seed(1)
+    model = _randomise_batchnorm(nn.Sequential(OrderedDict(
+        flatten=nn.Flatten(), fc1=nn.Linear(64, 20), bn1=nn.BatchNorm1d(20), relu1=nn.ReLU(),
+        drop=nn.Dropout(0.3), head=nn.Linear(20, 10))))
+    stages = dnn_stages(model, (1, 8, 8))
+    assert [s.kind for s in stages] == ["dense", "dense"]
+    assert stages[0].sources == ["fc1", "bn1", "relu1"]
+    x = torch.rand(8, 1, 8, 8)
+    assert torch.allclose(stage_activations(stages, x)[-1], model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 10)),
+     "layer '2' (MaxPool2d) cannot be converted"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10)),
+     "layer '2' (Tanh) cannot be converted"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Linear(16, 10)),
+     "layer '1' is not followed by ReLU"),
+    (nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(64, 10)),
+     "BatchNorm must directly follow a Linear or Conv2d"),
+    (nn.Sequential(nn.Conv2d(1, 4, (3, 1)), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 8, 10)),
+     "kernel (3, 1) is not square"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU()), None),
+])
+def test_unsupported_layers_are_refused_by_name(model, message):
+    if message is None:  # a ReLU on the logits is allowed: spike counts are non-negative anyway
+        assert dnn_stages(model, (1, 8, 8))[-1].relu
+        return
+    with pytest.raises(NeurokdError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        dnn_stages(model, (1, 8, 8))
+
+
+def test_a_model_without_layer_order_is_refused():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(NeurokdError, match="needs an nn.Sequential DNN"):
+        dnn_stages(Custom(), (1, 8, 8))
+
+
+def test_if_count_rate_is_the_reset_to_zero_spike_count():
+    """Against a direct simulation of an integer IF neuron with reset to zero."""
+    vth, T = 100, 16
+    for c in [0, 7, 33, 50, 51, 99, 100, 101, 250]:
+        v, count = 0, 0
+        for _ in range(T):
+            v += c
+            if v > vth:
+                count, v = count + 1, 0
+        assert float(if_count_rate(torch.tensor(c / vth), T)) == count / T, c
+
+
+def _biased_net(conv: bool, seed: int = 0) -> QuantSpikingNet:
+    if conv:
+        spec = ArchSpec(input_shape=[1, 6, 6], layers=[
+            ConvLayer(channels=4, kernel=3, padding=1), ConvLayer(channels=4, kernel=2, stride=2),
+            FlattenLayer(), DenseLayer(units=5)], neuron=IF_NEURON)
+    else:
+        spec = ArchSpec(input_shape=[20], layers=[DenseLayer(units=16), DenseLayer(units=12),
+                                                  DenseLayer(units=5)], neuron=IF_NEURON)
+    torch.manual_seed(seed)
+    q = QuantSpikingNet(spec, LOIHI2, [8] * spec.num_spiking_layers, "fixed", bias=True)
+    with torch.no_grad():
+        for w, b, qz in zip(q.weights, q.biases, q.quantizers):
+            w.normal_(0, 0.4)
+            b.uniform_(-0.3, 0.5)
+            qz.step.fill_(float(w.abs().max()) / 127)
+    return q.eval()
+
+
+def _window(q: QuantSpikingNet, n: int = 12, T: int = 10) -> torch.Tensor:
+    x = torch.randint(0, 16, (n, *q.spec.input_shape), generator=torch.Generator().manual_seed(1))
+    frames = x.float().unsqueeze(-1).expand(*x.shape, T)
+    return torch.cat([frames, torch.zeros(*x.shape, q.window_pad)], -1)
+
+
+def test_zero_biases_compute_what_the_unbiased_network_computes():
+    q = _biased_net(conv=True)
+    plain = QuantSpikingNet(q.spec, LOIHI2, q.bits, "fixed").eval()
+    plain.load_state_dict({k: v for k, v in q.state_dict().items() if not k.startswith("biases")})
+    with torch.no_grad():
+        for b in q.biases:
+            b.zero_()
+    x = _window(q)
+    out = q(x)
+    assert out.sum() > 0 and torch.equal(out, plain(x))
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("conv", [False, True], ids=["dense", "conv"])
+def test_biased_integer_network_matches_lava_spike_for_spike(tmp_path, conv):
+    q = _biased_net(conv)
+    x = _window(q, n=16)
+    ints = q.export_integers()
+    assert all(int(layer["bias"].abs().max()) > 0 for layer in ints)
+    net = export_netx(q.to_slayer(), tmp_path / "b.net", {"encoder": "direct", "timesteps": 10,
+                                                          "num_classes": 5})
+    lava = run_lava(net, lava_input_frames(x.numpy(), conv), 4, "sim", progress=False).spikes
+    with torch.no_grad():
+        ours = q(x).numpy()
+    assert ours.sum() > 0 and np.array_equal(ours, lava)
+
+
+@pytest.fixture(scope="module")
+def digits_teacher():
+    cfg = build_config(overrides=["teacher.model=cnn_bn", "teacher.hidden=[8, 16]",
+                                  "teacher.epochs=12"])
+    ds = pipeline.load_data(cfg)
+    teacher, m = pipeline.train_teacher(cfg, ds, progress=False)
+    return ds, teacher, m["teacher_accuracy"]
+
+
+def test_converted_rates_track_the_dnn_layer_by_layer(digits_teacher):
+    ds, teacher, teacher_acc = digits_teacher
+    c = build_config(overrides=["convert.method=plain"]).convert
+    snn, m = convert_dnn(teacher, ds, 48, c, LOIHI2, progress=False)
+    assert [row["kind"] for row in m["layers"]] == ["conv", "conv", "dense"]
+    for row in m["layers"]:
+        assert row["correlation"] > 0.9, m["layers"]
+        assert row["mean_rate"] > 0.01
+    assert m["snn_accuracy"] > 0.85, (m["snn_accuracy"], teacher_acc)  # chance is 0.1
+    assert m["teacher_accuracy"] == teacher_acc
+
+
+def test_quantization_through_distillation_beats_plain_conversion_at_few_steps(digits_teacher):
+    ds, teacher, _ = digits_teacher
+    acc = {}
+    for method in ("plain", "qkd"):
+        c = build_config(overrides=[f"convert.method={method}", "convert.epochs=3"]).convert
+        acc[method] = convert_dnn(teacher, ds, 6, c, LOIHI2, progress=False)[1]["snn_accuracy"]
+    assert acc["qkd"] > acc["plain"] + 0.05, acc
+
+
+def test_conversion_refuses_bad_settings(digits_teacher):
+    ds, teacher, _ = digits_teacher
+    c = build_config().convert
+    with pytest.raises(NeurokdError, match="timesteps must be positive"):
+        convert_dnn(teacher, ds, 0, c, LOIHI2, progress=False)
+    with pytest.raises(NeurokdError, match="sends binary spikes"):
+        convert_dnn(teacher, ds, 8, c, LOIHI2, encoder="rate", progress=False)
+    with pytest.raises(NeurokdError, match="9-bit weights are not allowed"):
+        convert_dnn(teacher, ds, 8, c.model_copy(update={"bits": 9}), LOIHI2, progress=False)
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "neurokd", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.mark.lava
+def test_convert_cli_then_verify_and_bad_input(tmp_path):
+    r = _cli("train-teacher", "--out", "t", "--teacher-model", "cnn_bn", "--set", "data.limit=500",
+             "--set", "teacher.hidden=[4, 8]", "--set", "teacher.epochs=6", "--no-progress",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _cli("convert", "--teacher", "t/teacher.pt", "-T", "8", "--epochs", "1", "--out", "c",
+             "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in ("snn.pt", "network.net", "metrics.json", "rate_tracking.png", "config.yaml"):
+        assert (tmp_path / "c" / name).is_file(), name
+    r = _cli("verify", "--snn", "c/snn.pt", "--net", "c/network.net", "--samples", "20", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "lava_spike_match                1.0000" in r.stdout
+    # Bad input: one line, exit 2, nothing written.
+    bad = [(["-T", "0"], "--timesteps must be positive"),
+           (["--set", "convert.percentile=0"], "convert.percentile"),
+           (["--hardware", "nochip"], "unknown hardware profile")]
+    for extra, message in bad:
+        r = _cli("convert", "--teacher", "t/teacher.pt", "-T", "4", "--out", "bad", *extra,
+                 cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
+        assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
+    r = _cli("convert", "--teacher", "c/snn.pt", "-T", "4", "--out", "bad", cwd=tmp_path)
+    assert r.returncode == 2 and "expected a teacher checkpoint" in r.stderr, r.stderr
+    payload = torch.load(tmp_path / "t" / "teacher.pt", weights_only=True)
+    payload["arch"]["model"] = "transformer"
+    torch.save(payload, tmp_path / "odd.pt")
+    r = _cli("convert", "--teacher", "odd.pt", "-T", "4", "--out", "bad", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown teacher model 'transformer'" in r.stderr, r.stderr
+
+
+def test_same_seed_same_converted_network(digits_teacher):
+    ds, teacher, _ = digits_teacher
+    c = build_config(overrides=["convert.epochs=1"]).convert
+    a = convert_dnn(teacher, ds, 4, c, LOIHI2, seed=3, progress=False)[0].export_integers()
+    b = convert_dnn(teacher, ds, 4, c, LOIHI2, seed=3, progress=False)[0].export_integers()
+    for x, y in zip(a, b):
+        assert x["vth"] == y["vth"] and torch.equal(x["weight"], y["weight"])
+        assert torch.equal(x["bias"], y["bias"])
