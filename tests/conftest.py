@@ -1,5 +1,7 @@
 import gzip
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +43,9 @@ TINY = [
     "--set", "student.epochs=4", "--set", "student.hidden=32", "--set", "student.timesteps=8",
     "--set", "lava.samples=24",
 ]
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python -m neurokd ARGS`` in ``cwd``, as a user runs it; output captured as text."""
+    return subprocess.run([sys.executable, "-m", "neurokd", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)

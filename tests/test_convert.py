@@ -1,7 +1,5 @@
 """DNN → quantized SNN conversion: parsing, BatchNorm folding, biases in Lava, rate tracking."""
 
-import subprocess
-import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -20,6 +18,8 @@ from neurokd.models.teachers import build_teacher
 from neurokd.quant.convert import (IF_NEURON, convert_dnn, dnn_stages, if_count_rate,
                                    stage_activations)
 from neurokd.quant.qsnn import QuantSpikingNet
+
+from tests.conftest import run_cli
 
 LOIHI2 = load_profile("loihi2")
 
@@ -201,23 +201,19 @@ def test_conversion_refuses_bad_settings(digits_teacher):
         convert_dnn(teacher, ds, 8, c.model_copy(update={"bits": 9}), LOIHI2, progress=False)
 
 
-def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "neurokd", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=900)
-
 
 @pytest.mark.lava
 def test_convert_cli_then_verify_and_bad_input(tmp_path):
-    r = _cli("train-teacher", "--out", "t", "--teacher-model", "cnn_bn", "--set", "data.limit=500",
+    r = run_cli("train-teacher", "--out", "t", "--teacher-model", "cnn_bn", "--set", "data.limit=500",
              "--set", "teacher.hidden=[4, 8]", "--set", "teacher.epochs=6", "--no-progress",
              cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    r = _cli("convert", "--teacher", "t/teacher.pt", "-T", "8", "--epochs", "1", "--out", "c",
+    r = run_cli("convert", "--teacher", "t/teacher.pt", "-T", "8", "--epochs", "1", "--out", "c",
              "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for name in ("snn.pt", "network.net", "metrics.json", "rate_tracking.png", "config.yaml"):
         assert (tmp_path / "c" / name).is_file(), name
-    r = _cli("verify", "--snn", "c/snn.pt", "--net", "c/network.net", "--samples", "20", cwd=tmp_path)
+    r = run_cli("verify", "--snn", "c/snn.pt", "--net", "c/network.net", "--samples", "20", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "lava_spike_match                1.0000" in r.stdout
     # Bad input: one line, exit 2, nothing written.
@@ -225,16 +221,16 @@ def test_convert_cli_then_verify_and_bad_input(tmp_path):
            (["--set", "convert.percentile=0"], "convert.percentile"),
            (["--hardware", "nochip"], "unknown hardware profile")]
     for extra, message in bad:
-        r = _cli("convert", "--teacher", "t/teacher.pt", "-T", "4", "--out", "bad", *extra,
+        r = run_cli("convert", "--teacher", "t/teacher.pt", "-T", "4", "--out", "bad", *extra,
                  cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
         assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
-    r = _cli("convert", "--teacher", "c/snn.pt", "-T", "4", "--out", "bad", cwd=tmp_path)
+    r = run_cli("convert", "--teacher", "c/snn.pt", "-T", "4", "--out", "bad", cwd=tmp_path)
     assert r.returncode == 2 and "expected a teacher checkpoint" in r.stderr, r.stderr
     payload = torch.load(tmp_path / "t" / "teacher.pt", weights_only=True)
     payload["arch"]["model"] = "transformer"
     torch.save(payload, tmp_path / "odd.pt")
-    r = _cli("convert", "--teacher", "odd.pt", "-T", "4", "--out", "bad", cwd=tmp_path)
+    r = run_cli("convert", "--teacher", "odd.pt", "-T", "4", "--out", "bad", cwd=tmp_path)
     assert r.returncode == 2 and "unknown teacher model 'transformer'" in r.stderr, r.stderr
 
 

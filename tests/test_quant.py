@@ -1,7 +1,5 @@
 """Quantization-aware training: quantizers, schedule, Loihi numerics, export to Lava."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,6 +19,8 @@ from neurokd.quant.quantizers import FixedQuantizer, LSQQuantizer, init_step, in
 from neurokd.quant.schedule import ProbSchedule
 
 from tests.test_lava import CONV_SPEC
+
+from tests.conftest import run_cli
 
 LOIHI2 = load_profile("loihi2")
 
@@ -231,27 +231,23 @@ def test_same_seed_same_quantized_model(tmp_path):
         assert torch.equal(x["weight"], y["weight"]) and x["vth"] == y["vth"]
 
 
-def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "neurokd", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
-
 
 @pytest.mark.lava
 def test_quantize_cli_then_verify(tmp_path):
-    r = _cli("train-snn", "--out", "snn", "--set", "data.limit=400", "--set", "student.epochs=3",
+    r = run_cli("train-snn", "--out", "snn", "--set", "data.limit=400", "--set", "student.epochs=3",
              "--set", "student.hidden=32", "-T", "8", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    r = _cli("quantize", "--snn", "snn/snn.pt", "--layer-bits", "6,4", "--epochs", "2",
+    r = run_cli("quantize", "--snn", "snn/snn.pt", "--layer-bits", "6,4", "--epochs", "2",
              "--out", "q", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "quant_accuracy" in r.stdout and (tmp_path / "q" / "network.net").is_file()
-    r = _cli("verify", "--snn", "q/snn.pt", "--net", "q/network.net", "--samples", "20", cwd=tmp_path)
+    r = run_cli("verify", "--snn", "q/snn.pt", "--net", "q/network.net", "--samples", "20", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "lava_spike_match                1.0000" in r.stdout
-    r = _cli("quantize", "--snn", "snn/snn.pt", "--out", "bad", "--bits", "9", cwd=tmp_path)
+    r = run_cli("quantize", "--snn", "snn/snn.pt", "--out", "bad", "--bits", "9", cwd=tmp_path)
     assert r.returncode == 2 and "9-bit weights are not allowed" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
-    r = _cli("quantize", "--snn", "q/snn.pt", "--out", "bad", cwd=tmp_path)
+    r = run_cli("quantize", "--snn", "q/snn.pt", "--out", "bad", cwd=tmp_path)
     assert r.returncode == 2 and "already quantized" in r.stderr
 
 
