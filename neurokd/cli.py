@@ -135,6 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
     _progress_args(p)
 
+    p = sub.add_parser("search", help="training-free search for an SNN that fits the chip",
+                       description="Sample Loihi-compatible SNN architectures, reject those over "
+                                   "the budget, score the rest at initialization with a proxy "
+                                   "(no training), and write a ranked table, the Pareto front "
+                                   "against cores and synaptic operations, and the chosen spec "
+                                   "(spec.yaml, for --spec / --student).")
+    p.add_argument("--dataset", help="dataset name (digits, mnist)")
+    p.add_argument("--data-dir", help="folder with the dataset's files (mnist: IDX files)")
+    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML")
+    p.add_argument("--max-cores", type=int, help="budget: estimated cores (default: one chip)")
+    p.add_argument("--max-memory", type=int, metavar="BYTES", help="budget: synaptic memory")
+    p.add_argument("--candidates", type=int, default=100, help="architectures to score")
+    p.add_argument("--proxy", default="grad_stats", help="score to maximise (default grad_stats)")
+    p.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
+    p.add_argument("--space", metavar="YAML", help="search space (default: neurokd/nas/space.py)")
+    p.add_argument("--workers", type=int, default=1, help="scoring processes")
+    p.add_argument("--encoder", help="input encoder (rate, direct)")
+    p.add_argument("--seed", type=int, help="seed of the sampling and the data batches")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config value (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
+    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
+    _progress_args(p)
+
     p = sub.add_parser("run-lava", help="run an exported network in Lava and report accuracy",
                        description="Run a netx network on Loihi 2 or Lava's CPU simulator over "
                                    "test samples, one run with a reset between samples.")
@@ -309,6 +333,63 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    import csv
+
+    from neurokd import pipeline
+    from neurokd.config import build_config, config_to_dict
+    from neurokd.fileio import RunDir, atomic_path, write_json, write_yaml
+    from neurokd.hardware import load_profile
+    from neurokd.metrics import plots
+    from neurokd.metrics.report import table
+    from neurokd.nas.resources import Budget
+    from neurokd.nas.search import run_search
+    from neurokd.nas.space import describe, load_space
+
+    for name in ("--candidates", "--workers", "--max-cores", "--max-memory"):
+        _positive(name, getattr(args, name[2:].replace("-", "_")))
+    cfg = build_config(None, args.set, {"data.dataset": args.dataset, "data.data_dir": args.data_dir,
+                                        "hardware": args.hardware, "seed": args.seed,
+                                        "student.encoder": args.encoder})
+    space = load_space(args.space)
+    profile = load_profile(cfg.hardware)
+    from neurokd.nas.proxies import PROXIES
+
+    PROXIES.get(args.proxy)
+    ds = pipeline.load_data(cfg, log=print)
+    budget = Budget(args.max_cores, args.max_memory)
+    with RunDir(args.out, force=args.force) as run:
+        write_yaml(run / "config.yaml", config_to_dict(cfg))
+        res = run_search(ds, space, profile, budget, args.proxy, args.strategy, args.candidates,
+                         args.workers, cfg.student.encoder, seed=cfg.seed, progress=_progress(args))
+        rows = [dict(rank=i + 1, **c.row(args.proxy)) for i, c in enumerate(res["ranked"])]
+        with atomic_path(run / "ranked.csv") as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        chosen = res["chosen"]
+        write_yaml(run / "spec.yaml", chosen.spec.model_dump())
+        front = res["front"]
+        plots.pareto([(c.resources["cores"], c.scores["synops"], c.scores[args.proxy])
+                      for c in res["ranked"]],
+                     [(c.resources["cores"], c.scores["synops"], c.scores[args.proxy]) for c in front],
+                     run / "pareto.png", args.proxy)
+        summary = {"proxy": args.proxy, "strategy": args.strategy, "candidates": len(rows),
+                   "timesteps": space.timesteps, "hardware": profile.name,
+                   "budget": {"max_cores": args.max_cores, "max_memory_bytes": args.max_memory},
+                   "seconds": res["seconds"], "archs_per_second": res["archs_per_second"],
+                   "chosen": rows[0], "chosen_spec": chosen.spec.model_dump(),
+                   "pareto_front": [c.row(args.proxy) for c in front], "space": space.model_dump()}
+        write_json(run / "search.json", summary)
+    print(table([(str(r["rank"]), f"{r['arch']}  score {r['score']:.4g}, {r['cores']} cores, "
+                 f"{r['synapses']} synapses") for r in rows[:10]],
+                title=f"search: {ds.name}, proxy {args.proxy}, {len(rows)} candidates "
+                      f"({res['archs_per_second']:.1f}/s)"))
+    print(f"chosen: {describe(chosen.spec)} → {args.out}/spec.yaml; train it with: neurokd demo "
+          f"--spec {args.out}/spec.yaml -T {space.timesteps} --out runs/searched")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from neurokd import pipeline
 
@@ -383,6 +464,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 COMMANDS = {"demo": cmd_demo, "train-teacher": lambda a: _train(a, "teacher"),
             "train-snn": lambda a: _train(a, "snn"), "distill": lambda a: _train(a, "distill"),
             "export": cmd_export, "quantize": cmd_quantize, "convert": cmd_convert,
+            "search": cmd_search,
             "run-lava": cmd_run_lava, "verify": cmd_verify}
 
 

@@ -39,6 +39,8 @@ class HardwareProfile(BaseModel):
     max_message_bits: int = Field(gt=0, le=32)
     cores_per_chip: int = Field(gt=0)
     neurons_per_core: int = Field(gt=0)
+    synaptic_memory_bytes_per_core: int = Field(gt=0)
+    max_fan_in_per_core: int = Field(gt=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> "HardwareProfile":

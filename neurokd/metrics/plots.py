@@ -81,3 +81,19 @@ def rate_scatter(pairs, path: str | Path, names=None, points: int = 3000) -> Pat
             ax.set_ylabel("spike count / T")
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def pareto(points, front, path: str | Path, proxy: str) -> Path:
+    """Proxy score against estimated cores, colour = synaptic operations; the front circled.
+    ``points`` and ``front``: lists of (cores, synops, score)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    c, o, s = (np.array(v, dtype=float) for v in zip(*points))
+    sc = ax.scatter(c, s, c=np.log10(np.maximum(o, 1)), cmap="viridis", s=14)
+    fc, _, fs = (np.array(v, dtype=float) for v in zip(*front))
+    ax.scatter(fc, fs, s=80, facecolors="none", edgecolors="tab:red", label="Pareto front")
+    fig.colorbar(sc, ax=ax, label="log10 synaptic ops / inference")
+    ax.set(xlabel="estimated cores", ylabel=f"proxy {proxy}", title="Candidates")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,107 @@
+"""Resource model of an ``ArchSpec`` on a hardware profile: neurons, synapses, cores, synaptic ops.
+
+Per spiking layer, with ``fan_in`` the inputs each neuron reads (``C·k·k`` for a convolution):
+
+* ``neurons``: the layer's output size;
+* ``synapses``: ``neurons · fan_in`` connections (a convolution's shared weights are still one
+  synapse per connection in the core's synaptic memory); ``params``: distinct weights;
+* ``memory_bytes``: ``synapses · weight_bits / 8``;
+* ``cores``: the most of ``ceil(neurons / neurons_per_core)``,
+  ``ceil(memory_bytes / synaptic_memory_bytes_per_core)`` and
+  ``ceil(input_neurons / max_fan_in_per_core)`` (a core reads at most that many input axons);
+* ``synops``: synaptic operations per inference, ``synapses · rate · T`` for an input spike rate
+  ``rate`` (measured, or 1: the upper bound).
+
+Every number of the chip comes from the profile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence
+
+from neurokd.errors import NeurokdError
+from neurokd.hardware import HardwareProfile
+from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
+
+
+@dataclass
+class LayerResources:
+    layer: int
+    kind: str
+    neurons: int
+    fan_in: int
+    synapses: int
+    params: int
+    memory_bytes: int
+    cores: int
+
+
+def _prod(shape: Sequence[int]) -> int:
+    return int(math.prod(int(s) for s in shape))
+
+
+def layer_resources(spec: ArchSpec, profile: HardwareProfile,
+                    weight_bits: Optional[int] = None) -> List[LayerResources]:
+    bits = weight_bits or profile.weight_bits
+    rows = []
+    in_shape = tuple(spec.input_shape)
+    for i, (layer, out_shape) in enumerate(zip(spec.layers, spec.shapes())):
+        if isinstance(layer, FlattenLayer):
+            in_shape = out_shape
+            continue
+        neurons = _prod(out_shape)
+        if isinstance(layer, DenseLayer):
+            fan_in, params = _prod(in_shape), _prod(in_shape) * layer.units
+        else:
+            fan_in = in_shape[0] * layer.kernel * layer.kernel
+            params = fan_in * layer.channels
+        synapses = neurons * fan_in
+        memory = (synapses * bits + 7) // 8
+        cores = max(math.ceil(neurons / profile.neurons_per_core),
+                    math.ceil(memory / profile.synaptic_memory_bytes_per_core),
+                    math.ceil(_prod(in_shape) / profile.max_fan_in_per_core))
+        rows.append(LayerResources(i, layer.type, neurons, fan_in, synapses, params, memory, cores))
+        in_shape = out_shape
+    return rows
+
+
+def synops(rows: Sequence[LayerResources], timesteps: int,
+           input_rates: Optional[Sequence[float]] = None) -> float:
+    """Synaptic operations per inference; ``input_rates``: spikes per input neuron per step,
+    per layer (default 1, the upper bound)."""
+    rates = input_rates if input_rates is not None else [1.0] * len(rows)
+    return float(sum(r.synapses * rate * timesteps for r, rate in zip(rows, rates)))
+
+
+def summary(spec: ArchSpec, profile: HardwareProfile, timesteps: int,
+            input_rates: Optional[Sequence[float]] = None) -> Dict[str, float]:
+    rows = layer_resources(spec, profile)
+    return {"neurons": sum(r.neurons for r in rows), "synapses": sum(r.synapses for r in rows),
+            "params": sum(r.params for r in rows),
+            "memory_bytes": sum(r.memory_bytes for r in rows),
+            "cores": sum(r.cores for r in rows),
+            "synops": synops(rows, timesteps, input_rates),
+            "layers": [asdict(r) for r in rows]}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The user's limits; ``None``: no limit (cores also stop at the profile's chip)."""
+
+    max_cores: Optional[int] = None
+    max_memory_bytes: Optional[int] = None
+
+    def violation(self, res: Dict[str, float], profile: HardwareProfile) -> Optional[str]:
+        cores = self.max_cores if self.max_cores is not None else profile.cores_per_chip
+        if res["cores"] > cores:
+            return f"{res['cores']} cores > {cores}"
+        if self.max_memory_bytes is not None and res["memory_bytes"] > self.max_memory_bytes:
+            return f"{res['memory_bytes']} bytes of synaptic memory > {self.max_memory_bytes}"
+        return None
+
+    def check(self) -> None:
+        for name, value in (("max_cores", self.max_cores), ("max_memory_bytes", self.max_memory_bytes)):
+            if value is not None and value <= 0:
+                raise NeurokdError(f"--{name.replace('_', '-')} must be positive, got {value}")

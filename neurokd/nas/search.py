@@ -1,0 +1,258 @@
+"""Search strategies over the space: random sampling and aging evolution, under a chip budget,
+and the Pareto front of proxy score against cores and synaptic operations.
+
+Candidates over the budget are rejected from their resource estimate before any scoring.
+Scoring runs in ``workers`` processes (one torch thread each); the data batches are encoded once,
+with as many trailing zero frames as the deepest network of the space has spiking layers, and
+shared with the workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from tqdm.auto import tqdm
+
+from neurokd.errors import NeurokdError
+from neurokd.hardware import HardwareProfile, load_profile
+from neurokd.models.spec import ArchSpec, spec_from_dict
+from neurokd.nas.proxies import PROXIES, score_arch
+from neurokd.nas.resources import Budget, summary
+from neurokd.nas.space import SearchSpace, arch_key, describe
+
+Batches = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Candidate:
+    spec: ArchSpec
+    resources: Dict[str, Any]
+    scores: Dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def row(self, proxy: str) -> Dict[str, Any]:
+        return {"arch": describe(self.spec), "score": self.scores.get(proxy, float("nan")),
+                "cores": self.resources["cores"], "neurons": self.resources["neurons"],
+                "synapses": self.resources["synapses"], "params": self.resources["params"],
+                "memory_bytes": self.resources["memory_bytes"],
+                "synops_upper": self.resources["synops"], **{f"proxy_{k}": v for k, v in self.scores.items()},
+                "seconds": self.seconds}
+
+
+# ---------------------------------------------------------------- scoring (in worker processes)
+_WORKER: Dict[str, Any] = {}
+
+
+def _init_worker(batches: Batches, profile_name: str, seeds: Sequence[int],
+                 proxies: Sequence[str]) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(batches=batches, profile=load_profile(profile_name), seeds=list(seeds),
+                   proxies=list(proxies))
+
+
+def _score(spec_data: Dict[str, Any]) -> Tuple[Dict[str, float], float]:
+    t0 = time.perf_counter()
+    spec = spec_from_dict(spec_data)
+    scores = score_arch(spec, _WORKER["profile"], _WORKER["batches"], _WORKER["seeds"],
+                        _WORKER["proxies"])
+    return scores, time.perf_counter() - t0
+
+
+class Scorer:
+    """Scores candidates in ``workers`` processes (or in this one when ``workers`` is 1)."""
+
+    def __init__(self, batches: Batches, profile: HardwareProfile, seeds: Sequence[int],
+                 proxies: Sequence[str], workers: int = 1) -> None:
+        for name in proxies:
+            PROXIES.get(name)
+        self.args = (batches, profile.name, list(seeds), list(proxies))
+        self.workers = max(1, int(workers))
+        self.pool: Optional[ProcessPoolExecutor] = None
+        if self.workers > 1:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"),
+                                            initializer=_init_worker, initargs=self.args)
+        else:
+            self._threads = torch.get_num_threads()
+            _init_worker(*self.args)
+
+    def score(self, candidates: Sequence[Candidate]) -> None:
+        data = [c.spec.model_dump() for c in candidates]
+        results = self.pool.map(_score, data) if self.pool else map(_score, data)
+        for c, (scores, seconds) in zip(candidates, results):
+            c.scores, c.seconds = scores, seconds
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+        else:
+            torch.set_num_threads(self._threads)
+
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- strategies
+def _feasible(space: SearchSpace, rng: random.Random, input_shape, num_classes: int,
+              profile: HardwareProfile, budget: Budget, seen: set, tries: int = 2000) -> Candidate:
+    smallest: Optional[Dict[str, Any]] = None
+    repeats = 0  # draws that were feasible but already taken
+    for _ in range(tries):
+        spec = space.sample(rng, input_shape, num_classes)
+        key = arch_key(spec)
+        res = summary(spec, profile, space.timesteps)
+        if budget.violation(res, profile) is None:
+            if key in seen:
+                repeats += 1
+                continue
+            seen.add(key)
+            return Candidate(spec, res)
+        if smallest is None or res["cores"] < smallest["cores"]:
+            smallest = res
+    if repeats:
+        raise NeurokdError(f"the search space holds only {len(seen)} distinct architectures within "
+                           "the budget; ask for fewer candidates or widen the space")
+    raise NeurokdError(f"no architecture in the search space meets the budget (max cores "
+                       f"{budget.max_cores}, max memory {budget.max_memory_bytes}); the smallest "
+                       f"found needs {smallest['cores']} cores and {smallest['memory_bytes']} bytes")
+
+
+def random_search(space: SearchSpace, input_shape, num_classes: int, profile: HardwareProfile,
+                  budget: Budget, scorer: Scorer, candidates: int, seed: int = 0,
+                  progress: bool = True, chunk: int = 16) -> List[Candidate]:
+    rng = random.Random(seed)
+    seen: set = set()
+    pool = [_feasible(space, rng, input_shape, num_classes, profile, budget, seen)
+            for _ in range(candidates)]
+    bar = tqdm(total=len(pool), desc="search (random)", unit="arch", disable=not progress, leave=False)
+    for i in range(0, len(pool), chunk):
+        scorer.score(pool[i:i + chunk])
+        bar.update(len(pool[i:i + chunk]))
+    bar.close()
+    return pool
+
+
+def aging_evolution(space: SearchSpace, input_shape, num_classes: int, profile: HardwareProfile,
+                    budget: Budget, scorer: Scorer, candidates: int, proxy: str, seed: int = 0,
+                    population: int = 20, sample_size: int = 5, progress: bool = True
+                    ) -> List[Candidate]:
+    """Real et al.'s regularized evolution: a population of ``population``; each child mutates the
+    best of ``sample_size`` random members and replaces the oldest. Children are scored in rounds
+    of ``scorer.workers`` so that workers stay busy."""
+    rng = random.Random(seed)
+    seen: set = set()
+    history: List[Candidate] = []
+    bar = tqdm(total=candidates, desc="search (evolution)", unit="arch", disable=not progress,
+               leave=False)
+    first = [_feasible(space, rng, input_shape, num_classes, profile, budget, seen)
+             for _ in range(min(population, candidates))]
+    scorer.score(first)
+    history.extend(first)
+    bar.update(len(first))
+    alive = deque(first)
+    while len(history) < candidates:
+        children = []
+        for _ in range(min(scorer.workers, candidates - len(history))):
+            parent = max(rng.sample(list(alive), min(sample_size, len(alive))),
+                         key=lambda c: c.scores[proxy])
+            child = None
+            for _ in range(50):
+                spec = space.mutate(parent.spec, rng)
+                key = arch_key(spec)
+                res = summary(spec, profile, space.timesteps)
+                if key not in seen and budget.violation(res, profile) is None:
+                    seen.add(key)
+                    child = Candidate(spec, res)
+                    break
+            children.append(child or _feasible(space, rng, input_shape, num_classes, profile,
+                                               budget, seen))
+        scorer.score(children)
+        for child in children:
+            history.append(child)
+            alive.append(child)
+            if len(alive) > population:
+                alive.popleft()
+        bar.update(len(children))
+    bar.close()
+    return history
+
+
+def pareto_front(cands: Sequence[Candidate], proxy: str) -> List[Candidate]:
+    """Candidates no other beats on all of: higher score, fewer cores, fewer synaptic operations
+    per inference."""
+    def key(c: Candidate) -> Tuple[float, float, float]:
+        # synaptic operations at the spike rates measured at initialization (the synops proxy)
+        return (-c.scores[proxy], c.resources["cores"], c.scores.get("synops", c.resources["synops"]))
+
+    front = []
+    for c in cands:
+        kc = key(c)
+        dominated = any(all(a <= b for a, b in zip(key(o), kc)) and key(o) != kc for o in cands)
+        if not dominated:
+            front.append(c)
+    return sorted(front, key=lambda c: c.resources["cores"])
+
+
+STRATEGIES: Dict[str, Callable[..., List[Candidate]]] = {"random": random_search,
+                                                          "evolution": aging_evolution}
+
+
+def encoded_batches_for_search(ds, encoder: str, space: SearchSpace, batches: int, batch_size: int,
+                               seed: int) -> Batches:
+    """``batches`` training batches, drawn by ``seed``, encoded once for every candidate."""
+    from neurokd.data.encoders import encode_window, get_encoder
+
+    enc = get_encoder(encoder)
+    need = batches * batch_size
+    if need > len(ds.train):
+        raise NeurokdError(f"{batches} batches of {batch_size} need {need} training samples; the "
+                           f"data has {len(ds.train)}")
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(ds.train), generator=gen)[:need].numpy()
+    out = []
+    for b in range(batches):
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        x = encode_window(torch.as_tensor(ds.train.x[idx]), enc, space.timesteps,
+                          space.max_spiking_layers, gen)
+        out.append((x, torch.as_tensor(ds.train.y[idx])))
+    return out
+
+
+def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget, proxy: str,
+               strategy: str = "evolution", candidates: int = 100, workers: int = 1,
+               encoder: str = "rate", seeds: Sequence[int] = (0, 1), batches: int = 2,
+               batch_size: int = 16, seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+    """Search ``space`` for ``ds``; returns the scored candidates ranked by ``proxy``, the chosen
+    spec, the Pareto front and timings. Every argument is checked before scoring starts."""
+    PROXIES.get(proxy)
+    if strategy not in STRATEGIES:
+        raise NeurokdError(f"unknown search strategy {strategy!r}; choose one of: "
+                           f"{', '.join(STRATEGIES)}")
+    if candidates <= 0 or workers <= 0 or batches <= 0 or batch_size <= 1 or not seeds:
+        raise NeurokdError("candidates, workers and batches must be positive, batch size at least 2, "
+                           "and at least one seed given")
+    budget.check()
+    data = encoded_batches_for_search(ds, encoder, space, batches, batch_size, seed)
+    # The budget is checked on a first draw, so that an impossible one fails before any scoring.
+    _feasible(space, random.Random(seed), ds.input_shape, ds.num_classes, profile, budget, set())
+    t0 = time.perf_counter()
+    with Scorer(data, profile, seeds, PROXIES.names(), workers) as scorer:
+        kwargs = dict(seed=seed, progress=progress)
+        if strategy == "evolution":
+            kwargs["proxy"] = proxy
+        cands = STRATEGIES[strategy](space, ds.input_shape, ds.num_classes, profile, budget, scorer,
+                                     candidates, **kwargs)
+    seconds = time.perf_counter() - t0
+    ranked = sorted(cands, key=lambda c: c.scores[proxy], reverse=True)
+    return {"ranked": ranked, "chosen": ranked[0], "front": pareto_front(cands, proxy),
+            "seconds": seconds, "archs_per_second": len(cands) / seconds, "proxy": proxy,
+            "strategy": strategy}

@@ -1,0 +1,149 @@
+"""Training-free architecture search: space, resource model, proxies, strategies, CLI."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from neurokd import pipeline
+from neurokd.config import build_config
+from neurokd.errors import NeurokdError
+from neurokd.hardware import load_profile
+from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, load_spec
+from neurokd.nas.proxies import PROXIES, score_arch
+from neurokd.nas.resources import Budget, layer_resources, summary
+from neurokd.nas.search import (Candidate, Scorer, aging_evolution, encoded_batches_for_search,
+                                pareto_front, random_search)
+from neurokd.nas.space import SearchSpace, arch_key, load_space
+
+from tests.conftest import run_cli
+
+LOIHI1, LOIHI2 = load_profile("loihi1"), load_profile("loihi2")
+SMALL = SearchSpace(timesteps=6, conv_layers=(0, 1), dense_layers=(1, 1), channels=[4, 8, 16],
+                    kernels=[3], strides=[2], units=[16, 32, 64])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return pipeline.load_data(build_config(overrides=["data.limit=200"]))
+
+
+def test_resource_model_counts_a_known_network_exactly():
+    spec = ArchSpec(input_shape=[1, 8, 8], layers=[ConvLayer(channels=4, kernel=3, stride=2, padding=1),
+                                                   FlattenLayer(), DenseLayer(units=10)])
+    conv, dense = layer_resources(spec, LOIHI2)
+    assert (conv.neurons, conv.fan_in, conv.synapses, conv.params) == (64, 9, 576, 36)
+    assert (dense.neurons, dense.fan_in, dense.synapses, dense.params) == (10, 64, 640, 640)
+    assert (conv.memory_bytes, dense.memory_bytes) == (576, 640)  # 8-bit weights
+    assert summary(spec, LOIHI2, 10)["synops"] == (576 + 640) * 10
+    # Cores: the most of neurons, synaptic memory and input axons per core (Loihi 1's figures).
+    big = ArchSpec(input_shape=[5000], layers=[DenseLayer(units=2000), DenseLayer(units=100)])
+    first, second = layer_resources(big, LOIHI1)
+    assert first.cores == max(math.ceil(2000 / 1024), math.ceil(5000 * 2000 / 131072),
+                              math.ceil(5000 / 4096)) == 77
+    assert second.cores == math.ceil(2000 * 100 / 131072) == 2
+
+
+def test_budget_rejects_what_it_should():
+    spec = ArchSpec(input_shape=[64], layers=[DenseLayer(units=32), DenseLayer(units=10)])
+    res = summary(spec, LOIHI2, 8)
+    assert Budget(max_cores=2).violation(res, LOIHI2) is None
+    assert Budget(max_cores=1).violation(res, LOIHI2) == "2 cores > 1"
+    assert "bytes of synaptic memory" in Budget(max_memory_bytes=100).violation(res, LOIHI2)
+    with pytest.raises(NeurokdError, match="--max-cores must be positive"):
+        Budget(max_cores=0).check()
+
+
+def test_sampled_and_mutated_architectures_stay_in_the_space():
+    rng = random.Random(0)
+    for _ in range(30):
+        spec = SMALL.sample(rng, (1, 8, 8), 10)
+        child = SMALL.mutate(spec, rng)
+        for s in (spec, child):
+            convs = [layer for layer in s.layers if isinstance(layer, ConvLayer)]
+            assert len(convs) <= 1 and all(c.channels in (4, 8, 16) for c in convs)
+            assert isinstance(s.layers[-1], DenseLayer) and s.layers[-1].units == 10
+            s.check_task(10, (1, 8, 8))
+    # Flat input: no convolutions are drawn.
+    assert not any(isinstance(layer, ConvLayer) for layer in SMALL.sample(rng, (20,), 3).layers)
+
+
+@pytest.mark.parametrize("name", PROXIES.names())
+def test_every_proxy_is_finite_and_deterministic(name, digits):
+    batches = encoded_batches_for_search(digits, "rate", SMALL, 1, 8, seed=0)
+    specs = [ArchSpec(input_shape=[1, 8, 8], layers=[DenseLayer(units=16), DenseLayer(units=10)]),
+             ArchSpec(input_shape=[1, 8, 8], layers=[ConvLayer(channels=4, kernel=3, stride=2, padding=1),
+                                                     FlattenLayer(), DenseLayer(units=10)])]
+    for spec in specs:
+        a = score_arch(spec, LOIHI2, batches, [0, 1], [name])[name]
+        b = score_arch(spec, LOIHI2, batches, [0, 1], [name])[name]
+        assert math.isfinite(a) and a == b, (spec, a, b)
+
+
+def test_per_sample_gradients_sum_to_the_batch_gradient(digits):
+    """The one-pass per-sample gradients agree with autograd's gradient of the summed loss."""
+    from neurokd.nas.proxies import probe
+
+    x, y = encoded_batches_for_search(digits, "rate", SMALL, 1, 6, seed=1)[0]
+    spec = ArchSpec(input_shape=[1, 8, 8], layers=[ConvLayer(channels=4, kernel=3, stride=2, padding=1),
+                                                   FlattenLayer(), DenseLayer(units=10)])
+    p = probe(spec, LOIHI2, x, y, seed=0)
+    # Reference: one sample at a time.
+    for i in (0, 3):
+        q = probe(spec, LOIHI2, x[i:i + 1], y[i:i + 1], seed=0)
+        for g_all, g_one in zip(p.grads, q.grads):
+            assert torch.allclose(g_all[i], g_one[0], rtol=1e-4, atol=1e-6)
+    assert any(float(g.abs().sum()) > 0 for g in p.grads)
+
+
+def test_searches_respect_the_budget_and_repeat_with_the_seed(digits):
+    budget = Budget(max_cores=3)
+    batches = encoded_batches_for_search(digits, "rate", SMALL, 1, 8, seed=0)
+    with Scorer(batches, LOIHI2, [0], ["params", "grad_stats", "synops"], workers=1) as scorer:
+        a = random_search(SMALL, (1, 8, 8), 10, LOIHI2, budget, scorer, 6, seed=2, progress=False)
+        b = random_search(SMALL, (1, 8, 8), 10, LOIHI2, budget, scorer, 6, seed=2, progress=False)
+        evo = aging_evolution(SMALL, (1, 8, 8), 10, LOIHI2, budget, scorer, 10, "grad_stats",
+                              seed=0, population=4, sample_size=2, progress=False)
+    assert [arch_key(c.spec) for c in a] == [arch_key(c.spec) for c in b]
+    assert [c.scores for c in a] == [c.scores for c in b]
+    for c in a + evo:
+        assert c.resources["cores"] <= 3
+    assert len({arch_key(c.spec) for c in evo}) == len(evo) == 10
+    with pytest.raises(NeurokdError, match="holds only 3 distinct architectures within the budget"):
+        random_search(SMALL, (1, 8, 8), 10, LOIHI2, Budget(max_cores=2), scorer, 5, progress=False)
+    with pytest.raises(NeurokdError, match="no architecture in the search space meets the budget"):
+        random_search(SMALL, (1, 8, 8), 10, LOIHI2, Budget(max_cores=1), scorer, 2, progress=False)
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated():
+    spec = ArchSpec(input_shape=[4], layers=[DenseLayer(units=2)])
+
+    def cand(score, cores, ops):
+        return Candidate(spec, {"cores": cores, "synops": ops}, {"p": score, "synops": ops})
+
+    a, b, c, d = cand(3, 2, 100), cand(2, 1, 100), cand(1, 2, 200), cand(3, 1, 300)
+    front = pareto_front([a, b, c, d], "p")
+    assert c not in front and {id(x) for x in front} == {id(a), id(b), id(d)}
+
+
+def test_search_cli_writes_a_spec_that_training_accepts_and_refuses_bad_input(tmp_path):
+    r = run_cli("search", "--dataset", "digits", "--max-cores", "4", "--candidates", "6",
+                "--workers", "2", "--set", "data.limit=300", "--out", "s", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in ("ranked.csv", "spec.yaml", "search.json", "pareto.png"):
+        assert (tmp_path / "s" / name).is_file(), name
+    load_spec(tmp_path / "s" / "spec.yaml").check_task(10, (1, 8, 8))
+    assert len((tmp_path / "s" / "ranked.csv").read_text().strip().splitlines()) == 7
+    (tmp_path / "space.yaml").write_text("conv_layers: [2, 1]\n")
+    (tmp_path / "odd.yaml").write_text("depth: 3\n")
+    bad = [(["--proxy", "magic"], "unknown proxy 'magic'"),
+           (["--max-cores", "1"], "no architecture in the search space meets the budget"),
+           (["--space", "space.yaml"], "conv_layers must be [min, max]"),
+           (["--space", "odd.yaml"], "depth: unknown key"),
+           (["--candidates", "0"], "--candidates must be positive")]
+    for extra, message in bad:
+        r = run_cli("search", "--dataset", "digits", "--candidates", "4", "--out", "bad", *extra,
+                    cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
+        assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
