@@ -47,6 +47,15 @@ def _lava_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", metavar="JSON", help="also write the results to this JSON file")
 
 
+def _run_args(p: argparse.ArgumentParser, example: str) -> None:
+    """--set, --out, --force and --no-progress of a command that writes one run directory."""
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help=f"override a config value, e.g. --set {example} (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
+    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
+    _progress_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurokd",
@@ -109,11 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "checkpoint (default: the float SNN itself)")
     p.add_argument("--epochs", type=int, help="QAT epochs")
     p.add_argument("--data-dir", help="dataset folder, if not where the SNN was trained")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override a config value, e.g. --set quant.lr=1e-3 (repeatable)")
-    p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
-    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
-    _progress_args(p)
+    _run_args(p, "quant.lr=1e-3")
 
     p = sub.add_parser("convert", help="convert a trained DNN into a quantized Loihi SNN",
                        description="Turn a DNN teacher (Linear, Conv2d, ReLU, Flatten, BatchNorm, "
@@ -129,11 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["qkd", "plain"], help="qkd (default) or plain conversion")
     p.add_argument("--epochs", type=int, help="qkd fine-tuning epochs")
     p.add_argument("--data-dir", help="dataset folder, if not where the teacher was trained")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override a config value, e.g. --set convert.percentile=99.5 (repeatable)")
-    p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
-    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
-    _progress_args(p)
+    _run_args(p, "convert.percentile=99.5")
 
     p = sub.add_parser("search", help="training-free search for an SNN that fits the chip",
                        description="Sample Loihi-compatible SNN architectures, reject those over "
@@ -153,11 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="scoring processes")
     p.add_argument("--encoder", help="input encoder (rate, direct)")
     p.add_argument("--seed", type=int, help="seed of the sampling and the data batches")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override a config value (repeatable)")
-    p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
-    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
-    _progress_args(p)
+    _run_args(p, "data.limit=500")
 
     p = sub.add_parser("run-lava", help="run an exported network in Lava and report accuracy",
                        description="Run a netx network on Loihi 2 or Lava's CPU simulator over "

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from neurokd.hardware import HardwareProfile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
 from neurokd.nas.resources import LayerResources, layer_resources, synops
-from neurokd.quant.numerics import cuba_dynamics
+from neurokd.quant.numerics import cuba_dynamics, synaptic_input
 from neurokd.registry import Registry
 
 
@@ -86,13 +86,8 @@ def probe(spec: ArchSpec, profile: HardwareProfile, x: torch.Tensor, y: torch.Te
             continue
         w = weights[i] * scale
         inputs.append(h)
-        if isinstance(layer, DenseLayer):
-            a = torch.einsum("oi,nit->not", w, h)
-        else:
-            nb, c, hh, ww, t = h.shape
-            frames = h.permute(0, 4, 1, 2, 3).reshape(nb * t, c, hh, ww)
-            out = F.conv2d(frames, w, stride=layer.stride, padding=layer.padding)
-            a = out.reshape(nb, t, *out.shape[1:]).permute(0, 2, 3, 4, 1)
+        conv = isinstance(layer, ConvLayer)
+        a = synaptic_input(w, h, layer.stride if conv else 1, layer.padding if conv else 0, conv=conv)
         a.retain_grad()
         pre.append(a)
         h = cuba_dynamics(a, i_decay, v_decay, torch.tensor(float(vth)), profile, exact=False,

@@ -121,3 +121,17 @@ def cuba_dynamics(a_in: torch.Tensor, i_decay: int, v_decay: int, vth: torch.Ten
         return out
     # One step of synaptic delay per layer, as slayer's delay_shift and Lava's synapses do.
     return torch.cat([torch.zeros_like(out[..., :1]), out[..., :-1]], dim=-1)
+
+
+def synaptic_input(weight: torch.Tensor, x: torch.Tensor, stride: int = 1, padding: int = 0,
+                   conv: bool = False) -> torch.Tensor:
+    """One layer's synaptic input at every step: ``(N, in, T)`` through a dense ``(out, in)``
+    weight, or ``(N, C, H, W, T)`` through a convolution, frame by frame."""
+    import torch.nn.functional as F
+
+    if not conv:
+        return torch.einsum("oi,nit->not", weight, x)
+    nb, c, h, w, t = x.shape
+    frames = x.permute(0, 4, 1, 2, 3).reshape(nb * t, c, h, w)
+    y = F.conv2d(frames, weight, stride=stride, padding=padding)
+    return y.reshape(nb, t, *y.shape[1:]).permute(0, 2, 3, 4, 1)

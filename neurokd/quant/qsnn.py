@@ -21,13 +21,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile, load_profile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
-from neurokd.quant.numerics import StateStats, cuba_dynamics
+from neurokd.quant.numerics import StateStats, cuba_dynamics, synaptic_input
 from neurokd.quant.quantizers import QUANTIZERS, init_step, round_ste
 
 
@@ -208,13 +207,9 @@ class QuantSpikingNet(nn.Module):
                 x = x.reshape(x.shape[0], -1, x.shape[-1])
                 continue
             weight, vth = self.layer_integers(i, quantized[i])
-            if isinstance(layer, DenseLayer):
-                a = torch.einsum("oi,nit->not", weight, x)
-            else:
-                nb, c, h, w_, t = x.shape
-                frames = x.permute(0, 4, 1, 2, 3).reshape(nb * t, c, h, w_)
-                y = F.conv2d(frames, weight, stride=layer.stride, padding=layer.padding)
-                a = y.reshape(nb, t, *y.shape[1:]).permute(0, 2, 3, 4, 1)
+            conv = isinstance(layer, ConvLayer)
+            a = synaptic_input(weight, x, layer.stride if conv else 1, layer.padding if conv else 0,
+                               conv=conv)
             bias = self.layer_bias(i, quantized[i])
             if bias is not None:
                 bias = bias.reshape(1, -1, *([1] * (a.dim() - 3)))
