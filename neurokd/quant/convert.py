@@ -17,9 +17,11 @@ window of ``T + L`` steps, so it is scaled by ``T / (T + L)`` to total ``T`` ste
 
 Quantization through distillation (``qkd``) fine-tunes a copy of the DNN whose weights are
 rounded to the chip's 8-bit grid and whose hidden activations are what an IF neuron with reset
-to zero emits in ``T`` steps for a constant input ``z = a / λ`` (in units of its threshold)::
+to zero emits in ``T`` steps for a constant input ``z = a / λ`` (in units of its threshold; the
+chip threshold is set one below the nominal one, so that a neuron fires when its integer voltage
+reaches the nominal threshold)::
 
-    count(z) = floor(T / (floor(1 / z) + 1))        (z > 0; 0 otherwise)
+    count(z) = floor(T / ceil(1 / z))               (z > 0; 0 otherwise)
     â = λ · count(z) / T
 
 with a straight-through gradient (of ``λ · clip(z, 0, 1)``) and a trainable ``λ`` per layer; the
@@ -289,10 +291,10 @@ def balance_scales(acts: Sequence[torch.Tensor], percentile: float) -> List[floa
 # ---------------------------------------------------------------- quantization through distillation
 def if_count_rate(z: torch.Tensor, timesteps: int) -> torch.Tensor:
     """Rate (count / T) of an IF neuron with reset to zero over ``T`` steps of constant input ``z``
-    (in units of its threshold, firing when the voltage passes it strictly); gradient of
+    (in units of its threshold, firing when the voltage reaches it); gradient of
     ``clip(z, 0, 1)``."""
     zc = z.detach().clamp_min(1e-6)
-    period = torch.floor(1.0 / zc) + 1.0
+    period = torch.ceil((1.0 / zc) * (1.0 - 1e-6))  # 1/z an integer despite float rounding
     rate = torch.where(z.detach() > 0, torch.floor(timesteps / period) / timesteps, torch.zeros_like(zc))
     clipped = z.clamp(0.0, 1.0)
     return clipped + (rate - clipped).detach()
@@ -396,10 +398,15 @@ def to_quant_snn(stages: Sequence[Stage], scales: Sequence[float], input_shape: 
             b = s.bias / lam * bias_share * theta
             step = max(float(w.abs().max()) / qp,
                        float(b.abs().max()) * g / profile.bias_mantissa_max,
-                       theta * g / profile.threshold_mantissa_max, 1e-8)
+                       theta * g / (profile.threshold_mantissa_max + 1), 1e-8)
+            # The nominal threshold K = θ·g/step is made an integer; the chip threshold is K − 1,
+            # so the neuron fires when the voltage reaches K (integer states).
+            nominal = max(2, round(theta * g / step))
+            step = theta * g / nominal
             model.weights[i].copy_(w.reshape(model.weights[i].shape))
             model.biases[i].copy_(b)
             model.quantizers[i].step.fill_(step)
+            model.threshold_offset[i] = 1.0
             lam_in = lam
     model.export_integers()  # raises if a layer does not fit the profile
     return model.eval()

@@ -85,6 +85,10 @@ class QuantSpikingNet(nn.Module):
         self.has_bias = bool(bias)
         self.biases = nn.ParameterList(
             [nn.Parameter(torch.zeros(w.shape[0])) for w in weights] if bias else [])
+        if bias:
+            # Subtracted from each layer's threshold mantissa: a converted network fires when the
+            # voltage reaches its nominal threshold (Loihi fires only above it).
+            self.register_buffer("threshold_offset", torch.zeros(len(weights)))
         self.register_buffer("quant_prob", torch.ones(len(weights)))
         self.full_precision = False  # True: the float reference (no layer quantized)
         self._sample_gen = torch.Generator().manual_seed(0)
@@ -132,8 +136,10 @@ class QuantSpikingNet(nn.Module):
         step = q.effective_step(w.numel())
         g = float(1 << self.profile.weight_shift(q.bits))
         weight = q.integers(w, step) * g
-        vth = round_ste(theta * g / step).clamp_min(1.0)
-        return weight, vth
+        vth = round_ste(theta * g / step)
+        if self.has_bias:
+            vth = vth - self.threshold_offset[i]
+        return weight, vth.clamp_min(1.0)
 
     def layer_bias(self, i: int, quantized: bool = True) -> Optional[torch.Tensor]:
         """Bias mantissas of spiking layer ``i`` in chip units (on the weights' scale), or None."""
