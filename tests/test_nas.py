@@ -15,7 +15,7 @@ from neurokd.nas.proxies import PROXIES, score_arch
 from neurokd.nas.resources import Budget, layer_resources, summary
 from neurokd.nas.search import (Candidate, Scorer, aging_evolution, encoded_batches_for_search,
                                 pareto_front, random_search)
-from neurokd.nas.space import SearchSpace, arch_key, load_space
+from neurokd.nas.space import SearchSpace, arch_key
 
 from tests.conftest import run_cli
 

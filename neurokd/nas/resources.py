@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
-from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
+from neurokd.models.spec import ArchSpec, DenseLayer, FlattenLayer
 
 
 @dataclass
