@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -29,4 +31,32 @@ def keep_other_datasets(path: Path, results: Dict, running: List[str]) -> Dict:
             for name, r in old.get("datasets", {}).items():
                 if name not in running:
                     results["datasets"][name] = r
+    return results
+
+
+def run_benchmark(stem: str, out: Path, datasets: List[str], seeds: List[int],
+                  run_one: Callable[[str, Path], Dict], markdown: Callable[[Dict], str],
+                  plot: Optional[Callable[[Dict, Path], None]] = None, **extra) -> Dict:
+    """Run ``run_one(dataset, workdir)`` for each dataset and write ``<stem>.json`` and
+    ``<stem>.md`` (and ``<stem>.png`` with ``plot``) in ``out`` after every dataset, so that a long
+    run interrupted later keeps what it has; other datasets' results are kept from an earlier run
+    with the same seeds."""
+    from neurokd.fileio import atomic_path, write_json
+
+    results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds, "datasets": {}, **extra}
+    results = keep_other_datasets(out / f"{stem}.json", results, datasets)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in datasets:
+            started = time.time()
+            results["datasets"][name] = run_one(name, Path(tmp))
+            results["datasets"][name].update(date=time.strftime("%Y-%m-%d"),
+                                             seconds=time.time() - started)
+            results["seconds"] = time.time() - t0
+            write_json(out / f"{stem}.json", results)
+            with atomic_path(out / f"{stem}.md") as md:
+                md.write_text(markdown(results))
+            if plot is not None:
+                plot(results, out / f"{stem}.png")
+    print(markdown(results))
     return results

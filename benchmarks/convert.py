@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -28,11 +27,11 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from common import keep_other_datasets, t_interval
+from common import run_benchmark, t_interval
 from neurokd import pipeline
 from neurokd.config import build_config
 from neurokd.deploy.export import read_meta
-from neurokd.fileio import atomic_path, write_json
+from neurokd.fileio import atomic_path
 from neurokd.hardware import load_profile
 from neurokd.quant.convert import convert_dnn, dnn_stages, stages_spec
 
@@ -242,24 +241,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     seeds = list(range(args.seeds))
-    results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds, "datasets": {},
-               "torch_threads": torch.get_num_threads()}
-    t0 = time.time()
-    out = Path(args.out)
-    results = keep_other_datasets(out / "convert.json", results, args.datasets)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.datasets:
-            results["datasets"][name] = run_dataset(name, args.mnist_dir if name == "mnist" else None,
-                                                    seeds, Path(tmp), args.timesteps)
-            results["datasets"][name]["date"] = time.strftime("%Y-%m-%d")
-            results["seconds"] = time.time() - t0
-            write_json(out / "convert.json", results)
-            with atomic_path(out / "convert.md") as md:
-                md.write_text(markdown(results))
-            plot(results, out / "convert.png")
-    print(markdown(results))
+    mnist = args.mnist_dir
+    run_benchmark("convert", Path(args.out), args.datasets, seeds,
+                  lambda name, tmp: run_dataset(name, mnist if name == "mnist" else None, seeds, tmp,
+                                                args.timesteps),
+                  markdown, plot, torch_threads=torch.get_num_threads())
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-from common import keep_other_datasets, t_interval
+from common import run_benchmark, t_interval
 from neurokd import pipeline
 from neurokd.config import build_config
 from neurokd.deploy.export import read_meta
-from neurokd.fileio import write_json
-from neurokd.fileio import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,24 +135,12 @@ def main(argv=None) -> int:
     ap.add_argument("--mnist-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
-    seeds = list(range(args.seeds))
-    results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds, "datasets": {}}
-    t0 = time.time()
-    out = Path(args.out)
-    results = keep_other_datasets(out / "kd_ablation.json", results, args.datasets)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.datasets:
-            results["datasets"][name] = run_dataset(name, args.mnist_dir if name == "mnist" else None,
-                                                    seeds, args.methods, Path(tmp))
-            results["datasets"][name]["date"] = time.strftime("%Y-%m-%d")
-            results["datasets"][name]["seconds"] = time.time() - t0
-            # Written after every dataset: a long run interrupted later keeps what it has.
-            write_json(out / "kd_ablation.json", results)
-            with atomic_path(out / "kd_ablation.md") as md:
-                md.write_text(markdown(results))
-    print(markdown(results))
+    mnist = args.mnist_dir
+    run_benchmark("kd_ablation", Path(args.out), args.datasets, list(range(args.seeds)),
+                  lambda name, tmp: run_dataset(name, mnist if name == "mnist" else None,
+                                                list(range(args.seeds)), args.methods, tmp),
+                  markdown)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

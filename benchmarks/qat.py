@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -24,12 +23,11 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from common import keep_other_datasets, t_interval
+from common import run_benchmark, t_interval
 from neurokd import pipeline
 from neurokd.config import QuantConfig, build_config
 from neurokd.deploy.export import read_meta
-from neurokd.fileio import atomic_path, write_json
-from neurokd.quant.qat import counts, quantize_snn
+from neurokd.quant.qat import quantize_snn
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["ptq", "fixed_qat", "lsq", "lsq_prob", "lsq_prob_kd"]
@@ -153,24 +151,11 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = list(range(args.seeds))
-    results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds, "datasets": {},
-               "torch_threads": torch.get_num_threads()}
-    t0 = time.time()
-    out = Path(args.out)
-    results = keep_other_datasets(out / "qat.json", results, args.datasets)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.datasets:
-            results["datasets"][name] = run_dataset(name, args.mnist_dir if name == "mnist" else None,
-                                                    seeds, Path(tmp))
-            results["datasets"][name]["date"] = time.strftime("%Y-%m-%d")
-            # Written after every dataset, so that a long run interrupted later keeps what it has.
-            results["seconds"] = time.time() - t0
-            write_json(out / "qat.json", results)
-            with atomic_path(out / "qat.md") as md:
-                md.write_text(markdown(results))
-    print(markdown(results))
+    mnist = args.mnist_dir
+    run_benchmark("qat", Path(args.out), args.datasets, seeds,
+                  lambda name, tmp: run_dataset(name, mnist if name == "mnist" else None, seeds, tmp),
+                  markdown, torch_threads=torch.get_num_threads())
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
