@@ -148,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cores", type=int, help="budget: estimated cores (default: one chip)")
     p.add_argument("--max-memory", type=int, metavar="BYTES", help="budget: synaptic memory")
     p.add_argument("--candidates", type=int, default=100, help="architectures to score")
-    p.add_argument("--proxy", default="params",
-                   help="score to maximise (default params: the best rank correlation with trained "
-                        "accuracy so far, see benchmarks/results/nas_correlation.md)")
+    p.add_argument("--proxy", default="synops",
+                   help="score to maximise (default synops: the best rank correlation with trained "
+                        "accuracy measured, see benchmarks/results/nas_correlation.md)")
     p.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
     p.add_argument("--space", metavar="YAML", help="search space (default: neurokd/nas/space.py)")
     p.add_argument("--workers", type=int, default=1, help="scoring processes")
