@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import tempfile
@@ -21,6 +22,20 @@ def t_interval(x: np.ndarray) -> List[float]:
         return [float("nan"), float("nan")]
     half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
     return [float(x.mean() - half), float(x.mean() + half)]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parser(doc: str, datasets: List[str], seeds: Optional[int]) -> argparse.ArgumentParser:
+    """The options every benchmark shares: --datasets, --seeds (unless None), --mnist-dir, --out."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=list(datasets), choices=list(datasets))
+    if seeds is not None:
+        ap.add_argument("--seeds", type=int, default=seeds)
+    ap.add_argument("--mnist-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    return ap
 
 
 def keep_other_datasets(path: Path, results: Dict, running: List[str]) -> Dict:

@@ -18,7 +18,6 @@ accuracy), convert.md and convert.png.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from common import run_benchmark, t_interval
+from common import parser, run_benchmark, t_interval
 from neurokd import pipeline
 from neurokd.config import build_config
 from neurokd.deploy.export import read_meta
@@ -35,7 +34,6 @@ from neurokd.fileio import atomic_path
 from neurokd.hardware import load_profile
 from neurokd.quant.convert import convert_dnn, dnn_stages, stages_spec
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMESTEPS = [4, 8, 16, 32, 64]
 METHODS = ["plain", "qkd", "direct"]
 # digits: a CNN with BatchNorm and average pooling; mnist: an MLP (a convolutional network on
@@ -233,12 +231,8 @@ def plot(results: Dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=["digits", "mnist"], choices=list(BUDGETS))
-    ap.add_argument("--seeds", type=int, default=3)
+    ap = parser(__doc__, list(BUDGETS), 3)
     ap.add_argument("--timesteps", type=int, nargs="+", default=TIMESTEPS)
-    ap.add_argument("--mnist-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     seeds = list(range(args.seeds))
     mnist = args.mnist_dir

@@ -14,19 +14,17 @@ Writes benchmarks/results/kd_ablation.json and kd_ablation.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-from common import run_benchmark, t_interval
+from common import parser, run_benchmark, t_interval
 from neurokd import pipeline
 from neurokd.config import build_config
 from neurokd.deploy.export import read_meta
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # method name -> config overrides
 METHODS: Dict[str, List[str]] = {
@@ -128,12 +126,8 @@ def markdown(results: Dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=["digits", "mnist"], choices=list(BUDGETS))
-    ap.add_argument("--seeds", type=int, default=5)
+    ap = parser(__doc__, list(BUDGETS), 5)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--mnist-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     mnist = args.mnist_dir
     run_benchmark("kd_ablation", Path(args.out), args.datasets, list(range(args.seeds)),

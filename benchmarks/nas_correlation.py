@@ -20,7 +20,6 @@ Writes results/nas_correlation.json and nas_correlation.md.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import random
@@ -32,6 +31,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from common import parser
 from neurokd import pipeline
 from neurokd.config import build_config
 from neurokd.fileio import atomic_path, write_json
@@ -41,7 +41,6 @@ from neurokd.nas.proxies import PROXIES, score_arch
 from neurokd.nas.search import encoded_batches_for_search
 from neurokd.nas.space import SearchSpace, arch_key, describe
 
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = SearchSpace(timesteps=8)
 SEEDS = [0, 1]
 # Short training budgets on splits that leave room between architectures.
@@ -196,14 +195,11 @@ def markdown(results: Dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=["digits", "mnist"], choices=list(BUDGETS))
+    ap = parser(__doc__, list(BUDGETS), None)
     ap.add_argument("--archs", type=int, default=150)
     ap.add_argument("--max-new", type=int, default=10**9, help="train at most this many new "
                                                                "architectures per dataset this run")
     ap.add_argument("--score-only", action="store_true", help="only score the stored tables")
-    ap.add_argument("--mnist-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     path = out / "nas_correlation.json"

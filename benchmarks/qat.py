@@ -14,7 +14,6 @@ Writes benchmarks/results/qat.json and qat.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,13 +22,12 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from common import run_benchmark, t_interval
+from common import parser, run_benchmark, t_interval
 from neurokd import pipeline
 from neurokd.config import QuantConfig, build_config
 from neurokd.deploy.export import read_meta
 from neurokd.quant.qat import quantize_snn
 
-ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["ptq", "fixed_qat", "lsq", "lsq_prob", "lsq_prob_kd"]
 BITS = [8, 6, 4, 2]
 BUDGETS: Dict[str, Dict] = {
@@ -141,12 +139,8 @@ def markdown(results: Dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=["digits", "mnist"], choices=list(BUDGETS))
-    ap.add_argument("--seeds", type=int, default=3)
+    ap = parser(__doc__, list(BUDGETS), 3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--mnist-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
