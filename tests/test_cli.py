@@ -187,3 +187,15 @@ def test_every_subcommand_has_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert "usage: neurokd " + command in capsys.readouterr().out
+
+
+def test_every_package_of_the_source_tree_is_listed_for_installation():
+    """pyproject lists packages by hand; one left out works in an editable install and is missing
+    from a wheel."""
+    import tomli  # pytest depends on it under Python 3.10
+
+    from tests.conftest import REPO
+
+    listed = set(tomli.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "neurokd").rglob("__init__.py")}
+    assert found and found <= listed, f"not listed in pyproject.toml: {sorted(found - listed)}"
