@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
     p.add_argument("--space", metavar="YAML", help="search space (default: neurokd/nas/space.py)")
     p.add_argument("--workers", type=int, default=1, help="scoring processes")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="score on this running Ray cluster (host:port, or 'auto') instead of local "
+                        "processes; needs the optional extra: pip install 'neurokd[ray]'")
     p.add_argument("--encoder", help="input encoder (rate, direct)")
     p.add_argument("--seed", type=int, help="seed of the sampling and the data batches")
     _run_args(p, "data.limit=500")
@@ -360,7 +363,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     with RunDir(args.out, force=args.force) as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         res = run_search(ds, space, profile, budget, args.proxy, args.strategy, args.candidates,
-                         args.workers, cfg.student.encoder, seed=cfg.seed, progress=_progress(args))
+                         args.workers, cfg.student.encoder, seed=cfg.seed, progress=_progress(args),
+                         ray_address=args.ray)
         rows = [dict(rank=i + 1, **c.row(args.proxy)) for i, c in enumerate(res["ranked"])]
         with atomic_path(run / "ranked.csv") as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -374,6 +378,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                      [(c.resources["cores"], c.scores["synops"], c.scores[args.proxy]) for c in front],
                      run / "pareto.png", args.proxy)
         summary = {"proxy": args.proxy, "strategy": args.strategy, "candidates": len(rows),
+                   "scored_on": f"ray:{args.ray}" if args.ray else f"{args.workers} processes",
                    "timesteps": space.timesteps, "hardware": profile.name,
                    "budget": {"max_cores": args.max_cores, "max_memory_bytes": args.max_memory},
                    "seconds": res["seconds"], "archs_per_second": res["archs_per_second"],

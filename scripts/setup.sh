@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv at the repository root with Python 3.10 and install neurokd with its dev extra,
-# unless it is already there and up to date with pyproject.toml. Safe to run again.
+# Create .venv at the repository root with Python 3.10 and install neurokd with its dev and ray
+# extras, unless it is already there and up to date with pyproject.toml. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +31,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing neurokd and its dependencies into .venv (first time: a few minutes)" >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,ray]"
 echo "$want" > "$stamp"

@@ -1,5 +1,6 @@
 """Training-free architecture search: space, resource model, proxies, strategies, CLI."""
 
+import json
 import math
 import random
 
@@ -147,3 +148,56 @@ def test_search_cli_writes_a_spec_that_training_accepts_and_refuses_bad_input(tm
                     cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
         assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray instance with two CPUs, standing in for an existing cluster; yields its address."""
+    import os
+
+    ray = pytest.importorskip("ray", reason="the optional ray extra is not installed")
+    old = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("RAY_USAGE_STATS_ENABLED")
+        else:
+            os.environ["RAY_USAGE_STATS_ENABLED"] = old
+
+
+def test_search_on_a_ray_cluster_scores_exactly_as_local_processes(tmp_path, ray_cluster):
+    import csv
+
+    def ranked(out):
+        with open(tmp_path / out / "ranked.csv", newline="") as fh:
+            return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+    common = ["search", "--dataset", "digits", "--max-cores", "4", "--candidates", "8",
+              "--set", "data.limit=300", "--no-progress"]
+    r = run_cli(*common, "--ray", ray_cluster, "--out", "on_ray", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "on_ray" / "search.json").read_text())["scored_on"] == \
+        f"ray:{ray_cluster}"
+    r = run_cli(*common, "--workers", "1", "--out", "local", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ranked("on_ray") == ranked("local") and len(ranked("local")) == 8
+    # an address where no cluster listens: one clear line at once, and no run folder left
+    r = run_cli(*common, "--ray", "127.0.0.1:1", "--out", "nowhere", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "could not reach the Ray cluster at '127.0.0.1:1'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "nowhere").exists()
+
+
+def test_ray_option_refuses_a_missing_extra_and_a_malformed_address(monkeypatch):
+    import sys
+
+    from neurokd.nas.search import _connect_ray
+
+    with pytest.raises(NeurokdError, match=r"Ray address 'junk': expected host:port"):
+        _connect_ray("junk")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    with pytest.raises(NeurokdError, match=r"pip install 'neurokd\[ray\]'"):
+        _connect_ray("127.0.0.1:6379")

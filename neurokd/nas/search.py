@@ -2,9 +2,10 @@
 and the Pareto front of proxy score against cores and synaptic operations.
 
 Candidates over the budget are rejected from their resource estimate before any scoring.
-Scoring runs in ``workers`` processes (one torch thread each); the data batches are encoded once,
-with as many trailing zero frames as the deepest network of the space has spiking layers, and
-shared with the workers.
+Scoring runs in ``workers`` processes (one torch thread each), or as tasks on an existing Ray
+cluster (``ray_address``, the optional ``ray`` extra); the data batches are encoded once, with as
+many trailing zero frames as the deepest network of the space has spiking layers, and shared with
+the workers.
 """
 
 from __future__ import annotations
@@ -65,17 +66,64 @@ def _score(spec_data: Dict[str, Any]) -> Tuple[Dict[str, float], float]:
     return scores, time.perf_counter() - t0
 
 
+def _ray_score(batches: Batches, profile_name: str, seeds: Sequence[int], proxies: Sequence[str],
+               spec_data: Dict[str, Any]) -> Tuple[Dict[str, float], float]:
+    """One candidate scored as a Ray task; the batches are put in Ray's object store once."""
+    _init_worker(batches, profile_name, seeds, proxies)
+    return _score(spec_data)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Ray retries an unreachable address for minutes; a plain TCP connection tells at once."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise NeurokdError(f"Ray address {address!r}: expected host:port, ray://host:port or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise NeurokdError(f"could not reach the Ray cluster at {address!r}: "
+                           f"{exc.strerror or exc}") from None
+
+
+def _connect_ray(address: str):
+    try:
+        import ray
+    except ImportError:
+        raise NeurokdError("--ray needs Ray, an optional extra: pip install 'neurokd[ray]'") from None
+    import logging
+
+    _check_reachable(address)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError ...
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NeurokdError(f"could not join the Ray cluster at {address!r}: {message}") from None
+    return ray
+
+
 class Scorer:
-    """Scores candidates in ``workers`` processes (or in this one when ``workers`` is 1)."""
+    """Scores candidates in ``workers`` processes (or in this one when ``workers`` is 1), or, with
+    ``ray_address``, as one-CPU tasks on that Ray cluster (``workers`` is then its CPU count)."""
 
     def __init__(self, batches: Batches, profile: HardwareProfile, seeds: Sequence[int],
-                 proxies: Sequence[str], workers: int = 1) -> None:
+                 proxies: Sequence[str], workers: int = 1, ray_address: Optional[str] = None
+                 ) -> None:
         for name in proxies:
             PROXIES.get(name)
         self.args = (batches, profile.name, list(seeds), list(proxies))
         self.workers = max(1, int(workers))
         self.pool: Optional[ProcessPoolExecutor] = None
-        if self.workers > 1:
+        self.ray = None
+        if ray_address:
+            self.ray = _connect_ray(ray_address)
+            self.workers = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+            self._task = self.ray.remote(num_cpus=1)(_ray_score)
+            self._batches = self.ray.put(batches)
+        elif self.workers > 1:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"),
                                             initializer=_init_worker, initargs=self.args)
         else:
@@ -84,12 +132,19 @@ class Scorer:
 
     def score(self, candidates: Sequence[Candidate]) -> None:
         data = [c.spec.model_dump() for c in candidates]
-        results = self.pool.map(_score, data) if self.pool else map(_score, data)
+        if self.ray is not None:
+            results = self.ray.get([self._task.remote(self._batches, *self.args[1:], d) for d in data])
+        elif self.pool is not None:
+            results = self.pool.map(_score, data)
+        else:
+            results = map(_score, data)
         for c, (scores, seconds) in zip(candidates, results):
             c.scores, c.seconds = scores, seconds
 
     def close(self) -> None:
-        if self.pool is not None:
+        if self.ray is not None:
+            self.ray.shutdown()  # leaves the driver; the cluster keeps running
+        elif self.pool is not None:
             self.pool.shutdown()
         else:
             torch.set_num_threads(self._threads)
@@ -230,9 +285,11 @@ def encoded_batches_for_search(ds, encoder: str, space: SearchSpace, batches: in
 def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget, proxy: str,
                strategy: str = "evolution", candidates: int = 100, workers: int = 1,
                encoder: str = "rate", seeds: Sequence[int] = (0, 1), batches: int = 2,
-               batch_size: int = 16, seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+               batch_size: int = 16, seed: int = 0, progress: bool = True,
+               ray_address: Optional[str] = None) -> Dict[str, Any]:
     """Search ``space`` for ``ds``; returns the scored candidates ranked by ``proxy``, the chosen
-    spec, the Pareto front and timings. Every argument is checked before scoring starts."""
+    spec, the Pareto front and timings. Every argument is checked before scoring starts. With
+    ``ray_address``, scoring runs on that Ray cluster instead of local processes."""
     PROXIES.get(proxy)
     if strategy not in STRATEGIES:
         raise NeurokdError(f"unknown search strategy {strategy!r}; choose one of: "
@@ -245,7 +302,7 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
     # The budget is checked on a first draw, so that an impossible one fails before any scoring.
     _feasible(space, random.Random(seed), ds.input_shape, ds.num_classes, profile, budget, set())
     t0 = time.perf_counter()
-    with Scorer(data, profile, seeds, PROXIES.names(), workers) as scorer:
+    with Scorer(data, profile, seeds, PROXIES.names(), workers, ray_address) as scorer:
         kwargs = dict(seed=seed, progress=progress)
         if strategy == "evolution":
             kwargs["proxy"] = proxy
