@@ -78,10 +78,12 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         epochs: int, lr: float, batch_size: int, patience: int, seed: int,
         weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
         objective: Optional[Objective] = None, param_groups: Optional[List[Dict]] = None,
-        log: Optional[Callable[[str], None]] = None) -> FitResult:
+        log: Optional[Callable[[str], None]] = None, keep_start: bool = False) -> FitResult:
     """Adam on ``objective`` (default: cross-entropy of ``readout``); keeps the weights of the best
     validation epoch, judged by ``readout``. Stops early after ``patience`` epochs without a better
     validation accuracy. ``param_groups`` (Adam's format) default to all of ``model``'s parameters.
+    With ``keep_start`` (fine-tuning), the starting weights are validated too, as epoch 0, and kept
+    when no epoch beats them.
     """
     seed_everything(seed)
     groups = param_groups if param_groups is not None else [{"params": list(model.parameters())}]
@@ -90,6 +92,8 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
     gen = torch.Generator().manual_seed(seed)
     best_state = copy.deepcopy(model.state_dict())
     best_val, best_epoch, stale = -1.0, 0, 0
+    if keep_start:
+        best_val = accuracy(model, val, prepare, readout, seed=seed + 1)
     history: List[Dict[str, float]] = []
     bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
     n = len(train)
@@ -127,6 +131,7 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
     bar.close()
     model.load_state_dict(best_state)
     if log is not None:
-        log(f"{desc}: best validation accuracy {best_val:.4f} at epoch {best_epoch} "
-            f"({len(history)} epochs, {np.mean([h['seconds'] for h in history]):.2f} s/epoch)")
+        at = f"epoch {best_epoch}" if best_epoch else "the start (no epoch beat it)"
+        log(f"{desc}: best validation accuracy {best_val:.4f} at {at} ("
+            f"{len(history)} epochs, {np.mean([h['seconds'] for h in history]):.2f} s/epoch)")
     return FitResult(best_epoch, best_val, len(history), history)

@@ -492,10 +492,11 @@ def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProf
 
         res = fit(clipped, ds.train, ds.val, ident, dnn_logits, epochs=c.epochs, lr=c.lr,
                   batch_size=c.batch_size, patience=c.patience, seed=seed, desc="qkd",
-                  progress=progress, log=log, objective=objective)
+                  progress=progress, log=log, objective=objective, keep_start=True)
         teacher.eval()
         metrics.update({"qkd_accuracy": accuracy(clipped.eval(), ds.test, ident, dnn_logits, seed=seed),
                         "qkd_val_accuracy": res.best_val_accuracy, "qkd_epochs": res.epochs_run,
+                        "qkd_best_epoch": res.best_epoch,
                         "qkd_history": res.history})
         stages, scales = clipped.write_back(), clipped.scales()
         acts = stage_activations(stages, x_cal)

@@ -11,7 +11,9 @@ requested bit-widths and, by method:
   ``reference``, e.g. a DNN teacher) supervises the quantized student through the distillation
   ``kd`` loss on spike counts scaled by a learned positive factor.
 
-Evaluation and model selection always use the fully quantized network in Loihi numerics.
+Evaluation and model selection always use the fully quantized network in Loihi numerics; the
+starting point (the rounded network, before any fine-tuning) takes part in model selection, so
+fine-tuning that only moves the weights off a good rounding is not kept.
 """
 
 from __future__ import annotations
@@ -120,9 +122,10 @@ def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, 
         res = fit(wrapper, ds.train, ds.val, prepare, lambda m, x: counts(m.student, x),
                   epochs=q.epochs, lr=q.lr, batch_size=q.batch_size, patience=q.patience, seed=seed,
                   desc=f"quantize {q.method}", progress=progress, log=log,
-                  objective=lambda m, raw, x, y: m.objective(raw, x, y))
+                  objective=lambda m, raw, x, y: m.objective(raw, x, y), keep_start=True)
         model.quant_prob.fill_(1.0)
         metrics.update({"qat_val_accuracy": res.best_val_accuracy, "qat_epochs": res.epochs_run,
+                        "qat_best_epoch": res.best_epoch,
                         "qat_epoch_seconds": res.epoch_seconds, "qat_history": res.history,
                         "train_overflow": overflow_rows(wrapper.stats, model.profile.state_limit)})
     model.eval()
