@@ -51,6 +51,10 @@ BUDGETS: Dict[str, List[str]] = {
     "mnist": ["data.dataset=mnist", "data.split_seed=0", "data.limit=3000", "student.epochs=2",
               "student.patience=2", "student.timesteps=8"],
 }
+# Rank averages scored beside the single proxies: the gradient score with each of the two
+# baselines and with synflow, and the best single proxy (synops) with the gradient scores.
+COMBINATIONS = [("grad_stats", "params"), ("grad_stats", "synops"), ("grad_stats", "synflow"),
+                ("synops", "gradsign")]
 FIELDS = ["key", "arch", "spec", "acc_seed0", "acc_seed1", "train_seconds"]
 
 
@@ -148,8 +152,8 @@ def evaluate(name: str, data_dir, rows: List[Dict], boot: int = 1000) -> Dict:
     acc1 = np.array([float(r["acc_seed1"]) for r in rows])
     acc = (acc0 + acc1) / 2
     cols = {p: np.array(v) for p, v in scores.items()}
-    cols["rank(grad_stats+synflow)"] = rank_average(cols["grad_stats"], cols["synflow"])
-    cols["rank(grad_stats+params)"] = rank_average(cols["grad_stats"], cols["params"])
+    for a, b in COMBINATIONS:
+        cols[f"rank({a}+{b})"] = rank_average(cols[a], cols[b])
     n = len(rows)
     gen = np.random.default_rng(0)
     idx = [gen.integers(0, n, n) for _ in range(boot)]
