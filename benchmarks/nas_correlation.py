@@ -55,6 +55,7 @@ BUDGETS: Dict[str, List[str]] = {
 # baselines and with synflow, and the best single proxy (synops) with the gradient scores.
 COMBINATIONS = [("grad_stats", "params"), ("grad_stats", "synops"), ("grad_stats", "synflow"),
                 ("synops", "gradsign")]
+TIMED = 20  # architectures on which each proxy is also timed alone
 FIELDS = ["key", "arch", "spec", "acc_seed0", "acc_seed1", "train_seconds"]
 
 
@@ -148,12 +149,21 @@ def evaluate(name: str, data_dir, rows: List[Dict], boot: int = 1000) -> Dict:
         seconds.append(time.perf_counter() - t0)
         for p in scores:
             scores[p].append(s[p])
+    # Each proxy alone (one probe of the network plus its own reduction), on the first architectures.
+    alone: Dict[str, float] = {}
+    timed = [spec_from_dict(json.loads(r["spec"])) for r in rows[:TIMED]]
+    for p in scores:
+        t0 = time.perf_counter()
+        for spec in timed:
+            score_arch(spec, profile, batches, SEEDS, [p])
+        alone[p] = (time.perf_counter() - t0) / len(timed)
     acc0 = np.array([float(r["acc_seed0"]) for r in rows])
     acc1 = np.array([float(r["acc_seed1"]) for r in rows])
     acc = (acc0 + acc1) / 2
     cols = {p: np.array(v) for p, v in scores.items()}
     for a, b in COMBINATIONS:
         cols[f"rank({a}+{b})"] = rank_average(cols[a], cols[b])
+        alone[f"rank({a}+{b})"] = alone[a] + alone[b]
     n = len(rows)
     gen = np.random.default_rng(0)
     idx = [gen.integers(0, n, n) for _ in range(boot)]
@@ -169,7 +179,7 @@ def evaluate(name: str, data_dir, rows: List[Dict], boot: int = 1000) -> Dict:
         out["proxies"][p] = {
             "tau": kendall(col, acc), "ci": [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))],
             "top10_hit_rate": len(set(np.argsort(-col)[:top]) & true_top) / top,
-            "regret": float(acc.max() - acc[pick])}
+            "regret": float(acc.max() - acc[pick]), "seconds_per_arch": alone[p]}
     diff = [kendall(cols["grad_stats"][i], acc[i]) - kendall(cols["params"][i], acc[i]) for i in idx]
     out["grad_stats_minus_params"] = {"mean": float(np.mean(diff)),
                                       "ci": [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))],
@@ -188,12 +198,14 @@ def markdown(results: Dict) -> str:
         lines += [f"## {name}", "", f"{r['n_architectures']} architectures, accuracies "
                   f"{r['accuracy_range'][0]:.3f}–{r['accuracy_range'][1]:.3f}; noise ceiling "
                   f"(seed 0 against seed 1) τ = {r['noise_ceiling_tau']:.3f}; scoring "
-                  f"{r['seconds_per_arch']:.2f} s per architecture (all proxies, one thread). "
+                  f"{r['seconds_per_arch']:.2f} s per architecture (all proxies from one probe, one thread; "
+                  f"'s/arch alone': one proxy by itself, on the first {TIMED}). "
                   f"grad_stats − params: Δτ = {g['mean']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}].",
-                  "", "| proxy | τ | 95% CI | top-10% hit rate | regret |", "|---|---|---|---|---|"]
+                  "", "| proxy | τ | 95% CI | top-10% hit rate | regret | s/arch alone |",
+                  "|---|---|---|---|---|---|"]
         for p, s in sorted(r["proxies"].items(), key=lambda kv: -kv[1]["tau"]):
             lines.append(f"| {p} | {s['tau']:.3f} | [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] | "
-                         f"{s['top10_hit_rate']:.2f} | {s['regret']:.4f} |")
+                         f"{s['top10_hit_rate']:.2f} | {s['regret']:.4f} | {s.get('seconds_per_arch', float('nan')):.2f} |")
         lines.append("")
     return "\n".join(lines)
 
