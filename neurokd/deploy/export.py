@@ -14,6 +14,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
+from neurokd.config import MAX_TIMESTEPS
 from neurokd.errors import NeurokdError
 from neurokd.fileio import atomic_path
 from neurokd.hardware import HardwareProfile
@@ -23,8 +24,9 @@ from neurokd.models.spec import ConvLayer
 META_KEY = "neurokd"
 
 
-def export_netx(model: SpikingNet, path: str | Path, meta: Dict[str, Any]) -> Path:
-    """Write ``model`` as a netx network at ``path`` (atomically) and return the path."""
+def export_netx(model: SpikingNet, path: str | Path, meta: Dict[str, Any], replace: bool = True) -> Path:
+    """Write ``model`` as a netx network at ``path`` (atomically) and return the path; with
+    ``replace=False`` a file that appeared at ``path`` meanwhile is kept and nothing written."""
     import h5py
 
     model.eval()
@@ -34,7 +36,7 @@ def export_netx(model: SpikingNet, path: str | Path, meta: Dict[str, Any]) -> Pa
     record = dict(meta)
     record.update({"format_version": 1, "spec": model.spec.model_dump(),
                    "hardware": model.profile.name, "window_pad": model.window_pad})
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=replace) as tmp:
         with h5py.File(tmp, "w") as h:
             layers = h.create_group("layer")
             index = 0
@@ -91,6 +93,15 @@ def check_integers(path: str | Path, profile: HardwareProfile) -> None:
                                        f"{profile.weight_mantissa_max}")
 
 
+def is_neurokd_network(path: str | Path) -> bool:
+    """True for a netx network that neurokd exported (the only kind ``--force`` may replace)."""
+    try:
+        read_meta(path)
+    except NeurokdError:
+        return False
+    return True
+
+
 def read_meta(path: str | Path) -> Dict[str, Any]:
     """Check that ``path`` is a netx network written by neurokd and return its metadata."""
     import h5py
@@ -115,7 +126,80 @@ def read_meta(path: str | Path) -> Dict[str, Any]:
         meta = json.loads(raw)
     except (TypeError, ValueError):
         raise NeurokdError(f"{p}: unreadable neurokd metadata") from None
+    if not isinstance(meta, dict):
+        raise NeurokdError(f"{p}: unreadable neurokd metadata")
     for key in ("encoder", "timesteps", "window_pad", "spec", "num_classes"):
         if key not in meta:
             raise NeurokdError(f"{p}: neurokd metadata lacks {key!r}")
+    check_layers(p, meta)
     return meta
+
+
+NETX_TYPES = ("input", "conv", "flatten", "dense")
+
+
+def _int_field(meta: Dict[str, Any], key: str, low: int, p: Path) -> int:
+    value = meta[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise NeurokdError(f"{p}: neurokd metadata {key!r} is {value!r}, expected an integer >= {low}")
+    return value
+
+
+def check_layers(p: Path, meta: Dict[str, Any]) -> None:
+    """Raise unless the file's layers are the ones its metadata's spec describes: known types,
+    positive shapes, weights of the right size. Lava would otherwise fail deep inside, or run a
+    network other than the one the metadata names."""
+    import h5py
+
+    from neurokd.data.encoders import get_encoder
+    from neurokd.models.spec import spec_from_dict
+
+    spec = spec_from_dict(meta["spec"], where=f"{p}: neurokd metadata spec")
+    get_encoder(str(meta["encoder"]))
+    timesteps = _int_field(meta, "timesteps", 1, p)
+    _int_field(meta, "window_pad", 1, p)
+
+    if timesteps > MAX_TIMESTEPS:
+        raise NeurokdError(f"{p}: neurokd metadata timesteps {timesteps} is above {MAX_TIMESTEPS}")
+    classes = _int_field(meta, "num_classes", 1, p)
+    expected = [(layer.type, shape) for layer, shape in zip(spec.layers, spec.shapes())]
+    if classes != expected[-1][1][0]:
+        raise NeurokdError(f"{p}: metadata says {classes} classes, the spec ends in {expected[-1][1]}")
+    if spec.layers[0].type == "conv":
+        expected.insert(0, ("input", tuple(spec.input_shape)))
+    try:
+        with h5py.File(p, "r") as h:
+            keys = sorted(h["layer"], key=lambda k: int(k) if k.isdigit() else -1)
+            if [k for k in keys] != [str(i) for i in range(len(keys))]:
+                raise NeurokdError(f"{p}: layers are not numbered 0..{len(keys) - 1}")
+            if len(keys) != len(expected):
+                raise NeurokdError(f"{p}: {len(keys)} layers, but its metadata spec has "
+                                   f"{len(expected)}")
+            for key, (want_type, want_shape) in zip(keys, expected):
+                g = h["layer"][key]
+                raw = g["type"][()]
+                kind = raw[0].decode() if hasattr(raw[0], "decode") else str(raw[0])
+                if kind not in NETX_TYPES:
+                    raise NeurokdError(f"{p}: layer {key} has unknown type {kind!r}; neurokd "
+                                       f"networks hold {', '.join(NETX_TYPES)}")
+                if kind != want_type:
+                    raise NeurokdError(f"{p}: layer {key} is {kind}, its metadata spec says {want_type}")
+                shape = np.asarray(g["shape"][()]) if "shape" in g else np.zeros(0)
+                if shape.ndim != 1 or shape.size == 0 or (shape <= 0).any():
+                    raise NeurokdError(f"{p}: layer {key} has shape {shape.tolist()}; shapes must "
+                                       "be positive")
+                if kind in ("conv", "dense") and tuple(int(v) for v in shape) != tuple(want_shape):
+                    raise NeurokdError(f"{p}: layer {key} has shape {shape.tolist()}, its metadata "
+                                       f"spec says {list(want_shape)}")
+                if kind in ("conv", "dense"):
+                    if "weight" not in g or "neuron" not in g:
+                        raise NeurokdError(f"{p}: layer {key} ({kind}) lacks its weights or neurons")
+                    w = g["weight"].shape
+                    if kind == "dense" and (len(w) != 2 or w[0] != want_shape[0]):
+                        raise NeurokdError(f"{p}: layer {key} weight shape {w} does not give "
+                                           f"{want_shape[0]} outputs")
+                    if kind == "conv" and (len(w) != 4 or w[0] != want_shape[0]):
+                        raise NeurokdError(f"{p}: layer {key} weight shape {w} does not give "
+                                           f"{want_shape[0]} channels")
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise NeurokdError(f"{p}: malformed netx layer ({type(exc).__name__}: {exc})") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -115,10 +116,56 @@ def import_lava():
     return netx, RunSteps, Loihi2SimCfg, Loihi2HwCfg, lava_io
 
 
+STOP_SECONDS = 5.0
+
+
+def stop_lava(net, before=frozenset(), timeout: float = STOP_SECONDS) -> None:
+    """Stop the network's Lava runtime and end its processes, within ``timeout`` seconds.
+
+    Lava's runtime runs each process model, its runtime service and a shared-memory manager in
+    processes forked on the first ``run``. ``net.stop()`` tells them to stop and waits for each
+    one, without a time limit: it never returns when a run was cut off before the runtime came
+    up, or when a process model died. It runs in a helper thread; if it has not finished after
+    ``timeout`` seconds, the process models and runtime service (children started since
+    ``before``) are killed, which lets the stop go on to shut down the shared-memory manager;
+    failing that, it is shut down directly, and finally whatever is left is killed.
+    After an interruption, neurokd's signal handling makes those children ignore the signal
+    (it reaches the whole process group on Ctrl-C), so that this ordered stop can run.
+    """
+    from neurokd.interrupts import end_processes, in_thread
+
+    def started():
+        return [p for p in mp.active_children() if p not in before]
+
+    def end_models():
+        end_processes([p for p in started() if type(p).__name__ == "SystemProcess"], grace=0)
+
+    runtime = getattr(net, "runtime", None)
+    if runtime is not None and not getattr(runtime, "_is_started", True):
+        # Cut off before the first run began: the processes wait for a first command and Lava's
+        # stop would wait for them; end them first, then stop removes the shared memory.
+        end_models()
+    stopped = in_thread(net.stop, name="lava-stop")
+    if stopped.wait(timeout):
+        return
+    end_models()
+    if stopped.wait(3.0):
+        return
+    # Still blocked (on a message from a runtime service that is gone): shut down the
+    # shared-memory manager directly, so that its segments are removed, then kill the rest.
+    infrastructure = getattr(getattr(net, "runtime", None), "_messaging_infrastructure", None)
+    smm = getattr(infrastructure, "smm", None)
+    if smm is not None:
+        in_thread(smm.shutdown, name="lava-smm-shutdown").wait(3.0)
+    end_processes(started(), grace=0)
+
+
 def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backend: str = "auto",
              chunk: int = 50, progress: bool = True) -> LavaResult:
     """Run ``frames`` (N, *lava_shape, W) through the network; return the output spikes per sample."""
     import time
+
+    from neurokd.interrupts import start_resource_tracker
 
     backend = resolve_backend(backend)
     netx, RunSteps, Loihi2SimCfg, Loihi2HwCfg, lava_io = import_lava()
@@ -166,6 +213,8 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
         out_of_chip.out.connect(sink.a_in)
         run_cfg = Loihi2HwCfg(select_tag="fixed_pt")
     per_run = max(1, chunk) * window
+    before = set(mp.active_children())  # Lava forks its runtime's processes on the first run
+    start_resource_tracker()
     bar = tqdm(total=n - 1, desc=f"lava ({backend})", unit="sample", disable=not progress, leave=False)
     try:
         done = 0
@@ -177,8 +226,7 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
         out = sink.data.get()
     finally:
         bar.close()
-        with contextlib.suppress(Exception):
-            net.stop()
+        stop_lava(net, before)
     spikes = out.reshape(out.shape[0], n, window).transpose(1, 0, 2)[1:]
     return LavaResult(spikes=(spikes != 0).astype(np.uint8), backend=backend,
                       seconds=time.perf_counter() - t0)

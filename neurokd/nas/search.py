@@ -2,7 +2,8 @@
 and the Pareto front of proxy score against cores and synaptic operations.
 
 Candidates over the budget are rejected from their resource estimate before any scoring.
-Scoring runs in ``workers`` processes (one torch thread each), or as tasks on an existing Ray
+Scoring runs in ``workers`` processes (one torch thread each, as in this process with one worker:
+the thread count changes the scores' last digits), or as tasks on an existing Ray
 cluster (``ray_address``, the optional ``ray`` extra); the data batches are encoded once, with as
 many trailing zero frames as the deepest network of the space has spiking layers, and shared with
 the workers.
@@ -10,6 +11,7 @@ the workers.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import random
 import time
@@ -58,6 +60,15 @@ def _init_worker(batches: Batches, profile_name: str, seeds: Sequence[int],
                    proxies=list(proxies))
 
 
+def _init_pool_worker(*args) -> None:
+    """A forked scoring process: Ctrl-C is left to the parent, which ends the workers; SIGTERM
+    ends a worker at once."""
+    from neurokd.interrupts import worker_signals
+
+    worker_signals()
+    _init_worker(*args)
+
+
 def _score(spec_data: Dict[str, Any]) -> Tuple[Dict[str, float], float]:
     t0 = time.perf_counter()
     spec = spec_from_dict(spec_data)
@@ -96,12 +107,22 @@ def _connect_ray(address: str):
         raise NeurokdError("--ray needs Ray, an optional extra: pip install 'neurokd[ray]'") from None
     import logging
 
+    import signal
+    import threading
+
     _check_reachable(address)
+    # ray.init replaces the SIGTERM handler with sys.exit; keep the caller's (neurokd's turns the
+    # signal into a clean interruption).
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError ...
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NeurokdError(f"could not join the Ray cluster at {address!r}: {message}") from None
+    finally:
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     return ray
 
 
@@ -125,7 +146,7 @@ class Scorer:
             self._batches = self.ray.put(batches)
         elif self.workers > 1:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"),
-                                            initializer=_init_worker, initargs=self.args)
+                                            initializer=_init_pool_worker, initargs=self.args)
         else:
             self._threads = torch.get_num_threads()
             _init_worker(*self.args)
@@ -133,7 +154,14 @@ class Scorer:
     def score(self, candidates: Sequence[Candidate]) -> None:
         data = [c.spec.model_dump() for c in candidates]
         if self.ray is not None:
-            results = self.ray.get([self._task.remote(self._batches, *self.args[1:], d) for d in data])
+            refs = [self._task.remote(self._batches, *self.args[1:], d) for d in data]
+            try:
+                results = self.ray.get(refs)
+            except BaseException:
+                for ref in refs:  # an interrupted search leaves no tasks behind on the cluster
+                    with contextlib.suppress(Exception):
+                        self.ray.cancel(ref, force=True)
+                raise
         elif self.pool is not None:
             results = self.pool.map(_score, data)
         else:
@@ -141,19 +169,28 @@ class Scorer:
         for c, (scores, seconds) in zip(candidates, results):
             c.scores, c.seconds = scores, seconds
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Release the workers: wait for them after a search, or (``abort``, on an error or a
+        signal) cancel what is queued and end them at once, so that nothing outlives the search."""
         if self.ray is not None:
             self.ray.shutdown()  # leaves the driver; the cluster keeps running
         elif self.pool is not None:
-            self.pool.shutdown()
+            if abort:
+                from neurokd.interrupts import end_processes
+
+                procs = list((getattr(self.pool, "_processes", None) or {}).values())
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                end_processes(procs, grace=2.0)
+            else:
+                self.pool.shutdown()
         else:
             torch.set_num_threads(self._threads)
 
     def __enter__(self) -> "Scorer":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(abort=exc_type is not None)
 
 
 # ---------------------------------------------------------------- strategies
@@ -196,13 +233,20 @@ def random_search(space: SearchSpace, input_shape, num_classes: int, profile: Ha
     return pool
 
 
+ROUND_SIZE = 8
+
+
 def aging_evolution(space: SearchSpace, input_shape, num_classes: int, profile: HardwareProfile,
                     budget: Budget, scorer: Scorer, candidates: int, proxy: str, seed: int = 0,
-                    population: int = 20, sample_size: int = 5, progress: bool = True
-                    ) -> List[Candidate]:
+                    population: int = 20, sample_size: int = 5, progress: bool = True,
+                    round_size: int = ROUND_SIZE) -> List[Candidate]:
     """Real et al.'s regularized evolution: a population of ``population``; each child mutates the
-    best of ``sample_size`` random members and replaces the oldest. Children are scored in rounds
-    of ``scorer.workers`` so that workers stay busy."""
+    best of ``sample_size`` random members and replaces the oldest. Children are made and scored
+    in rounds of ``round_size`` (the parents of a round are drawn from the population as it stood
+    before it), so that the workers score a round in parallel. The round size is fixed, not the
+    worker count, so the search is the same for any number of workers (or a Ray cluster)."""
+    if round_size <= 0:
+        raise NeurokdError(f"round_size must be positive, got {round_size}")
     rng = random.Random(seed)
     seen: set = set()
     history: List[Candidate] = []
@@ -216,7 +260,7 @@ def aging_evolution(space: SearchSpace, input_shape, num_classes: int, profile: 
     alive = deque(first)
     while len(history) < candidates:
         children = []
-        for _ in range(min(scorer.workers, candidates - len(history))):
+        for _ in range(min(round_size, candidates - len(history))):
             parent = max(rng.sample(list(alive), min(sample_size, len(alive))),
                          key=lambda c: c.scores[proxy])
             child = None
