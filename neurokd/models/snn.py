@@ -33,6 +33,34 @@ def _slayer():
     return slayer
 
 
+def exact_threshold(neuron: nn.Module) -> None:
+    """Make slayer's spike test ``v >= threshold + eps`` fire exactly when Loihi's ``v > vth`` does.
+
+    slayer fires at ``v >= threshold + threshold_eps`` with ``threshold_eps = 0.01 / s_scale``: in
+    integer state units, ``v >= X + 0.01`` with ``X = vThMant << state_shift``. The comparison runs in
+    float32 (the integer state against a Python float, and the float32 voltage in the spike
+    function), and float32 keeps the 0.01 only while half its spacing at ``X`` is below 0.01, that
+    is ``X < 2^18`` (``vThMant < 4096``, threshold < 64 with a 6-bit shift). From there on
+    ``X + 0.01`` rounds to ``X`` and slayer fires when the voltage *equals* the threshold, where Lava
+    does not. Half a state unit, ``X + 0.5``, is exact in float32 for every ``X < 2^23`` (every
+    17-bit threshold mantissa), so it is used where 0.01 is lost; elsewhere slayer's own margin,
+    which is exact, stays untouched."""
+    import numpy as np
+
+    scale = float(neuron.s_scale)
+    x = float(neuron.threshold) * scale  # the integer vThMant << state_shift
+
+    def exact(eps: float) -> bool:
+        # both of slayer's comparisons: integer state vs (threshold + eps) * s_scale, and float32
+        # voltage vs threshold + eps; each must land strictly between X and X + 1
+        in_state = float(np.float32((neuron.threshold + eps) * scale))
+        in_spike = float(np.float32(neuron.threshold + eps)) * scale
+        return x < in_state < x + 1 and x < in_spike < x + 1
+
+    if not exact(float(neuron.threshold_eps)) and exact(0.5 / scale):
+        neuron.threshold_eps = 0.5 / scale
+
+
 class SpikingNet(nn.Module):
     """A feed-forward SNN of slayer CUBA blocks. Input ``(N, C[, H, W], T)``; output spikes ``(N, K, T)``."""
 
@@ -58,13 +86,16 @@ class SpikingNet(nn.Module):
                                                       weight_scale=spec.weight_scale))
             elif isinstance(layer, ConvLayer):
                 blocks.append(slayer.block.cuba.Conv(neuron_params, in_shape[0], layer.channels,
-                                                     layer.kernel, stride=layer.stride,
-                                                     padding=layer.padding,
+                                                     layer.kernel2, stride=layer.stride2,
+                                                     padding=layer.padding2,
                                                      weight_scale=spec.weight_scale))
             elif isinstance(layer, FlattenLayer):
                 blocks.append(slayer.block.cuba.Flatten())
             in_shape = out_shape
         self.blocks = nn.ModuleList(blocks)
+        for block in self.blocks:
+            if getattr(block, "neuron", None) is not None:
+                exact_threshold(block.neuron)
 
     @property
     def window_pad(self) -> int:
@@ -129,6 +160,30 @@ class SpikingNet(nn.Module):
                            "overflow": bool(u > limit or v > limit)})
         return report
 
+    @torch.no_grad()
+    def state_bound(self, encoder: str, timesteps: int) -> List[Dict[str, Any]]:
+        """Bound on the |current| and |voltage| of each spiking layer over *every* admissible input
+        (``encoder``'s range on ``timesteps`` frames, any binary spikes into later layers), in the
+        chip's integer units, from the exported integer weights, decays and threshold. Rows as in
+        ``state_extremes`` (``layer`` is the block index); see ``numerics.worst_case_states``."""
+        from neurokd.quant.numerics import encoder_input_max, worst_case_states
+
+        index, layers = [], []
+        for i, block in enumerate(self.blocks):
+            neuron = getattr(block, "neuron", None)
+            if neuron is None:
+                continue
+            syn = block.synapse
+            weight = syn.pre_hook_fx(syn.weight, descale=True)  # the exported integer weights
+            shape = weight.shape[:2] if isinstance(self.spec.layers[i], DenseLayer) else weight.shape[:4]
+            layers.append({"weight": weight.reshape(shape).round(), "vth": int(neuron.v_th_mant)})
+            index.append(i)
+        first = next(b.neuron for b in self.blocks if getattr(b, "neuron", None) is not None)
+        rows = worst_case_states(self.spec, layers, int(first.cx_current_decay),
+                                 int(first.cx_voltage_decay), self.profile,
+                                 encoder_input_max(encoder), timesteps, timesteps + self.window_pad)
+        return [dict(row, layer=i) for row, i in zip(rows, index)]
+
     def arch(self) -> Dict[str, Any]:
         return {"spec": self.spec.model_dump(), "hardware": self.profile.name}
 
@@ -140,7 +195,7 @@ def build_snn(spec: ArchSpec, profile: HardwareProfile | None = None) -> Spiking
 def snn_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") -> SpikingNet:
     arch = payload.get("arch", {})
     spec = spec_from_dict(arch.get("spec"), where=f"{where}: spec")
-    model = SpikingNet(spec, load_profile(arch.get("hardware", "loihi2")))
+    model = SpikingNet(spec, load_profile(str(arch.get("hardware", "loihi2"))))
     # slayer sizes its neurons lazily: one forward pass fixes the shapes before loading.
     with torch.no_grad():
         model(torch.zeros(1, *spec.input_shape, 2))

@@ -13,16 +13,20 @@ In ``exact`` mode the state runs in float64, where these integers (below 2^53) a
 the rounding steps pass gradients straight through; ``exact=False`` drops the rounding, wrap and
 clip (the full-precision reference). Spikes use slayer's surrogate gradient, written on the
 voltage normalised by the threshold.
+
+``worst_case_states`` bounds the same integer states over every admissible input, from the
+weights alone (``SpikingNet.state_bound`` and ``QuantSpikingNet.state_bound`` call it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from neurokd.hardware import HardwareProfile
+from neurokd.models.spec import ArchSpec, ConvLayer, FlattenLayer
 
 
 class _SpikeFn(torch.autograd.Function):
@@ -135,3 +139,112 @@ def synaptic_input(weight: torch.Tensor, x: torch.Tensor, stride: int = 1, paddi
     frames = x.permute(0, 4, 1, 2, 3).reshape(nb * t, c, h, w)
     y = F.conv2d(frames, weight, stride=stride, padding=padding)
     return y.reshape(nb, t, *y.shape[1:]).permute(0, 2, 3, 4, 1)
+
+
+# ---------------------------------------------------------------- worst-case state
+def encoder_input_max(encoder: str) -> int:
+    """Largest value one input entry of ``encoder`` carries: 1 for binary spikes, ``2^b - 1`` for
+    ``b``-bit graded spikes (direct current injection)."""
+    from neurokd.data.encoders import get_encoder
+
+    bits = get_encoder(encoder).message_bits
+    return 1 if bits == 0 else (1 << bits) - 1
+
+
+def synaptic_range(weight: torch.Tensor, in_shape: Sequence[int], input_max: int, conv: bool = False,
+                   stride: int = 1, padding: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per neuron (flattened), the largest and the smallest synaptic input ``a_in`` of one step, in
+    chip integer units, over every input frame whose entries lie in ``0..input_max``: ``input_max``
+    times the sum of the neuron's positive (negative) weights that reach it, a convolution's zero
+    padding included. Both as int64; the largest is ≥ 0 and the smallest ≤ 0 (an empty frame)."""
+    w = weight.detach().to(torch.float64)
+    full = torch.full((1, *in_shape, 1), float(input_max), dtype=torch.float64)
+    if not conv:
+        full = full.reshape(1, -1, 1)
+    high = synaptic_input(w.clamp(min=0), full, stride, padding, conv)
+    low = synaptic_input(w.clamp(max=0), full, stride, padding, conv)
+    return high.reshape(-1).round().to(torch.int64), low.reshape(-1).round().to(torch.int64)
+
+
+def _rtz_mul(x: torch.Tensor, factor: int, bits: int) -> torch.Tensor:
+    """``rtz(x · factor) = sign(x) · (|x · factor| >> bits)`` on int64, without forming the product
+    (``|x| = q·2^bits + r`` gives ``q·factor + (r·factor >> bits)``)."""
+    a = x.abs()
+    q, r = a >> bits, a & ((1 << bits) - 1)
+    return torch.sign(x) * (q * factor + ((r * factor) >> bits))
+
+
+def worst_case_state(high: torch.Tensor, low: torch.Tensor, active: Sequence[bool], i_decay: int,
+                     v_decay: int, vth: int, profile: HardwareProfile,
+                     bias: Optional[torch.Tensor] = None) -> Tuple[int, int]:
+    """Bound on the largest ``|u|`` and ``|v|`` (chip units, before Loihi's wrap and clip, as
+    ``StateStats`` measures them) that CUBA neurons reach over every input whose synaptic input at
+    step ``t`` lies in ``[low, high]`` where ``active[t]``, and is 0 elsewhere.
+
+    The fixed-point update is monotone in the state and the input, so an upper and a lower state
+    run through it with the extreme inputs: ``u_hi[t] = rtz(u_hi[t-1]·(2^d - iDecay)) +
+    (high << shift)``, likewise ``u_lo`` with ``low``. The voltage adds ``u`` and the bias; a
+    neuron above ``vth << shift`` spikes and restarts from 0, so what is kept of the upper voltage is
+    at most the threshold and of the lower one at most 0. ``high``/``low``/``bias``: int64 per
+    neuron (``bias`` in mantissa units, added as ``bias << shift`` every step)."""
+    one, bits, shift = profile.decay_scale, profile.decay_bits, profile.state_shift
+    cu, cv = one - int(i_decay), one - int(v_decay)
+    theta = int(vth) << shift
+    high = high.to(torch.int64) * (1 << shift)
+    low = low.to(torch.int64) * (1 << shift)
+    b = torch.zeros_like(high) if bias is None else bias.to(torch.int64) * (1 << shift)
+    u_hi, u_lo = torch.zeros_like(high), torch.zeros_like(high)
+    v_hi, v_lo = torch.zeros_like(high), torch.zeros_like(high)
+    peak_u = peak_v = 0
+    for on in active:
+        u_hi = _rtz_mul(u_hi, cu, bits) + (high if on else 0)
+        u_lo = _rtz_mul(u_lo, cu, bits) + (low if on else 0)
+        p_hi = _rtz_mul(v_hi, cv, bits) + u_hi + b
+        p_lo = _rtz_mul(v_lo, cv, bits) + u_lo + b
+        peak_u = max(peak_u, int(u_hi.abs().max()), int(u_lo.abs().max()))
+        peak_v = max(peak_v, int(p_hi.abs().max()), int(p_lo.abs().max()))
+        v_hi = p_hi.clamp(max=theta)
+        v_lo = p_lo.clamp(max=0)
+    return peak_u, peak_v
+
+
+def worst_case_states(spec: ArchSpec, layers: Sequence[Dict[str, Any]], i_decay: int, v_decay: int,
+                      profile: HardwareProfile, input_max: int, timesteps: int, window: int,
+                      delay: bool = True) -> List[Dict[str, Any]]:
+    """Per spiking layer of ``spec``, the bound of ``worst_case_state`` over a sample's window of
+    ``window`` steps (``timesteps`` input frames, then zero frames). ``layers``: per spiking layer
+    ``{"weight": chip-unit integers, "vth": int, "bias": int64 per neuron or channel, or None}``.
+
+    The first layer receives entries in ``0..input_max`` on the input frames; every later layer
+    receives binary spikes, any of them, at every step at which its input layer can fire: from
+    step ``l`` on for layer ``l`` with the one-step delay per layer (``delay``), from step 0 on
+    without it (a biased network, whose input frames come after ``window - timesteps`` lead zero
+    frames). Rows: ``layer`` (spiking layer index), ``max_abs_current``, ``max_abs_voltage``,
+    ``overflow`` (either passes ``profile.state_limit``)."""
+    rows = []
+    in_shape = tuple(spec.input_shape)
+    i = 0
+    for layer, out_shape in zip(spec.layers, spec.shapes()):
+        if isinstance(layer, FlattenLayer):
+            in_shape = out_shape
+            continue
+        conv = isinstance(layer, ConvLayer)
+        top = input_max if i == 0 else 1
+        high, low = synaptic_range(layers[i]["weight"], in_shape, top, conv,
+                                   layer.stride2 if conv else 1, layer.padding2 if conv else 0)
+        if i == 0:
+            first = 0 if delay else window - timesteps
+            active = [first <= t < first + timesteps for t in range(window)]
+        else:
+            active = [t >= (i if delay else 0) for t in range(window)]
+        bias = layers[i].get("bias")
+        if bias is not None:
+            bias = bias.to(torch.int64).reshape(-1)
+            bias = bias.repeat_interleave(high.numel() // bias.numel())  # per channel → per neuron
+        u, v = worst_case_state(high, low, active, i_decay, v_decay, layers[i]["vth"], profile, bias)
+        limit = profile.state_limit
+        rows.append({"layer": i, "max_abs_current": u, "max_abs_voltage": v,
+                     "overflow": bool(u > limit or v > limit)})
+        in_shape = out_shape
+        i += 1
+    return rows

@@ -70,7 +70,7 @@ class QuantSpikingNet(nn.Module):
                 fan_in = int(torch.tensor(in_shape).prod())
                 w = torch.empty(layer.units, fan_in)
             elif isinstance(layer, ConvLayer):
-                w = torch.empty(layer.channels, in_shape[0], layer.kernel, layer.kernel)
+                w = torch.empty(layer.channels, in_shape[0], *layer.kernel2)
             else:
                 in_shape = out_shape
                 continue
@@ -214,7 +214,7 @@ class QuantSpikingNet(nn.Module):
                 continue
             weight, vth = self.layer_integers(i, quantized[i])
             conv = isinstance(layer, ConvLayer)
-            a = synaptic_input(weight, x, layer.stride if conv else 1, layer.padding if conv else 0,
+            a = synaptic_input(weight, x, layer.stride2 if conv else 1, layer.padding2 if conv else 0,
                                conv=conv)
             bias = self.layer_bias(i, quantized[i])
             if bias is not None:
@@ -243,11 +243,23 @@ class QuantSpikingNet(nn.Module):
                  "overflow": bool(s.max_abs_current > limit or s.max_abs_voltage > limit)}
                 for i, s in enumerate(stats)]
 
+    @torch.no_grad()
+    def state_bound(self, encoder: str, timesteps: int) -> List[Dict[str, Any]]:
+        """Bound on the |current| and |voltage| of each spiking layer over *every* admissible input
+        (``encoder``'s range on ``timesteps`` frames, any binary spikes into later layers), before
+        Loihi's wrap and clip, from the exported integers. Rows as in ``state_extremes``; see
+        ``numerics.worst_case_states``."""
+        from neurokd.quant.numerics import encoder_input_max, worst_case_states
+
+        return worst_case_states(self.spec, self.export_integers(), self.i_decay, self.v_decay,
+                                 self.profile, encoder_input_max(encoder), timesteps,
+                                 timesteps + self.window_pad, delay=not self.has_bias)
+
     # ------------------------------------------------------------------ export
     def to_slayer(self) -> nn.Module:
         """A slayer ``SpikingNet`` holding exactly the exported integers (weights ``W / scale``,
         per-block thresholds ``vth / scale``), for the netx exporter."""
-        from neurokd.models.snn import SpikingNet
+        from neurokd.models.snn import SpikingNet, exact_threshold
 
         net = SpikingNet(self.spec, self.profile).eval()
         with torch.no_grad():
@@ -260,6 +272,7 @@ class QuantSpikingNet(nn.Module):
                 syn = block.synapse.weight
                 syn.copy_((layer["weight"].to(torch.float32) / scale).reshape(syn.shape))
                 block.neuron._threshold = layer["vth"] / scale
+                exact_threshold(block.neuron)
         # Bias mantissas for the exporter (slayer's own bias would be rounded to 8 bits).
         net.export_biases = [layer.get("bias") for layer in ints] if self.has_bias else None
         return net
@@ -271,13 +284,17 @@ def qsnn_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") -> 
     arch = payload.get("arch", {})
     quant = arch.get("quant") or {}
     spec = spec_from_dict(arch.get("spec"), where=f"{where}: spec")
-    if not isinstance(quant.get("bits"), list):
+    bits = quant.get("bits") if isinstance(quant, dict) else None
+    if not isinstance(bits, list) or not all(isinstance(b, int) and not isinstance(b, bool)
+                                             for b in bits):
         raise NeurokdError(f"{where}: quantized SNN checkpoint lacks its bit-widths")
-    model = QuantSpikingNet(spec, load_profile(arch.get("hardware", "loihi2")), quant["bits"],
-                            quant.get("quantizer", "lsq"), bias=bool(quant.get("bias", False)))
+    profile = load_profile(str(arch.get("hardware", "loihi2")))
+    check_bits(bits, profile)
     try:
+        model = QuantSpikingNet(spec, profile, bits, str(quant.get("quantizer", "lsq")),
+                                bias=bool(quant.get("bias", False)))
         model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError) as exc:
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise NeurokdError(f"{where}: quantized SNN checkpoint does not match its spec "
                            f"({type(exc).__name__})") from None
     return model.eval()
