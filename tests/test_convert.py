@@ -1,5 +1,6 @@
 """DNN → quantized SNN conversion: parsing, BatchNorm folding, biases in Lava, rate tracking."""
 
+import json
 from collections import OrderedDict
 
 import numpy as np
@@ -15,7 +16,7 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
 from neurokd.models.teachers import build_teacher
-from neurokd.quant.convert import (IF_NEURON, convert_dnn, dnn_stages, if_count_rate,
+from neurokd.quant.convert import (IF_NEURON, convert_dnn, dnn_stages, if_count_rate, stages_spec,
                                    stage_activations)
 from neurokd.quant.qsnn import QuantSpikingNet
 
@@ -51,6 +52,24 @@ def test_folding_batchnorm_and_rewriting_pooling_keep_outputs_equal(image):
         assert torch.allclose(stage_activations(stages, x)[-1], model(x), atol=1e-5)
 
 
+def test_one_by_k_convolutions_and_pools_over_time_convert_exactly():
+    """I/Q frames are (C, 1, L): kernels, strides and pools of shape (1, k) along time."""
+    torch.manual_seed(2)
+    model = _randomise_batchnorm(nn.Sequential(
+        nn.Conv2d(4, 6, (1, 7), stride=(1, 2), padding=(0, 3)), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.AvgPool2d((1, 2)), nn.Conv2d(6, 8, (1, 5)), nn.ReLU(), nn.AvgPool2d((1, 3)),
+        nn.Flatten(), nn.Linear(8, 5)))
+    stages = dnn_stages(model, (4, 1, 32))
+    assert [s.kind for s in stages] == ["conv", "conv", "pool", "flatten", "dense"]
+    assert stages[1].stride == (1, 2) and tuple(stages[1].weight.shape[-2:]) == (1, 10)
+    x = torch.rand(16, 4, 1, 32)
+    with torch.no_grad():
+        assert torch.allclose(stage_activations(stages, x)[-1], model(x), atol=1e-5)
+    spec = stages_spec(stages, (4, 1, 32))
+    assert spec.layers[0].kernel == [1, 7] and spec.layers[0].stride == [1, 2]
+    assert spec.shapes()[:3] == [(6, 1, 16), (8, 1, 4), (8, 1, 1)]
+
+
 def test_mlp_with_batchnorm1d_and_dropout_folds_exactly():
     torch.manual_seed(1)
     model = _randomise_batchnorm(nn.Sequential(OrderedDict(
@@ -72,8 +91,8 @@ def test_mlp_with_batchnorm1d_and_dropout_folds_exactly():
      "layer '1' is not followed by ReLU"),
     (nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(64, 10)),
      "BatchNorm must directly follow a Linear or Conv2d"),
-    (nn.Sequential(nn.Conv2d(1, 4, (3, 1)), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 8, 10)),
-     "kernel (3, 1) is not square"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10)),
+     "grouped or dilated Conv2d cannot be converted"),
     (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU()), None),
 ])
 def test_unsupported_layers_are_refused_by_name(model, message):
@@ -214,9 +233,10 @@ def test_convert_cli_then_verify_and_bad_input(tmp_path):
     assert r.returncode == 0, r.stderr
     for name in ("snn.pt", "network.net", "metrics.json", "rate_tracking.png", "config.yaml"):
         assert (tmp_path / "c" / name).is_file(), name
-    r = run_cli("verify", "--snn", "c/snn.pt", "--net", "c/network.net", "--samples", "20", cwd=tmp_path)
+    r = run_cli("verify", "--snn", "c/snn.pt", "--net", "c/network.net", "--samples", "20", "--json",
+                cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "lava_spike_match                1.0000" in r.stdout
+    assert json.loads(r.stdout.splitlines()[-1])["lava_spike_match"] == 1.0
     # Bad input: one line, exit 2, nothing written.
     bad = [(["-T", "0"], "--timesteps must be positive"),
            (["--set", "convert.percentile=0"], "convert.percentile"),
@@ -243,3 +263,19 @@ def test_same_seed_same_converted_network(digits_teacher):
     for x, y in zip(a, b):
         assert x["vth"] == y["vth"] and torch.equal(x["weight"], y["weight"])
         assert torch.equal(x["bias"], y["bias"])
+
+
+def test_bias_bound_layers_always_fit_the_chip_after_threshold_rounding():
+    """The threshold is rounded to an integer after the step is chosen; rounding up once made the
+    largest bias mantissa 4096 against the 13-bit ±4095 (measured on a modulation teacher)."""
+    from neurokd.quant.convert import Stage, to_quant_snn
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        w1 = torch.randn(6, 4, generator=gen) * 0.05
+        b1 = torch.randn(6, generator=gen) * (2.0 + trial)  # biases dominate the step
+        w2 = torch.randn(3, 6, generator=gen)
+        stages = [Stage("dense", "fc1", w1, b1, relu=True), Stage("dense", "head", w2, torch.zeros(3))]
+        model = to_quant_snn(stages, [1.0 + 0.37 * trial, 1.0], (4,), 8, 15, LOIHI2, 8)
+        top = max(int(r["bias"].abs().max()) for r in model.export_integers())
+        assert 0 < top <= LOIHI2.bias_mantissa_max

@@ -121,3 +121,44 @@ def test_unknown_backend_and_missing_chip():
         resolve_backend("gpu")
     assert resolve_backend("sim") == "sim"
     assert resolve_backend("auto") in ("sim", "loihi2")
+
+
+def _iq_like_data(n=48, length=32, seed=0):
+    """Random non-negative (C, 1, L) frames: the layout of the radio datasets' I/Q split."""
+    from neurokd.data.datasets import Dataset, Split
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 4, 1, length)).astype(np.float32)
+    y = (np.arange(n) % 5).astype(np.int64)
+    split = Split(x, y)
+    return Dataset("iq", split, split, split, 5, (4, 1, length))
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["float", "quantized"])
+def test_one_by_k_convolutions_over_time_match_spike_for_spike(tmp_path, quantized):
+    """Non-square kernels and strides, (1, k) along the time axis of (4, 1, L) frames."""
+    from neurokd.hardware import load_profile
+    from neurokd.models.snn import SpikingNet
+    from neurokd.models.spec import spec_from_dict
+    from neurokd.quant.qsnn import QuantSpikingNet
+
+    spec = spec_from_dict({"input_shape": [4, 1, 32], "layers": [
+        {"type": "conv", "channels": 6, "kernel": [1, 7], "stride": [1, 2], "padding": [0, 3]},
+        {"type": "conv", "channels": 8, "kernel": [1, 5], "stride": [1, 2]},
+        {"type": "flatten"}, {"type": "dense", "units": 5}]})
+    assert spec.shapes()[:2] == [(6, 1, 16), (8, 1, 6)]
+    torch.manual_seed(0)
+    model = SpikingNet(spec, load_profile("loihi2"))
+    with torch.no_grad():
+        for block in model.blocks:
+            if hasattr(block, "synapse"):
+                block.synapse.weight.mul_(4.0)  # enough activity to compare
+    if quantized:
+        model = QuantSpikingNet.from_snn(model, [8, 6, 8])
+    model.eval()
+    ds = _iq_like_data()
+    cfg = build_config(overrides=["student.encoder=direct", "student.timesteps=8"])
+    meta = pipeline.snn_meta(cfg, ds)
+    net = pipeline.export_snn(model, tmp_path / "iq.net", meta)
+    res = pipeline.verify(model, net, ds, read_meta(net), 24, "sim", progress=False)
+    _assert_exact(res, 24)

@@ -117,6 +117,23 @@ def test_searches_respect_the_budget_and_repeat_with_the_seed(digits):
         random_search(SMALL, (1, 8, 8), 10, LOIHI2, Budget(max_cores=1), scorer, 2, progress=False)
 
 
+@pytest.mark.parametrize("strategy", ["evolution", "random"])
+def test_the_search_does_not_depend_on_the_worker_count(digits, strategy):
+    """Forked workers score exactly as this process does, and evolution makes its children in
+    rounds of a fixed size, not of the worker count: the same seed ranks the same architectures
+    with the same scores, for 1 or 2 workers."""
+    from neurokd.nas.search import run_search
+
+    space = SearchSpace(timesteps=6, conv_layers=(0, 1), dense_layers=(1, 2), channels=[4, 8],
+                        kernels=[3], strides=[2], units=[16, 24, 32, 48, 64])
+    runs = [run_search(digits, space, LOIHI2, Budget(max_cores=8), "synops", strategy,
+                       candidates=30, workers=workers, batches=1, batch_size=8, seed=3,
+                       progress=False) for workers in (1, 2)]
+    one, two = ([(arch_key(c.spec), c.scores) for c in run["ranked"]] for run in runs)
+    assert len(one) == 30 and one == two
+    assert arch_key(runs[0]["chosen"].spec) == arch_key(runs[1]["chosen"].spec)
+
+
 def test_pareto_front_keeps_exactly_the_non_dominated():
     spec = ArchSpec(input_shape=[4], layers=[DenseLayer(units=2)])
 
@@ -201,3 +218,24 @@ def test_ray_option_refuses_a_missing_extra_and_a_malformed_address(monkeypatch)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(NeurokdError, match=r"pip install 'neurokd\[ray\]'"):
         _connect_ray("127.0.0.1:6379")
+
+
+def test_search_space_samples_one_by_k_convolutions_for_iq_frames():
+    import random
+
+    from neurokd.hardware import load_profile
+    from neurokd.nas.resources import layer_resources
+    from neurokd.nas.space import SearchSpace, describe
+
+    space = SearchSpace(conv_layers=(1, 2), kernels=[5, 7])
+    rng = random.Random(0)
+    specs = [space.sample(rng, (4, 1, 128), 2) for _ in range(20)]
+    specs += [space.mutate(s, rng) for s in specs]
+    convs = [layer for s in specs for layer in s.layers if layer.type == "conv"]
+    assert convs and all(layer.kernel2[0] == 1 and layer.kernel2[1] in (5, 7) for layer in convs)
+    assert all(layer.stride2[0] == 1 and layer.padding2 == (0, layer.kernel2[1] // 2) for layer in convs)
+    first = next(s for s in specs if s.layers[0].type == "conv")
+    assert describe(first).startswith(f"c{first.layers[0].channels}k1x")
+    rows = layer_resources(first, load_profile("loihi2"))
+    kernel = first.layers[0].kernel2
+    assert rows[0].fan_in == 4 * kernel[0] * kernel[1]

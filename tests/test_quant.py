@@ -1,5 +1,6 @@
 """Quantization-aware training: quantizers, schedule, Loihi numerics, export to Lava."""
 
+import json
 
 import numpy as np
 import pytest
@@ -241,9 +242,10 @@ def test_quantize_cli_then_verify(tmp_path):
              "--out", "q", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "quant_accuracy" in r.stdout and (tmp_path / "q" / "network.net").is_file()
-    r = run_cli("verify", "--snn", "q/snn.pt", "--net", "q/network.net", "--samples", "20", cwd=tmp_path)
+    r = run_cli("verify", "--snn", "q/snn.pt", "--net", "q/network.net", "--samples", "20", "--json",
+                cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "lava_spike_match                1.0000" in r.stdout
+    assert json.loads(r.stdout.splitlines()[-1])["lava_spike_match"] == 1.0
     r = run_cli("quantize", "--snn", "snn/snn.pt", "--out", "bad", "--bits", "9", cwd=tmp_path)
     assert r.returncode == 2 and "9-bit weights are not allowed" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()

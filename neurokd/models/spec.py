@@ -16,7 +16,7 @@ Example (YAML)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Literal, Tuple, Union
+from typing import Annotated, List, Literal, Sequence, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,12 +32,39 @@ class DenseLayer(_Strict):
     units: int = Field(gt=0)
 
 
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+def pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    """An int or a (height, width) pair, as a (height, width) tuple."""
+    if isinstance(value, int):
+        return (value, value)
+    return (int(value[0]), int(value[1]))
+
+
 class ConvLayer(_Strict):
+    """A 2-D convolution of spiking neurons. ``kernel``, ``stride`` and ``padding`` are one int
+    (square) or a ``[height, width]`` pair: ``kernel: [1, 7]`` convolves over time along the width
+    of a ``(C, 1, L)`` input such as the I/Q frames of the radio datasets."""
+
     type: Literal["conv"] = "conv"
     channels: int = Field(gt=0)
-    kernel: int = Field(gt=0)
-    stride: int = Field(1, gt=0)
-    padding: int = Field(0, ge=0)
+    kernel: Union[PosInt, Annotated[List[PosInt], Field(min_length=2, max_length=2)]]
+    stride: Union[PosInt, Annotated[List[PosInt], Field(min_length=2, max_length=2)]] = 1
+    padding: Union[NonNegInt, Annotated[List[NonNegInt], Field(min_length=2, max_length=2)]] = 0
+
+    @property
+    def kernel2(self) -> Tuple[int, int]:
+        return pair(self.kernel)
+
+    @property
+    def stride2(self) -> Tuple[int, int]:
+        return pair(self.stride)
+
+    @property
+    def padding2(self) -> Tuple[int, int]:
+        return pair(self.padding)
 
 
 class FlattenLayer(_Strict):
@@ -72,8 +99,9 @@ class ArchSpec(_Strict):
                 if len(shape) != 3:
                     raise NeurokdError(f"layer {i} (conv) needs a (C, H, W) input, got {shape}")
                 c, h, w = shape
-                h2 = (h + 2 * layer.padding - layer.kernel) // layer.stride + 1
-                w2 = (w + 2 * layer.padding - layer.kernel) // layer.stride + 1
+                (kh, kw), (sh, sw), (ph, pw) = layer.kernel2, layer.stride2, layer.padding2
+                h2 = (h + 2 * ph - kh) // sh + 1
+                w2 = (w + 2 * pw - kw) // sw + 1
                 if h2 <= 0 or w2 <= 0:
                     raise NeurokdError(f"layer {i} (conv, kernel {layer.kernel}) does not fit input {shape}")
                 shape = (layer.channels, h2, w2)

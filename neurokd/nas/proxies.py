@@ -87,7 +87,7 @@ def probe(spec: ArchSpec, profile: HardwareProfile, x: torch.Tensor, y: torch.Te
         w = weights[i] * scale
         inputs.append(h)
         conv = isinstance(layer, ConvLayer)
-        a = synaptic_input(w, h, layer.stride if conv else 1, layer.padding if conv else 0, conv=conv)
+        a = synaptic_input(w, h, layer.stride2 if conv else 1, layer.padding2 if conv else 0, conv=conv)
         a.retain_grad()
         pre.append(a)
         h = cuba_dynamics(a, i_decay, v_decay, torch.tensor(float(vth)), profile, exact=False,
@@ -105,7 +105,7 @@ def probe(spec: ArchSpec, profile: HardwareProfile, x: torch.Tensor, y: torch.Te
         else:
             nb, c, hh, ww, t = xin.shape
             frames = xin.permute(0, 4, 1, 2, 3).reshape(nb * t, c, hh, ww)
-            cols = F.unfold(frames, layer.kernel, padding=layer.padding, stride=layer.stride)
+            cols = F.unfold(frames, layer.kernel2, padding=layer.padding2, stride=layer.stride2)
             g = g_a.permute(0, 4, 1, 2, 3).reshape(nb * t, g_a.shape[1], -1)
             per = torch.bmm(g, cols.transpose(1, 2)).reshape(nb, t, *w.shape[:1], -1).sum(1)
             grads.append(per.reshape(nb, *w.shape))
@@ -179,7 +179,7 @@ def synflow(p: Probe) -> float:
             h = h.reshape(1, -1)
             continue
         h = h @ ws[i].t() if isinstance(layer, DenseLayer) else F.conv2d(
-            h, ws[i], stride=layer.stride, padding=layer.padding)
+            h, ws[i], stride=layer.stride2, padding=layer.padding2)
         i += 1
     h.sum().backward()
     total = float(sum((w * w.grad).sum() for w in ws))

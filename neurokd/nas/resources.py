@@ -55,7 +55,7 @@ def layer_resources(spec: ArchSpec, profile: HardwareProfile,
         if isinstance(layer, DenseLayer):
             fan_in, params = _prod(in_shape), _prod(in_shape) * layer.units
         else:
-            fan_in = in_shape[0] * layer.kernel * layer.kernel
+            fan_in = in_shape[0] * layer.kernel2[0] * layer.kernel2[1]
             params = fan_in * layer.channels
         synapses = neurons * fan_in
         memory = (synapses * bits + 7) // 8

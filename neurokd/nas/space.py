@@ -52,10 +52,13 @@ class SearchSpace(BaseModel):
         return self.conv_layers[1] + self.dense_layers[1] + 1
 
     # ------------------------------------------------------------------ sampling
-    def _conv(self, rng: random.Random) -> ConvLayer:
+    def _conv(self, rng: random.Random, input_shape: Sequence[int]) -> ConvLayer:
+        """A convolution; on ``(C, 1, L)`` inputs (I/Q frames) a 1×k one along the time axis."""
         k = rng.choice(self.kernels)
-        return ConvLayer(channels=rng.choice(self.channels), kernel=k, stride=rng.choice(self.strides),
-                         padding=k // 2)
+        channels, stride = rng.choice(self.channels), rng.choice(self.strides)
+        if len(input_shape) == 3 and input_shape[1] == 1:
+            return ConvLayer(channels=channels, kernel=[1, k], stride=[1, stride], padding=[0, k // 2])
+        return ConvLayer(channels=channels, kernel=k, stride=stride, padding=k // 2)
 
     def _dense(self, rng: random.Random) -> DenseLayer:
         return DenseLayer(units=rng.choice(self.units))
@@ -79,7 +82,7 @@ class SearchSpace(BaseModel):
         conv_hi = self.conv_layers[1] if len(input_shape) == 3 else 0
         conv_lo = min(self.conv_layers[0], conv_hi)
         for _ in range(tries):
-            convs = [self._conv(rng) for _ in range(rng.randint(conv_lo, conv_hi))]
+            convs = [self._conv(rng, input_shape) for _ in range(rng.randint(conv_lo, conv_hi))]
             denses = [self._dense(rng) for _ in range(rng.randint(*self.dense_layers))]
             spec = self.build(convs, denses, input_shape, num_classes)
             if spec is not None:
@@ -97,11 +100,11 @@ class SearchSpace(BaseModel):
             c, d = list(convs), list(denses)
             op = rng.choice(["conv", "dense", "add_conv", "drop_conv", "add_dense", "drop_dense"])
             if op == "conv" and c:
-                c[rng.randrange(len(c))] = self._conv(rng)
+                c[rng.randrange(len(c))] = self._conv(rng, spec.input_shape)
             elif op == "dense" and d:
                 d[rng.randrange(len(d))] = self._dense(rng)
             elif op == "add_conv" and len(c) < conv_hi:
-                c.insert(rng.randint(0, len(c)), self._conv(rng))
+                c.insert(rng.randint(0, len(c)), self._conv(rng, spec.input_shape))
             elif op == "drop_conv" and len(c) > self.conv_layers[0]:
                 c.pop(rng.randrange(len(c)))
             elif op == "add_dense" and len(d) < self.dense_layers[1]:
@@ -122,11 +125,14 @@ def arch_key(spec: ArchSpec) -> str:
 
 
 def describe(spec: ArchSpec) -> str:
-    """Short form, e.g. ``c8k3s2-f-d128-d10``."""
+    """Short form, e.g. ``c8k3s2-f-d128-d10`` (``c8k1x7s1x2`` for a non-square convolution)."""
+    def text(value) -> str:
+        return "x".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
     parts = []
     for layer in spec.layers:
         if isinstance(layer, ConvLayer):
-            parts.append(f"c{layer.channels}k{layer.kernel}s{layer.stride}")
+            parts.append(f"c{layer.channels}k{text(layer.kernel)}s{text(layer.stride)}")
         elif isinstance(layer, FlattenLayer):
             parts.append("f")
         else:

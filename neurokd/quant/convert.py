@@ -59,8 +59,8 @@ class Stage:
     name: str
     weight: Optional[torch.Tensor] = None  # (out, in) or (out, in, k, k)
     bias: Optional[torch.Tensor] = None
-    stride: int = 1
-    padding: int = 0
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
     relu: bool = False
     sources: List[str] = field(default_factory=list)  # DNN modules merged into this stage
 
@@ -80,12 +80,17 @@ class Stage:
         return F.conv2d(x, w, b, stride=self.stride, padding=self.padding)
 
 
-def _square(value: Any, what: str, name: str) -> int:
-    vals = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(set(vals)) != 1 or not isinstance(vals[0], int):
-        raise NeurokdError(f"layer {name!r}: {what} {tuple(vals)} is not square; Loihi convolutions "
-                           "here take square kernels, strides and paddings")
-    return int(vals[0])
+def _pair(value: Any, what: str, name: str) -> Tuple[int, int]:
+    """A DNN layer's kernel, stride or padding as a (height, width) pair of ints."""
+    vals = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(vals) != 2 or not all(isinstance(v, int) for v in vals):
+        raise NeurokdError(f"layer {name!r}: {what} {vals} is not an int or a pair of ints")
+    return (int(vals[0]), int(vals[1]))
+
+
+def _compact(value: Tuple[int, int]):
+    """A (height, width) pair as the spec writes it: one int when square."""
+    return value[0] if value[0] == value[1] else list(value)
 
 
 def _leaves(model: nn.Module) -> List[Tuple[str, nn.Module]]:
@@ -101,21 +106,23 @@ def _leaves(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return out
 
 
-def _pool_conv(channels: int, k: int) -> torch.Tensor:
-    w = torch.zeros(channels, channels, k, k)
-    w[range(channels), range(channels)] = 1.0 / (k * k)
+def _pool_conv(channels: int, k: Tuple[int, int]) -> torch.Tensor:
+    w = torch.zeros(channels, channels, *k)
+    w[range(channels), range(channels)] = 1.0 / (k[0] * k[1])
     return w
 
 
-def _merge_pool_into_conv(w: torch.Tensor, k: int) -> torch.Tensor:
-    """Kernel of ``conv ∘ avgpool(k)``: each tap of ``w`` spread over a k×k block, divided by k²."""
-    return w.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3) / (k * k)
+def _merge_pool_into_conv(w: torch.Tensor, k: Tuple[int, int]) -> torch.Tensor:
+    """Kernel of ``conv ∘ avgpool(k)``: each tap of ``w`` spread over a kh×kw block, divided by kh·kw."""
+    return w.repeat_interleave(k[0], dim=2).repeat_interleave(k[1], dim=3) / (k[0] * k[1])
 
 
-def _merge_pool_into_linear(w: torch.Tensor, pooled: Tuple[int, int, int], k: int) -> torch.Tensor:
+def _merge_pool_into_linear(w: torch.Tensor, pooled: Tuple[int, int, int], k: Tuple[int, int]
+                            ) -> torch.Tensor:
     c, h, wd = pooled
     grid = w.reshape(w.shape[0], c, h, wd)
-    return (grid.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3) / (k * k)).reshape(w.shape[0], -1)
+    return (grid.repeat_interleave(k[0], dim=2).repeat_interleave(k[1], dim=3)
+            / (k[0] * k[1])).reshape(w.shape[0], -1)
 
 
 @torch.no_grad()
@@ -128,14 +135,14 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
     with weights ``1/k²`` between channel pairs."""
     stages: List[Stage] = []
     shape: Tuple[int, ...] = tuple(input_shape)
-    pending: Optional[Tuple[str, int, Tuple[int, ...]]] = None  # (name, k, shape before the pool)
+    pending: Optional[Tuple[str, Tuple[int, int], Tuple[int, ...]]] = None  # (name, k, shape before)
     flat_after_pool = False
 
     def emit_pool() -> None:
         nonlocal pending, flat_after_pool
         name, k, before = pending
         c = before[0]
-        stages.append(Stage("pool", name, _pool_conv(c, k), torch.zeros(c), k, 0, relu=True,
+        stages.append(Stage("pool", name, _pool_conv(c, k), torch.zeros(c), k, (0, 0), relu=True,
                             sources=[name]))
         pending = None
         if flat_after_pool:
@@ -156,7 +163,7 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
             sources = [name]
             if pending is not None:
                 pname, k, before = pending
-                pooled = (before[0], before[1] // k, before[2] // k)
+                pooled = (before[0], before[1] // k[0], before[2] // k[1])
                 w = _merge_pool_into_linear(w, pooled, k)
                 sources = [pname, name]
                 pending = None
@@ -168,21 +175,24 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
         elif isinstance(mod, nn.Conv2d):
             if len(shape) != 3 or flat_after_pool:
                 raise NeurokdError(f"layer {name!r}: Conv2d after a flat output")
-            if mod.groups != 1 or _square(mod.dilation, "dilation", name) != 1:
+            if mod.groups != 1 or _pair(mod.dilation, "dilation", name) != (1, 1):
                 raise NeurokdError(f"layer {name!r}: grouped or dilated Conv2d cannot be converted")
             if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
                 raise NeurokdError(f"layer {name!r}: Conv2d padding must be a number with "
                                    "padding_mode 'zeros'")
-            k = _square(mod.kernel_size, "kernel", name)
-            st = _square(mod.stride, "stride", name)
-            p = _square(mod.padding, "padding", name)
+            k = _pair(mod.kernel_size, "kernel", name)
+            st = _pair(mod.stride, "stride", name)
+            p = _pair(mod.padding, "padding", name)
             w = mod.weight.detach().clone()
             b = mod.bias.detach().clone() if mod.bias is not None else torch.zeros(w.shape[0])
-            shape = (w.shape[0], (shape[1] + 2 * p - k) // st + 1, (shape[2] + 2 * p - k) // st + 1)
+            shape = (w.shape[0], (shape[1] + 2 * p[0] - k[0]) // st[0] + 1,
+                     (shape[2] + 2 * p[1] - k[1]) // st[1] + 1)
             sources = [name]
             if pending is not None:
                 pname, kp, _ = pending
-                w, st, p, sources = _merge_pool_into_conv(w, kp), st * kp, p * kp, [pname, name]
+                w, sources = _merge_pool_into_conv(w, kp), [pname, name]
+                st = (st[0] * kp[0], st[1] * kp[1])
+                p = (p[0] * kp[0], p[1] * kp[1])
                 pending = None
             stages.append(Stage("conv", name, w, b, st, p, sources=sources))
         elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -207,17 +217,17 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
             last.relu = True
             last.sources.append(name)
         elif isinstance(mod, nn.AvgPool2d):
-            k = _square(mod.kernel_size, "kernel", name)
-            st = _square(mod.stride if mod.stride is not None else k, "stride", name)
-            if st != k or _square(mod.padding, "padding", name) != 0 or mod.ceil_mode:
+            k = _pair(mod.kernel_size, "kernel", name)
+            st = _pair(mod.stride if mod.stride is not None else k, "stride", name)
+            if st != k or _pair(mod.padding, "padding", name) != (0, 0) or mod.ceil_mode:
                 raise NeurokdError(f"layer {name!r}: only AvgPool2d with stride = kernel, no padding "
                                    "and no ceil_mode becomes a strided convolution")
             if len(shape) != 3 or (last is not None and not last.relu):
                 raise NeurokdError(f"layer {name!r}: AvgPool2d must follow a ReLU on an image")
             pending = (name, k, shape)
-            if shape[1] % k or shape[2] % k:  # merging would read the rows the pool drops
+            if shape[1] % k[0] or shape[2] % k[1]:  # merging would read the rows the pool drops
                 emit_pool()
-            shape = (shape[0], shape[1] // k, shape[2] // k)
+            shape = (shape[0], shape[1] // k[0], shape[2] // k[1])
         elif isinstance(mod, nn.Flatten):
             if len(shape) != 1:
                 if pending is not None:
@@ -248,8 +258,8 @@ def stages_spec(stages: Sequence[Stage], input_shape: Sequence[int]) -> ArchSpec
         elif s.kind == "flatten":
             layers.append(FlattenLayer())
         else:
-            layers.append(ConvLayer(channels=s.weight.shape[0], kernel=s.weight.shape[-1],
-                                    stride=s.stride, padding=s.padding))
+            layers.append(ConvLayer(channels=s.weight.shape[0], kernel=_compact(tuple(s.weight.shape[-2:])),
+                                    stride=_compact(s.stride), padding=_compact(s.padding)))
     spec = ArchSpec(input_shape=list(input_shape), layers=layers, neuron=IF_NEURON)
     spec.shapes()
     return spec
@@ -401,7 +411,12 @@ def to_quant_snn(stages: Sequence[Stage], scales: Sequence[float], input_shape: 
                        theta * g / (profile.threshold_mantissa_max + 1), 1e-8)
             # The nominal threshold K = θ·g/step is made an integer; the chip threshold is K − 1,
             # so the neuron fires when the voltage reaches K (integer states).
-            nominal = max(2, round(theta * g / step))
+            ratio = theta * g / step
+            nominal = max(2, round(ratio))
+            if float(b.abs().max()) * nominal / theta > profile.bias_mantissa_max:
+                # rounding up shrank the step below what the largest bias needs (a bias mantissa
+                # of 4096 against the 13-bit ±4095 was measured); round down instead
+                nominal = max(2, int(ratio))
             step = theta * g / nominal
             model.weights[i].copy_(w.reshape(model.weights[i].shape))
             model.biases[i].copy_(b)
