@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -19,9 +19,20 @@ from neurokd.registry import Registry
 class Split:
     x: np.ndarray
     y: np.ndarray
+    snr: Optional[np.ndarray] = None  # radio: each sample's SNR in dB
+    iq: Optional[np.ndarray] = None  # radio: complex64 frames (N, L), for the classical baselines
+    meta: Optional[Dict[str, np.ndarray]] = None  # more per-sample arrays
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def take(self, index: np.ndarray) -> "Split":
+        """The samples at ``index`` (indices, a mask or a slice), every per-sample field with them."""
+        def pick(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            return None if a is None else a[index]
+
+        meta = None if self.meta is None else {k: v[index] for k, v in self.meta.items()}
+        return Split(self.x[index], self.y[index], pick(self.snr), pick(self.iq), meta)
 
 
 @dataclass
@@ -33,6 +44,9 @@ class Dataset:
     num_classes: int
     input_shape: Tuple[int, ...]
     notes: List[str] = field(default_factory=list)
+    task: str = "classification"  # or "detection": class 0 is H0 (noise only), class 1 H1
+    class_names: Optional[List[str]] = None
+    radio: Optional[Dict[str, Any]] = None  # generated radio data: the resolved generator config
 
 
 DatasetLoader = Callable[..., Dataset]
@@ -53,10 +67,13 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int
 
 
 def _make(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, val_fraction: float,
-          test_fraction: float, seed: int, notes: List[str]) -> Dataset:
-    tr, va, te = split_indices(len(y), val_fraction, test_fraction, seed)
-    return Dataset(name, Split(x[tr], y[tr]), Split(x[va], y[va]), Split(x[te], y[te]),
-                   num_classes, tuple(x.shape[1:]), notes)
+          test_fraction: float, seed: int, notes: List[str], whole: Optional[Split] = None,
+          **dataset_fields) -> Dataset:
+    """Seeded train/val/test of ``x, y`` (or of ``whole``, which carries more per-sample fields)."""
+    whole = Split(x, y) if whole is None else whole
+    tr, va, te = split_indices(len(whole), val_fraction, test_fraction, seed)
+    return Dataset(name, whole.take(tr), whole.take(va), whole.take(te), num_classes,
+                   tuple(whole.x.shape[1:]), notes, **dataset_fields)
 
 
 @DATASETS.register("digits")
@@ -98,7 +115,15 @@ def _read_pair(folder: Path, prefix: str) -> Optional[Tuple[np.ndarray, np.ndarr
                            f"found {x.shape} and {y.shape}")
     if len(x) != len(y):
         raise NeurokdError(f"{folder}: {len(x)} images but {len(y)} labels")
+    if len(y) == 0 or min(x.shape[1:]) == 0:
+        raise NeurokdError(f"{img.name}: holds no samples (shape {x.shape})")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= MNIST_CLASSES:
+        raise NeurokdError(f"{lab.name}: labels must be integers 0..{MNIST_CLASSES - 1}, found "
+                           f"{y.min()}..{y.max()} ({y.dtype})")
     return x, y
+
+
+MNIST_CLASSES = 10
 
 
 @DATASETS.register("mnist")
@@ -125,17 +150,23 @@ def load_mnist(data_dir: Optional[str] = None, val_fraction: float = 0.15,
 
     notes: List[str] = []
     if train is not None and test is not None:
+        if train[0].shape[1:] != test[0].shape[1:]:
+            raise NeurokdError(f"{folder}: training images are {train[0].shape[1:]} but test images "
+                               f"are {test[0].shape[1:]}; both sets must have one image size")
         xtr, ytr = train
         if limit is not None:
             xtr, ytr = xtr[:limit], ytr[:limit]
         order = np.random.default_rng(seed).permutation(len(ytr))
         n_val = max(1, int(round(len(ytr) * val_fraction)))
         va, tr = order[:n_val], order[n_val:]
+        if len(tr) == 0:
+            raise NeurokdError(f"{folder}: {len(ytr)} training samples leave none for training "
+                               "after the validation split")
         xte, yte = test
         x_tr = scale(xtr)
         ytr = ytr.astype(np.int64)
         return Dataset("mnist", Split(x_tr[tr], ytr[tr]), Split(x_tr[va], ytr[va]),
-                       Split(scale(xte), yte.astype(np.int64)), 10, x_tr.shape[1:], notes)
+                       Split(scale(xte), yte.astype(np.int64)), MNIST_CLASSES, x_tr.shape[1:], notes)
     x, y = train if train is not None else test
     if limit is not None:
         x, y = x[:limit], y[:limit]
@@ -143,7 +174,7 @@ def load_mnist(data_dir: Optional[str] = None, val_fraction: float = 0.15,
     notes.append(f"mnist: only the {which} files are in {folder}; their {len(y)} samples were "
                  f"split by seed {seed} into train/val/test "
                  f"({1 - val_fraction - test_fraction:.0%}/{val_fraction:.0%}/{test_fraction:.0%})")
-    return _make("mnist", scale(x), y.astype(np.int64), 10, val_fraction, test_fraction, seed, notes)
+    return _make("mnist", scale(x), y.astype(np.int64), MNIST_CLASSES, val_fraction, test_fraction, seed, notes)
 
 
 def load_dataset(name: str, **kwargs) -> Dataset:

@@ -1,0 +1,152 @@
+"""The radio generator's configuration: one strict, typed model, resolved per task.
+
+Unknown keys, NaN, infinities and booleans where a number is meant are refused. Options left out
+take the task's default (:data:`TASK_DEFAULTS`); the resolved model holds every value, so
+``model_dump()`` reproduces a generation exactly. :func:`radio_config` turns any validation problem
+into one :class:`~neurokd.errors.NeurokdError` line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal
+
+from pydantic import (ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from neurokd.config import StrictModel
+from neurokd.errors import NeurokdError
+from neurokd.radio.channels import CHANNELS
+from neurokd.radio.waveforms import SYMBOL_WAVEFORMS, WAVEFORMS
+
+SNR_MIN_DB = -40.0
+SNR_MAX_DB = 40.0
+MAX_SEED = 2**32 - 1
+
+Task = Literal["sensing", "modulation"]
+
+TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "sensing": {
+        "signals": ["qpsk", "16qam", "ofdm"],
+        "snr_db": [float(s) for s in range(-20, 5, 2)],  # 13 values
+        "n_frames": 20_000,
+        "full_scale": 4.0,
+    },
+    "modulation": {
+        "signals": ["bpsk", "qpsk", "8psk", "16qam", "64qam", "pam4", "gfsk", "cpfsk"],
+        "snr_db": [float(s) for s in range(-20, 19, 2)],  # 20 values
+        "n_frames": 32_000,  # 200 frames per (class, SNR) cell
+        "full_scale": 3.0,
+    },
+}
+
+
+class RadioConfig(StrictModel):
+    """What to generate.
+
+    ``task``: ``sensing`` (H0 noise only / H1 signal plus noise, 50/50) or ``modulation`` (one
+    class per signal). ``signals``: the waveforms (sensing: the primary user's, drawn evenly;
+    modulation: the classes). ``snr_db``: the grid of :math:`E_s/N_0` per complex sample, signal
+    power over nominal noise power, every frame on one grid point (evenly). ``channel``: ``awgn``
+    or ``rayleigh3``. ``noise_uncertainty_db``: the true noise power is
+    :math:`10^{u/10}` times the nominal, :math:`u \\sim U(-\\delta, \\delta)` per frame.
+    ``max_cfo``: carrier offset bound in cycles per sample. ``full_scale``: the network input's
+    full scale per real component (see :mod:`neurokd.data.radio`).
+    """
+
+    model_config = ConfigDict(frozen=True, validate_assignment=False)
+
+    task: Task = "sensing"
+    signals: List[str]
+    snr_db: List[float]
+    n_frames: int = Field(gt=0, le=10_000_000)
+    frame_length: int = Field(128, gt=0, le=1 << 16)
+    channel: str = "awgn"
+    noise_uncertainty_db: float = Field(0.0, ge=0, le=10)
+    max_cfo: float = Field(0.01, ge=0, le=0.5)
+    samples_per_symbol: int = Field(8, ge=2, le=64)
+    rolloff: float = Field(0.35, gt=0, le=1)
+    rrc_span: int = Field(10, ge=2, le=64)
+    pulse: Literal["rrc", "rect"] = "rrc"
+    ofdm_subcarriers: int = Field(64, ge=8, le=4096)
+    ofdm_active: int = Field(52, ge=2)
+    ofdm_cp: int = Field(16, ge=0)
+    full_scale: float = Field(gt=0, le=100)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        task = data.get("task", "sensing")
+        defaults = TASK_DEFAULTS.get(task) if isinstance(task, str) else None
+        if defaults is None:
+            return data  # the Literal check reports the unknown task
+        # None means "the task's default" for a known option; an unknown one is still refused
+        known = set(cls.model_fields)
+        return {**defaults, **{k: v for k, v in data.items() if v is not None or k not in known}}
+
+    @field_validator("signals", mode="before")
+    @classmethod
+    def _known_signals(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError("give at least one modulation")
+        names = [str(v).lower() for v in value]
+        for name in names:
+            if name not in WAVEFORMS:
+                raise ValueError(f"unknown modulation {name!r}; known: {', '.join(WAVEFORMS)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"a modulation is listed twice: {', '.join(names)}")
+        return names
+
+    @field_validator("channel")
+    @classmethod
+    def _known_channel(cls, value: str) -> str:
+        if value not in CHANNELS:
+            raise ValueError(f"unknown channel {value!r}; known: {', '.join(CHANNELS)}")
+        return value
+
+    @field_validator("snr_db")
+    @classmethod
+    def _sane_grid(cls, value: List[float]) -> List[float]:
+        if not value:
+            raise ValueError("the SNR grid is empty")
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"the SNR grid must increase strictly (no repeats): {value}")
+        if value[0] < SNR_MIN_DB or value[-1] > SNR_MAX_DB:
+            raise ValueError(f"SNRs must lie in [{SNR_MIN_DB:g}, {SNR_MAX_DB:g}] dB; got "
+                             f"{value[0]:g} … {value[-1]:g}")
+        return [float(v) for v in value]
+
+    @model_validator(mode="after")
+    def _fits_in_a_frame(self) -> "RadioConfig":
+        if self.ofdm_active >= self.ofdm_subcarriers or self.ofdm_active % 2:
+            raise ValueError(f"ofdm_active must be even and below ofdm_subcarriers "
+                             f"({self.ofdm_subcarriers}); got {self.ofdm_active}")
+        if self.ofdm_cp >= self.ofdm_subcarriers:
+            raise ValueError(f"ofdm_cp ({self.ofdm_cp}) must be shorter than an OFDM symbol "
+                             f"({self.ofdm_subcarriers})")
+        if "ofdm" in self.signals and self.frame_length < self.ofdm_subcarriers + self.ofdm_cp:
+            raise ValueError(f"frame_length {self.frame_length} is shorter than one OFDM symbol "
+                             f"({self.ofdm_subcarriers} + {self.ofdm_cp} cyclic prefix)")
+        pulse = self.rrc_span * self.samples_per_symbol
+        if any(s in SYMBOL_WAVEFORMS for s in self.signals) and self.frame_length < pulse:
+            raise ValueError(f"frame_length {self.frame_length} is shorter than one pulse "
+                             f"(rrc_span {self.rrc_span} × samples_per_symbol "
+                             f"{self.samples_per_symbol} = {pulse} samples)")
+        return self
+
+
+def radio_config(**options: Any) -> RadioConfig:
+    """:class:`RadioConfig` from keyword options; any problem is one NeurokdError line."""
+    try:
+        return RadioConfig(**options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        where = f"{loc}: " if loc else ""
+        raise NeurokdError(f"radio config: {where}{msg}") from None

@@ -1,0 +1,153 @@
+"""Radio results in a radio engineer's units, for any set of receivers scored on the same frames.
+
+``sensing``: every detector gives one score per test frame (larger: more likely H1). The threshold
+is set on the H0 test frames for each target false-alarm rate (0.1 and 0.01), with the randomised
+Neyman-Pearson rule at ties (spike counts are discrete), so every receiver is compared at the same
+false-alarm rate; Pd is reported per SNR with the achieved Pfa, with the SNR where Pd reaches 0.9
+and the ROC AUC. The energy
+detector runs on the same frames with the nominal noise power; its exact theory curve is drawn when
+it applies (AWGN, known noise power).
+
+``modulation``: every classifier gives one predicted class per test frame; accuracy is reported per
+SNR, with the mean over SNR >= 0 dB and the confusion matrix at SNR >= 0 dB.
+
+A spiking receiver's score comes from its output spikes (:func:`spike_score`), so the chip's
+output alone decides, as it would on Loihi.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from neurokd.data.datasets import Dataset, Split
+from neurokd.errors import NeurokdError
+from neurokd.radio import metrics as rm
+from neurokd.radio import plots as rp
+from neurokd.radio.detectors import energy_detector_pd_theory, energy_scores
+
+PFAS = (0.1, 0.01)
+PD_TARGET = 0.9
+ENERGY = "energy detector"
+
+
+def spike_score(spikes: np.ndarray) -> np.ndarray:
+    """Detection score of a two-output spiking detector from its output spikes ``(N, 2, W)``:
+    the spike-count margin of the H1 neuron over the H0 neuron, plus a tie-break below one count
+    that favours earlier spikes (the margin of :math:`\\sum_t (W - t)\\,s_t / W^2`). Counts alone
+    take a few dozen values, so thresholds for a small Pfa would fall between them."""
+    s = np.asarray(spikes, dtype=np.float64)
+    if s.ndim != 3 or s.shape[1] != 2:
+        raise NeurokdError(f"a detection score needs two output neurons, got spikes {s.shape}")
+    w = s.shape[-1]
+    counts = s.sum(-1)
+    early = (s * (w - np.arange(w))).sum(-1) / (w * w + 1)
+    return (counts[:, 1] - counts[:, 0]) + (early[:, 1] - early[:, 0])
+
+
+def theory_applies(ds: Dataset) -> bool:
+    """The energy detector's χ² theory is exact for AWGN with known noise power."""
+    r = ds.radio or {}
+    return r.get("channel") == "awgn" and float(r.get("noise_uncertainty_db", 0.0)) == 0.0
+
+
+def _require(split: Split, what: str) -> None:
+    if split.snr is None or (what == "iq" and split.iq is None):
+        raise NeurokdError(f"a radio report needs each test sample's SNR{' and I/Q frame' if what == 'iq' else ''}; "
+                           "this dataset has none (use sensing or modulation)")
+
+
+def sensing_report(ds: Dataset, scores: Mapping[str, np.ndarray], out_dir: Optional[Path] = None,
+                   pfas: Sequence[float] = PFAS) -> Dict[str, Any]:
+    """Pd per SNR at each Pfa, SNR at Pd 0.9 and AUC of the energy detector and of ``scores``
+    (``{receiver: score per test frame}``); writes ``pd_vs_snr_pfa*.png`` and ``roc.png``."""
+    test = ds.test
+    _require(test, "iq")
+    all_scores = {ENERGY: energy_scores(test.iq, 1.0), **{k: np.asarray(v) for k, v in scores.items()}}
+    h0_mask, h1_mask = test.y == 0, test.y == 1
+    out: Dict[str, Any] = {"pfa_targets": list(pfas), "frames": int(len(test)),
+                           "frame_length": int(test.iq.shape[1]), "theory": theory_applies(ds),
+                           "receivers": {}}
+    curves: Dict[float, Dict[str, Any]] = {p: {} for p in pfas}
+    roc_curves = {}
+    for name, sc in all_scores.items():
+        if sc.shape != (len(test),):
+            raise NeurokdError(f"receiver {name!r}: {sc.shape} scores for {len(test)} test frames")
+        by_snr = rm.group_by_snr(sc[h1_mask], test.snr[h1_mask])
+        row: Dict[str, Any] = {"auc": rm.roc_auc(sc[h0_mask], sc[h1_mask])}
+        for p in pfas:
+            det = rm.pd_at_pfa(sc[h0_mask], by_snr, p, randomize_ties=True)
+            key = f"pfa_{p:g}"
+            row[key] = det.as_dict()
+            row[key]["snr_at_pd90_db"] = rm.snr_at_pd(det.snr_db, det.pd, PD_TARGET)
+            curves[p][f"{name} (Pfa {det.pfa_achieved:.3f})"] = (det.snr_db, det.pd)
+        row["snr_at_pd90_db"] = row[f"pfa_{pfas[0]:g}"]["snr_at_pd90_db"]
+        out["receivers"][name] = row
+        roc_curves[name] = rm.roc_curve(sc[h0_mask], sc[h1_mask])
+    if out["theory"]:
+        grid = np.unique(test.snr)
+        out["energy_detector_theory"] = {
+            f"pfa_{p:g}": {f"{s:g}": float(v) for s, v in
+                           zip(grid, energy_detector_pd_theory(grid, p, out["frame_length"]))}
+            for p in pfas}
+    if out_dir is not None:
+        for p in pfas:
+            rp.pd_vs_snr(curves[p], p, Path(out_dir) / f"pd_vs_snr_pfa{p:g}.png",
+                         frame_length=out["frame_length"] if out["theory"] else None)
+        rp.roc(roc_curves, Path(out_dir) / "roc.png", title="ROC, all SNRs pooled")
+    return out
+
+
+def modulation_report(ds: Dataset, predictions: Mapping[str, np.ndarray],
+                      out_dir: Optional[Path] = None, confusion_of: Optional[str] = None
+                      ) -> Dict[str, Any]:
+    """Accuracy per SNR and mean accuracy at SNR >= 0 dB of each classifier in ``predictions``
+    (``{name: predicted class per test frame}``); the confusion matrix (SNR >= 0 dB) of
+    ``confusion_of`` (default: the first). Writes ``accuracy_vs_snr.png`` and ``confusion.png``."""
+    test = ds.test
+    _require(test, "snr")
+    names = ds.class_names or [str(i) for i in range(ds.num_classes)]
+    out: Dict[str, Any] = {"frames": int(len(test)), "classes": names, "receivers": {}}
+    curves = {}
+    for name, pred in predictions.items():
+        pred = np.asarray(pred)
+        if pred.shape != (len(test),):
+            raise NeurokdError(f"classifier {name!r}: {pred.shape} predictions for {len(test)} frames")
+        per = rm.accuracy_per_snr(test.y, pred, test.snr)
+        out["receivers"][name] = {
+            "accuracy": float((pred == test.y).mean()),
+            "mean_accuracy_snr_ge_0": rm.mean_accuracy_snr_ge(test.y, pred, test.snr, 0.0),
+            "accuracy_per_snr": {f"{s:g}": float(a) for s, a in per.items()}}
+        curves[name] = per
+    chosen = confusion_of or next(iter(predictions), None)
+    if chosen is not None:
+        keep = test.snr >= 0
+        matrix = rm.confusion_matrix(test.y[keep], np.asarray(predictions[chosen])[keep], ds.num_classes)
+        out["confusion_snr_ge_0"] = {"receiver": chosen, "matrix": matrix.tolist()}
+    if out_dir is not None:
+        rp.accuracy_vs_snr(curves, Path(out_dir) / "accuracy_vs_snr.png", num_classes=ds.num_classes)
+        if chosen is not None:
+            rp.confusion(matrix, names, Path(out_dir) / "confusion.png",
+                         title=f"{chosen}, SNR >= 0 dB")
+    return out
+
+
+def summary_lines(report: Dict[str, Any]) -> List[str]:
+    """A few console lines of a sensing or modulation report: each receiver's headline figures."""
+    lines = []
+    for name, row in report["receivers"].items():
+        if "auc" in row:
+            cells = []
+            for p in report["pfa_targets"]:
+                d = row[f"pfa_{p:g}"]
+                snr = d["snr_at_pd90_db"]
+                cells.append(f"Pd 0.9 at {'never' if snr is None else f'{snr:.1f} dB'} "
+                             f"(Pfa {d['pfa_achieved']:.3f})")
+            lines.append(f"{name}: AUC {row['auc']:.3f}; " + "; ".join(cells))
+        else:
+            mean = row["mean_accuracy_snr_ge_0"]
+            lines.append(f"{name}: accuracy {row['accuracy']:.4f}, mean over SNR >= 0 dB "
+                         f"{'n/a' if mean is None else f'{mean:.4f}'}")
+    return lines
