@@ -17,6 +17,8 @@ from neurokd.errors import NeurokdError
 
 EXIT_USER_ERROR = 2
 EXIT_MISMATCH = 1
+FORCE_HELP = ("replace --out if it is a previous neurokd run directory (nothing else is ever "
+              "replaced)")
 
 
 def _config_args(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -30,9 +32,9 @@ def _config_args(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--timesteps", "-T", type=int, help="SNN input time steps")
     g.add_argument("--encoder", help="input encoder (rate, direct)")
     g.add_argument("--spec", help="SNN architecture spec (YAML)")
-    g.add_argument("--teacher-model", help="teacher architecture (mlp, cnn, cnn_bn)")
+    g.add_argument("--teacher-model", help="teacher architecture (mlp, cnn, cnn_bn; cnn1d for I/Q frames)")
     p.add_argument("--out", required=True, metavar="DIR", help=out_help)
-    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
 
 
 def _progress_args(p: argparse.ArgumentParser) -> None:
@@ -45,6 +47,10 @@ def _lava_args(p: argparse.ArgumentParser) -> None:
                    help="auto: Loihi 2 if lava-loihi reports one, else the CPU simulator")
     p.add_argument("--data-dir", help="dataset folder, if not where the network was trained")
     p.add_argument("--metrics", metavar="JSON", help="also write the results to this JSON file")
+    p.add_argument("--json", action="store_true",
+                   help="print the results as one JSON object on stdout instead of a table")
+    p.add_argument("--force", action="store_true",
+                   help="replace --metrics if it is a metrics file neurokd wrote")
 
 
 def _run_args(p: argparse.ArgumentParser, example: str) -> None:
@@ -52,7 +58,7 @@ def _run_args(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help=f"override a config value, e.g. --set {example} (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
-    p.add_argument("--force", action="store_true", help="replace --out if it already holds files")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     _progress_args(p)
 
 
@@ -101,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snn", required=True, metavar="CKPT", help="SNN checkpoint (snn.pt)")
     p.add_argument("--out", required=True, metavar="FILE", help="network file to write (.net)")
     p.add_argument("--data-dir", help="dataset folder for the 24-bit overflow check")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it is a network neurokd exported")
 
     p = sub.add_parser("quantize", help="quantization-aware training of an SNN for the chip",
                        description="Quantize a trained SNN to the integers of a Loihi profile: "
@@ -193,6 +201,22 @@ def _config(args: argparse.Namespace):
     return build_config(args.config, args.set, values)
 
 
+def _inputs(args: argparse.Namespace, cfg=None) -> List[Optional[str]]:
+    """Every file or folder a command reads, so that no output can hold or replace one."""
+    found: List[Optional[str]] = [getattr(args, name, None) for name in
+                                  ("config", "spec", "student", "teacher", "snn", "kd_from", "net",
+                                   "space", "data_dir")]
+    if cfg is not None:
+        found += [cfg.student.spec, cfg.data.data_dir, *cfg.distill.ensemble]
+    return found
+
+
+def _run_dir(args: argparse.Namespace, cfg=None):
+    from neurokd.fileio import RunDir
+
+    return RunDir(args.out, force=args.force, inputs=_inputs(args, cfg), command=args.command)
+
+
 def _progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
 
@@ -207,20 +231,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _positive("--samples", args.samples)
     cfg = _config(args)
-    run_demo(cfg, args.out, force=args.force, progress=_progress(args))
+    run_demo(cfg, args.out, force=args.force, progress=_progress(args), inputs=_inputs(args, cfg))
     return 0
 
 
 def _train(args: argparse.Namespace, which: str) -> int:
     from neurokd import pipeline
     from neurokd.config import config_to_dict
-    from neurokd.fileio import RunDir, write_json, write_yaml
+    from neurokd.fileio import write_json, write_yaml
     from neurokd.metrics import plots
     from neurokd.metrics.report import table
 
     cfg = _config(args)
     pipeline.check_config(cfg)
-    with RunDir(args.out, force=args.force) as run:
+    with _run_dir(args, cfg) as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         ds = pipeline.load_data(cfg, print)
         if which == "distill":
@@ -238,10 +262,29 @@ def _train(args: argparse.Namespace, which: str) -> int:
             pipeline.save_snn(run / "snn.pt", model, cfg, ds)
             history = metrics.pop("snn_history")
         plots.training_curves({which: history}, run / "training_curves.png")
+        radio = None
+        if pipeline.is_radio(ds):
+            receivers = {}
+            if which == "teacher" or (which == "distill" and teacher is not None):
+                dnn = model if which == "teacher" else teacher
+                receivers[f"DNN teacher ({cfg.teacher.model})"] = (dnn, {})
+            if which != "teacher":
+                receivers["SNN"] = (model, pipeline.snn_meta(cfg, ds))
+            radio = pipeline.radio_report(ds, receivers, run, cfg.seed)
+            metrics["radio"] = radio
         write_json(run / "metrics.json", metrics)
-    print(table([(k, v) for k, v in metrics.items()], title=f"{which}: {ds.name}"))
+    print(table([(k, v) for k, v in metrics.items() if k != "radio"], title=f"{which}: {ds.name}"))
+    _radio_lines(radio)
     print(f"run directory: {args.out}")
     return 0
+
+
+def _radio_lines(report: Optional[Dict[str, Any]]) -> None:
+    if report is not None:
+        from neurokd.radio.report import summary_lines
+
+        for line in summary_lines(report):
+            print(line)
 
 
 def _layer_bits(text: Optional[str]) -> Optional[List[int]]:
@@ -256,19 +299,23 @@ def _layer_bits(text: Optional[str]) -> Optional[List[int]]:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from neurokd import pipeline
     from neurokd.config import build_config, config_to_dict
-    from neurokd.fileio import RunDir, write_json, write_yaml
+    from neurokd.fileio import write_json, write_yaml
     from neurokd.metrics import plots
     from neurokd.metrics.report import table
 
     _positive("--epochs", args.epochs)
+    run_dir = _run_dir(args)  # checks --out before the checkpoint is even read
     model, meta = pipeline.load_snn(args.snn)
-    base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir))
+    base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir, where=args.snn))
     base.pop("quant", None)
     values = {"hardware": args.hardware, "quant.bits": args.bits, "quant.method": args.method,
               "quant.epochs": args.epochs, "quant.layer_bits": _layer_bits(args.layer_bits)}
     cfg = build_config(None, args.set, values, base=base)
+    pipeline.check_names(cfg)
+    if args.kd_from is not None:
+        pipeline.load_checkpoint(args.kd_from)  # a bad --kd-from fails before any work
     ds = pipeline.load_data(cfg)
-    with RunDir(args.out, force=args.force) as run:
+    with run_dir as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         qmodel, metrics = pipeline.quantize(model, meta, cfg, ds, args.kd_from, _progress(args), print)
         new_meta = pipeline.snn_meta(cfg, ds)
@@ -278,6 +325,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         pipeline.export_snn(qmodel, run / "network.net", new_meta, ds, log=print)
         if "qat_history" in metrics:
             plots.training_curves({"quantize": metrics.pop("qat_history")}, run / "training_curves.png")
+        if pipeline.is_radio(ds):
+            metrics["radio"] = pipeline.radio_report(
+                ds, {"SNN, float": (model, meta),
+                     f"SNN, {'/'.join(str(b) for b in qmodel.bits)} bits (PyTorch = Lava)": (qmodel, new_meta)},
+                run, cfg.seed)
         write_json(run / "metrics.json", metrics)
     for name in ("test_overflow", "train_overflow"):
         for row in metrics.get(name, []):
@@ -286,8 +338,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                       f"state ({name.split('_')[0]}): |u| {row['max_abs_current']}, "
                       f"|v| {row['max_abs_voltage']}, {row['current_wraps']} current wraps, "
                       f"{row['voltage_clips']} voltage clips; Lava does the same")
-    shown = [(k, v) for k, v in metrics.items() if k not in ("layers", "test_overflow", "train_overflow")]
+    shown = [(k, v) for k, v in metrics.items()
+             if k not in ("layers", "test_overflow", "train_overflow", "radio")]
     print(table(shown, title=f"quantize: {args.snn} → {cfg.hardware}"))
+    _radio_lines(metrics.get("radio"))
     print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
           f"--net {args.out}/network.net)")
     return 0
@@ -296,25 +350,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from neurokd import pipeline
     from neurokd.config import build_config, config_to_dict
-    from neurokd.fileio import RunDir, write_json, write_yaml
+    from neurokd.fileio import write_json, write_yaml
     from neurokd.metrics import plots
     from neurokd.metrics.report import table
     from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
 
     _positive("--timesteps", args.timesteps)
     _positive("--epochs", args.epochs)
+    run_dir = _run_dir(args)
     payload = load_checkpoint(args.teacher, "teacher")
     meta = payload.get("meta") or {}
-    if not isinstance(meta.get("config"), dict):
-        raise NeurokdError(f"{args.teacher}: teacher checkpoint lacks its run configuration")
-    base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir))
+    base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir, where=args.teacher))
     base.pop("convert", None)
     values = {"hardware": args.hardware, "student.timesteps": args.timesteps,
               "student.encoder": "direct", "convert.method": args.method,
               "convert.epochs": args.epochs}
     cfg = build_config(None, args.set, values, base=base)
+    pipeline.check_names(cfg)
     ds = pipeline.load_data(cfg)
-    with RunDir(args.out, force=args.force) as run:
+    with run_dir as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         snn, metrics = pipeline.convert(cfg, ds, args.teacher, _progress(args), print)
         pairs = metrics.pop("_rate_pairs")
@@ -325,11 +379,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
                            names=[f"{row['kind']} {i}" for i, row in enumerate(metrics["layers"])])
         if "qkd_history" in metrics:
             plots.training_curves({"qkd": metrics.pop("qkd_history")}, run / "training_curves.png")
+        if pipeline.is_radio(ds):
+            metrics["radio"] = pipeline.radio_report(
+                ds, {f"DNN teacher ({cfg.teacher.model})": (pipeline.load_teacher(args.teacher), {}),
+                     f"converted SNN, T = {args.timesteps} (PyTorch = Lava)": (snn, snn_meta)},
+                run, cfg.seed)
         write_json(run / "metrics.json", metrics)
-    shown = [(k, v) for k, v in metrics.items() if k not in ("layers", "converted_layers")]
+    shown = [(k, v) for k, v in metrics.items() if k not in ("layers", "converted_layers", "radio")]
     shown += [(f"layer {i} ({row['kind']}) rate corr.", row["correlation"])
               for i, row in enumerate(metrics["layers"])]
     print(table(shown, title=f"convert: {args.teacher} → {cfg.hardware}, T = {args.timesteps}"))
+    _radio_lines(metrics.get("radio"))
     print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
           f"--net {args.out}/network.net)")
     return 0
@@ -340,7 +400,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from neurokd import pipeline
     from neurokd.config import build_config, config_to_dict
-    from neurokd.fileio import RunDir, atomic_path, write_json, write_yaml
+    from neurokd.fileio import atomic_path, write_json, write_yaml
     from neurokd.hardware import load_profile
     from neurokd.metrics import plots
     from neurokd.metrics.report import table
@@ -358,9 +418,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from neurokd.nas.proxies import PROXIES
 
     PROXIES.get(args.proxy)
+    run_dir = _run_dir(args, cfg)
     ds = pipeline.load_data(cfg, log=print)
     budget = Budget(args.max_cores, args.max_memory)
-    with RunDir(args.out, force=args.force) as run:
+    with run_dir as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         res = run_search(ds, space, profile, budget, args.proxy, args.strategy, args.candidates,
                          args.workers, cfg.student.encoder, seed=cfg.seed, progress=_progress(args),
@@ -396,67 +457,105 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from neurokd import pipeline
+    from neurokd.deploy.export import is_neurokd_network
+    from neurokd.fileio import check_output_file
 
+    check_output_file(args.out, _inputs(args), args.force, ours=is_neurokd_network)
     model, meta = pipeline.load_snn(args.snn)
-    cfg = pipeline.config_from_meta(meta, args.data_dir)
+    cfg = pipeline.config_from_meta(meta, args.data_dir, where=args.snn)
     try:
         ds = pipeline.load_data(cfg)
     except NeurokdError as exc:
         ds = None
         print(f"note: 24-bit overflow check skipped, no data ({exc})")
-    path = pipeline.export_snn(model, args.out, meta, ds, log=print)
+    path = pipeline.export_snn(model, args.out, meta, ds, log=print, replace=args.force)
     print(f"exported {args.snn} → {path} (netx HDF5, {model.window_pad} trailing zero frames "
           f"per sample, window {meta['timesteps'] + model.window_pad} steps)")
     return 0
 
 
-def _write_metrics(path: Optional[str], metrics: Dict[str, Any]) -> None:
-    if path:
+def _is_metrics_file(path: Path) -> bool:
+    """A metrics JSON that run-lava or verify wrote (they mark it with a ``neurokd`` key)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "neurokd" in data
+
+
+def _check_metrics_out(args: argparse.Namespace) -> None:
+    if args.metrics is not None:
+        from neurokd.fileio import check_output_file
+
+        check_output_file(args.metrics, _inputs(args), args.force, ours=_is_metrics_file,
+                          flag="--metrics")
+
+
+def _report(args: argparse.Namespace, title: str, shown: Dict[str, Any], full: Dict[str, Any]) -> None:
+    """Print the results (a table, or JSON with --json) and write --metrics if asked."""
+    import json
+
+    from neurokd import __version__
+    from neurokd.metrics.report import table
+
+    if args.json:
+        print(json.dumps({k: v for k, v in full.items() if not k.startswith("_")}, sort_keys=True))
+    else:
+        print(table(shown.items(), title=title))
+    if args.metrics:
         from neurokd.fileio import write_json
 
-        write_json(path, {k: v for k, v in metrics.items() if not k.startswith("_")})
+        record = {k: v for k, v in full.items() if not k.startswith("_")}
+        record["neurokd"] = {"version": __version__, "command": args.command}
+        write_json(args.metrics, record, replace=args.force)
 
 
-def _lava_data(meta: Dict[str, Any], data_dir: Optional[str]):
+def _lava_data(meta: Dict[str, Any], data_dir: Optional[str], where: str):
     from neurokd import pipeline
 
-    cfg = pipeline.config_from_meta(meta, data_dir)
+    cfg = pipeline.config_from_meta(meta, data_dir, where=where)
     return cfg, pipeline.load_data(cfg)
 
 
 def cmd_run_lava(args: argparse.Namespace) -> int:
     from neurokd import pipeline
     from neurokd.deploy.export import read_meta
-    from neurokd.metrics.report import table
+    from neurokd.deploy.lava_run import resolve_backend
 
     _positive("--samples", args.samples)
+    _check_metrics_out(args)
+    resolve_backend(args.backend)
     meta = read_meta(args.net)
-    cfg, ds = _lava_data(meta, args.data_dir)
+    cfg, ds = _lava_data(meta, args.data_dir, args.net)
     samples = args.samples or cfg.lava.samples
     res = pipeline.run_on_lava(args.net, ds, meta, samples, args.backend, seed=cfg.seed,
                                progress=_progress(args))
     shown = {k: v for k, v in res.items() if not k.startswith("_")}
-    print(table(shown.items(), title=f"run-lava: {args.net}"))
-    _write_metrics(args.metrics, shown)
+    _report(args, f"run-lava: {args.net}", shown, shown)
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from neurokd import pipeline
     from neurokd.deploy.export import read_meta
-    from neurokd.metrics.report import table
+    from neurokd.deploy.lava_run import resolve_backend
 
     _positive("--samples", args.samples)
+    _check_metrics_out(args)
+    resolve_backend(args.backend)
     model, meta = pipeline.load_snn(args.snn)
-    cfg, ds = _lava_data(meta, args.data_dir)
+    if args.net is not None:
+        read_meta(args.net)  # a bad --net fails before the data is loaded
+    cfg, ds = _lava_data(meta, args.data_dir, args.snn)
     samples = args.samples or cfg.lava.samples
     with tempfile.TemporaryDirectory(prefix="neurokd-verify-") as tmp:
         net = Path(args.net) if args.net else pipeline.export_snn(model, Path(tmp) / "network.net", meta)
         res = pipeline.verify(model, net, ds, read_meta(net), samples, args.backend, seed=cfg.seed,
                               progress=_progress(args))
     shown = {k: v for k, v in res.items() if not k.startswith("_") and k != "state_extremes"}
-    print(table(shown.items(), title=f"verify: {args.snn}"))
-    _write_metrics(args.metrics, {k: v for k, v in res.items() if not k.startswith("_")})
+    _report(args, f"verify: {args.snn}", shown, res)
     if res["lava_spike_match"] < 1.0:
         print(f"neurokd: verify: {1 - res['lava_spike_match']:.4%} of output spike bins differ "
               f"between PyTorch and Lava ({res['lava_samples_exact']}/{res['lava_samples']} "
@@ -472,8 +571,7 @@ COMMANDS = {"demo": cmd_demo, "train-teacher": lambda a: _train(a, "teacher"),
             "run-lava": cmd_run_lava, "verify": cmd_verify}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except NeurokdError as exc:
@@ -481,15 +579,42 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"neurokd: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("neurokd: interrupted; nothing half-written was kept", file=sys.stderr)
-        return 130
     except Exception as exc:  # an unexpected failure: one line unless --debug
+        from neurokd.interrupts import interrupted
+
+        if interrupted():  # a failure the signal caused: report the interruption, not an error
+            raise KeyboardInterrupt from None
         if args.debug:
             raise
         print(f"neurokd: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
               "the traceback)", file=sys.stderr)
         return 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command. SIGINT, SIGTERM and SIGHUP (to the process or its group) unwind it like an
+    error: run directories and files being written are removed, child processes (Lava's runtime,
+    search workers) are stopped, and the exit status is 128 + the signal number (130 for Ctrl-C,
+    143 for SIGTERM), with one line on stderr. See ``neurokd.interrupts``."""
+    import signal
+
+    from neurokd.interrupts import kill_descendants, signals_to_exceptions
+
+    with signals_to_exceptions() as state:
+        try:
+            args = build_parser().parse_args(argv)
+            code: Optional[int] = _run_command(args)
+            state.hold()  # the run is over: a signal from here on is only recorded
+        except KeyboardInterrupt:
+            state.hold()
+            code = None
+        if code is None or state.signum is not None:
+            kill_descendants(state.keep)  # whatever a bounded stop left behind
+            signum = state.signum or signal.SIGINT
+            print(f"neurokd: interrupted ({signal.Signals(signum).name}); nothing half-written "
+                  "was kept", file=sys.stderr)
+            return 128 + signum
+        return code
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 from neurokd import pipeline
 from neurokd.config import RunConfig, config_to_dict
@@ -16,16 +16,21 @@ Log = pipeline.Log
 
 
 def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: bool = True,
-             log: Log = print) -> Dict[str, Any]:
+             log: Log = print, inputs: Sequence[Optional[str]] = ()) -> Dict[str, Any]:
     """Run every stage and write ``out/`` with config.yaml, teacher.pt, snn.pt, network.net,
-    metrics.json and plots. ``out`` appears only when the whole run succeeded."""
+    metrics.json and plots. ``out`` appears only when the whole run succeeded; ``inputs`` (files
+    the run reads) may not lie inside it."""
+    from neurokd.deploy.lava_run import resolve_backend
+
     seconds: Dict[str, float] = {}
     pipeline.check_config(cfg)
-    with RunDir(out, force=force) as run:
+    resolve_backend(cfg.lava.backend)  # no chip for --backend loihi2: say so before training
+    with RunDir(out, force=force, inputs=inputs, command="demo") as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         t0 = time.perf_counter()
         ds = pipeline.load_data(cfg, log)
-        pipeline.student_spec(cfg, ds)  # a spec that does not fit the data fails before training
+        # a spec that does not fit the data, or the machine's memory, fails before training
+        pipeline.check_memory(cfg, ds, pipeline.student_spec(cfg, ds), ("training", "lava"))
         seconds["data"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -56,6 +61,12 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
         plots.training_curves({"teacher": t_metrics.pop("teacher_history"),
                                "snn": s_metrics.pop("snn_history")}, run / "training_curves.png")
         plots.spike_raster(torch_spikes, lava_spikes, run / "spike_raster.png")
+        radio = None
+        if pipeline.is_radio(ds):
+            t0 = time.perf_counter()
+            radio = pipeline.radio_report(ds, {f"DNN teacher ({cfg.teacher.model})": (teacher, {}),
+                                               "SNN (PyTorch = Lava)": (snn, meta)}, run, cfg.seed)
+            seconds["radio_report"] = time.perf_counter() - t0
 
         metrics: Dict[str, Any] = {"dataset": ds.name, "encoder": cfg.student.encoder,
                                    "timesteps": cfg.student.timesteps, "seed": cfg.seed,
@@ -63,8 +74,15 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
         metrics.update(t_metrics)
         metrics.update(s_metrics)
         metrics.update(v)
+        if radio is not None:
+            metrics["radio"] = radio
         metrics["seconds"] = seconds
         write_json(run / "metrics.json", metrics)
     log(demo_table(metrics))
+    if radio is not None:
+        from neurokd.radio.report import summary_lines
+
+        for line in summary_lines(radio):
+            log(line)
     log(f"run directory: {out}")
     return metrics

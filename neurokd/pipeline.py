@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,14 +26,15 @@ from neurokd.models.teachers import build_teacher, teacher_arch, teacher_from_ch
 from neurokd.training import Prepare, accuracy, encoded_batches, fit, seed_everything
 
 Log = Callable[[str], None]
+RADIO_DATASETS = ("sensing", "modulation")
 
 
 def _quiet(_: str) -> None:
     pass
 
 
-def check_config(cfg: RunConfig) -> None:
-    """Fail on any unknown name or unreadable file in ``cfg`` before work starts."""
+def check_names(cfg: RunConfig) -> None:
+    """Fail on any unknown dataset, teacher, encoder or hardware name in ``cfg``."""
     from neurokd.data.datasets import DATASETS
     from neurokd.models.teachers import TEACHERS
 
@@ -41,6 +42,11 @@ def check_config(cfg: RunConfig) -> None:
     TEACHERS.get(cfg.teacher.model)
     get_encoder(cfg.student.encoder)
     load_profile(cfg.hardware)
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Fail on any unknown name or unreadable file in ``cfg`` before work starts."""
+    check_names(cfg)
     if cfg.student.spec:
         load_spec(cfg.student.spec)
 
@@ -48,9 +54,15 @@ def check_config(cfg: RunConfig) -> None:
 # ---------------------------------------------------------------- data
 def load_data(cfg: RunConfig, log: Log = _quiet) -> Dataset:
     d = cfg.data
+    extra: Dict[str, Any] = {}
+    if d.dataset in RADIO_DATASETS:
+        extra = dict(d.radio, generator_seed=d.generator_seed)
+    elif d.radio:
+        raise NeurokdError(f"data.radio sets options of the generated radio datasets "
+                           f"({', '.join(RADIO_DATASETS)}), not of {d.dataset!r}")
     ds = load_dataset(d.dataset, data_dir=d.data_dir, val_fraction=d.val_fraction,
                       test_fraction=d.test_fraction,
-                      seed=cfg.seed if d.split_seed is None else d.split_seed, limit=d.limit)
+                      seed=cfg.seed if d.split_seed is None else d.split_seed, limit=d.limit, **extra)
     for note in ds.notes:
         log(note)
     log(f"data: {ds.name} {list(ds.input_shape)}, {ds.num_classes} classes, "
@@ -116,12 +128,80 @@ def student_spec(cfg: RunConfig, ds: Dataset) -> ArchSpec:
     return spec
 
 
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_estimate(cfg: RunConfig, ds: Dataset, spec: ArchSpec) -> Dict[str, int]:
+    """Rough peak bytes of the SNN stages for this spec, window and batch: a lower bound meant to
+    catch sizes that cannot fit (a typo in T or units), not to budget memory precisely."""
+    from neurokd.models.spec import ConvLayer, DenseLayer
+
+    window = cfg.student.timesteps + spec.num_spiking_layers
+    inputs = int(np.prod(ds.input_shape))
+    shapes = spec.shapes()
+    neurons = sum(int(np.prod(sh)) for sh, layer in zip(shapes, spec.layers)
+                  if isinstance(layer, (ConvLayer, DenseLayer)))
+    params, fan_in = 0, inputs
+    prev = tuple(spec.input_shape)
+    for layer, sh in zip(spec.layers, shapes):
+        if isinstance(layer, DenseLayer):
+            params += fan_in * layer.units
+        elif isinstance(layer, ConvLayer):
+            params += prev[0] * layer.kernel2[0] * layer.kernel2[1] * layer.channels
+        prev, fan_in = sh, int(np.prod(sh))
+    # float32 states: input, current, voltage and spikes per neuron and step, for a batch, and
+    # their gradients; weights with gradient and two Adam moments; Lava's int32 input stream.
+    training = 4 * cfg.student.batch_size * window * (inputs + 3 * neurons) * 2 + 16 * params
+    lava = 4 * cfg.lava.samples * window * (inputs + neurons) * 2
+    return {"training": training, "lava": lava}
+
+
+def check_memory(cfg: RunConfig, ds: Dataset, spec: ArchSpec, stages: Sequence[str] = ("training",)
+                 ) -> None:
+    """Refuse, before any work, a run whose SNN stages cannot fit in the memory available."""
+    have = available_memory()
+    if have is None:
+        return
+    need = memory_estimate(cfg, ds, spec)
+    for stage in stages:
+        if need[stage] > have:
+            raise NeurokdError(
+                f"the {stage} stage needs at least {need[stage] / 2**30:.1f} GiB "
+                f"(T = {cfg.student.timesteps}, {spec.num_spiking_layers} spiking layers, batch "
+                f"{cfg.student.batch_size}, {cfg.lava.samples} Lava samples) and "
+                f"{have / 2**30:.1f} GiB is available; lower student.timesteps, the layer sizes, "
+                "student.batch_size or lava.samples")
+
+
+def warn_if_chance(val_accuracy: float, ds: Dataset, what: str, log: Log) -> bool:
+    """Say so when training ended no better than always answering the most frequent class: the
+    student's outputs fell silent or saturated (spike counts all equal), which happens on the radio
+    datasets with raw-I/Q dense students."""
+    majority = float(np.bincount(ds.val.y, minlength=ds.num_classes).max() / len(ds.val))
+    if val_accuracy <= majority + 0.01:
+        log(f"warning: {what}: best validation accuracy {val_accuracy:.4f} is at chance (the most "
+            f"frequent class alone gives {majority:.4f}); its output spike counts carry no "
+            "information. Try a lower student.lr, another seed, a convolutional spec, or "
+            "'neurokd convert' from a trained DNN")
+        return True
+    return False
+
+
 def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _quiet
               ) -> Tuple[SpikingNet, Dict[str, Any]]:
     """Train an SNN student directly with surrogate gradients (slayer's 8-bit weight rounding)."""
     s = cfg.student
     get_encoder(s.encoder)  # fail on an unknown encoder before building anything
     spec = student_spec(cfg, ds)
+    check_memory(cfg, ds, spec)
     seed_everything(cfg.seed)
     model = SpikingNet(spec, load_profile(cfg.hardware))
     prepare = make_prepare(s.encoder, s.timesteps, model.window_pad)
@@ -129,6 +209,7 @@ def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _qu
               batch_size=s.batch_size, patience=s.patience, weight_decay=s.weight_decay,
               seed=cfg.seed, desc="snn", progress=progress, log=log)
     test_acc = accuracy(model.eval(), ds.test, prepare, spike_counts, seed=cfg.seed)
+    warn_if_chance(res.best_val_accuracy, ds, "snn", log)
     return model, {"snn_accuracy": test_acc, "snn_val_accuracy": res.best_val_accuracy,
                    "snn_epochs": res.epochs_run, "snn_epoch_seconds": res.epoch_seconds,
                    "snn_history": res.history}
@@ -168,6 +249,7 @@ def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path] =
     get_encoder(s.encoder)
     teachers = load_teachers(cfg, ds, teacher)
     spec = student_spec(cfg, ds)
+    check_memory(cfg, ds, spec)
     seed_everything(cfg.seed)
     student = SpikingNet(spec, load_profile(cfg.hardware))
     prepare = make_prepare(s.encoder, s.timesteps, student.window_pad)
@@ -182,6 +264,7 @@ def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path] =
               progress=progress, log=log, param_groups=learner.param_groups(s.lr),
               objective=lambda m, raw_b, x, y: m.objective(raw_b, x, y))
     learner.eval()
+    warn_if_chance(res.best_val_accuracy, ds, f"distill {d.method}", log)
     metrics.update({"snn_accuracy": accuracy(student, ds.test, prepare, spike_counts, seed=cfg.seed),
                     "snn_val_accuracy": res.best_val_accuracy, "snn_epochs": res.epochs_run,
                     "snn_epoch_seconds": res.epoch_seconds, "snn_history": res.history})
@@ -291,32 +374,72 @@ def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path, progress: bool = T
 
 # ---------------------------------------------------------------- export and Lava
 def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Optional[Dataset] = None,
-               log: Log = _quiet) -> Path:
-    """Export to netx; with data, first check that no layer's state passes the chip's 24 bits."""
+               log: Log = _quiet, replace: bool = True) -> Path:
+    """Export to netx. Reports each layer's state against the chip's state bits: the worst case
+    over every admissible input (``state_bound``) and, with data, the extremes measured on the
+    first test samples; warns where either passes the limit."""
     from neurokd.deploy.export import export_netx
 
     emulated = hasattr(model, "to_slayer")  # a QuantSpikingNet wraps and clips as Lava does
+    profile = model.profile
+    measured: Dict[int, Dict[str, Any]] = {}
     if ds is not None:
         prepare = make_prepare(meta["encoder"], meta["timesteps"], model.window_pad)
         xb, _ = next(encoded_batches(ds.test, prepare, seed=0))
         for row in model.state_extremes(xb):
+            measured[row["layer"]] = row
             if row["overflow"]:
                 consequence = ("Lava wraps or clips it exactly as the quantized model did, which "
                                "changes the network's behaviour" if emulated else
                                "Lava will wrap or clip it and may differ from PyTorch")
                 log(f"warning: layer {row['layer']} reaches |u| = {row['max_abs_current']}, "
-                    f"|v| = {row['max_abs_voltage']}, beyond the {model.profile.state_bits}-bit "
-                    f"state of {model.profile.name}: {consequence}")
+                    f"|v| = {row['max_abs_voltage']}, beyond the {profile.state_bits}-bit "
+                    f"state of {profile.name}: {consequence}")
+    for row in model.state_bound(meta["encoder"], meta["timesteps"]):
+        seen = measured.get(row["layer"])
+        where = (f"measured on {len(xb)} test samples |u| = {seen['max_abs_current']}, "
+                 f"|v| = {seen['max_abs_voltage']}; " if seen else "")
+        log(f"state of layer {row['layer']}: {where}worst case over admissible inputs "
+            f"|u| <= {row['max_abs_current']}, |v| <= {row['max_abs_voltage']} "
+            f"({profile.state_bits}-bit limit {profile.state_limit})")
+        if row["overflow"] and not (seen and seen["overflow"]):
+            what = [name for name, key in (("wrap the current", "max_abs_current"),
+                                           ("clip the voltage", "max_abs_voltage"))
+                    if row[key] > profile.state_limit]
+            consequence = ("the quantized model wraps and clips as Lava does, so the two still "
+                           "agree" if emulated else "Lava may then differ from PyTorch")
+            log(f"warning: layer {row['layer']}: some admissible input can {' and '.join(what)} "
+                f"in Lava (worst case |u| = {row['max_abs_current']}, |v| = "
+                f"{row['max_abs_voltage']}, beyond the {profile.state_bits}-bit state of "
+                f"{profile.name}{', though the test samples stay within it' if seen else ''}): "
+                f"{consequence}")
     if emulated:
         meta = dict(meta, quant=model.arch()["quant"])
-        return export_netx(model.to_slayer(), path, meta)
-    return export_netx(model, path, meta)
+        return export_netx(model.to_slayer(), path, meta, replace=replace)
+    return export_netx(model, path, meta, replace=replace)
 
 
-def config_from_meta(meta: Dict[str, Any], data_dir: Optional[str] = None) -> RunConfig:
-    cfg = RunConfig(**meta["config"])
-    if data_dir is not None:
-        cfg.data.data_dir = data_dir
+def config_from_meta(meta: Dict[str, Any], data_dir: Optional[str] = None,
+                     where: str | Path = "checkpoint") -> RunConfig:
+    """The run configuration saved in a checkpoint's or network's metadata, checked like a file's."""
+    from pydantic import ValidationError
+
+    from neurokd.hardware import format_validation_error
+
+    tree = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(tree, dict):
+        raise NeurokdError(f"{where}: metadata lacks its run configuration")
+    try:
+        cfg = RunConfig(**tree)
+        if data_dir is not None:
+            cfg.data.data_dir = data_dir
+    except ValidationError as exc:
+        raise NeurokdError(f"{where}: configuration in the metadata: "
+                           f"{format_validation_error(exc)}") from None
+    try:
+        check_names(cfg)
+    except NeurokdError as exc:
+        raise NeurokdError(f"{where}: configuration in the metadata: {exc}") from None
     return cfg
 
 
@@ -370,3 +493,48 @@ def verify(model: SpikingNet, net_path: str | Path, ds: Dataset, meta: Dict[str,
         "_torch_spikes": torch_spikes, "_lava_spikes": lava_spikes,
     })
     return out
+
+
+# ---------------------------------------------------------------- radio results
+def is_radio(ds: Dataset) -> bool:
+    """True for data whose test frames carry an SNR (the radio datasets): results per SNR."""
+    return ds.test.snr is not None
+
+
+@torch.no_grad()
+def test_outputs(model: nn.Module, ds: Dataset, prepare: Prepare, seed: int = 0) -> np.ndarray:
+    """The model's output on every test sample, encoded exactly as ``accuracy`` encodes them:
+    output spikes ``(N, K, W)`` of an SNN, logits ``(N, K)`` of a DNN."""
+    model.eval()
+    return torch.cat([model(xb) for xb, _ in encoded_batches(ds.test, prepare, seed)]).numpy()
+
+
+def radio_receivers(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, Any]]], seed: int
+                    ) -> Dict[str, np.ndarray]:
+    """Scores (``sensing``: one detection score per frame) or predictions (``modulation``) of each
+    model; ``models`` maps a receiver's name to (model, its SNN metadata, or {} for a DNN)."""
+    from neurokd.radio.report import spike_score
+
+    out: Dict[str, np.ndarray] = {}
+    for name, (model, meta) in models.items():
+        if meta:
+            prepare = make_prepare(meta["encoder"], meta["timesteps"], model.window_pad)
+            spikes = test_outputs(model, ds, prepare, seed)
+            out[name] = spike_score(spikes) if ds.task == "detection" else spikes.sum(-1).argmax(1)
+        else:
+            logits = test_outputs(model, ds, identity, seed)
+            out[name] = logits[:, 1] - logits[:, 0] if ds.task == "detection" else logits.argmax(1)
+    return out
+
+
+def radio_report(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, Any]]], out_dir: Path,
+                 seed: int = 0) -> Dict[str, Any]:
+    """Radio results of ``models`` beside the classical receivers, with their PNGs in ``out_dir``:
+    Pd against SNR at Pfa 0.1 and 0.01, SNR at Pd 0.9 and ROC for ``sensing``; accuracy against SNR
+    and the confusion matrix for ``modulation`` (see :mod:`neurokd.radio.report`)."""
+    from neurokd.radio.report import modulation_report, sensing_report
+
+    receivers = radio_receivers(ds, models, seed)
+    if ds.task == "detection":
+        return sensing_report(ds, receivers, out_dir)
+    return modulation_report(ds, receivers, out_dir)

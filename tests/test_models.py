@@ -5,7 +5,7 @@ from neurokd.errors import NeurokdError
 from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
 from neurokd.models.snn import SpikingNet, snn_from_checkpoint
 from neurokd.models.spec import default_spec, spec_from_dict
-from neurokd.models.teachers import TEACHERS, build_teacher, teacher_from_checkpoint
+from neurokd.models.teachers import TEACHERS, build_teacher, example_input, teacher_from_checkpoint
 
 CONV = {"input_shape": [1, 8, 8], "layers": [
     {"type": "conv", "channels": 4, "kernel": 3, "stride": 2, "padding": 1},
@@ -15,8 +15,9 @@ CONV = {"input_shape": [1, 8, 8], "layers": [
 @pytest.mark.parametrize("name", TEACHERS.names())
 def test_every_teacher_gives_logits_and_gradients_everywhere(name):
     torch.manual_seed(0)
-    model = build_teacher(name, (1, 8, 8), 10)
-    out = model(torch.rand(4, 1, 8, 8))
+    shape = example_input(name)
+    model = build_teacher(name, shape, 10)
+    out = model(torch.rand(4, *shape))
     assert out.shape == (4, 10) and torch.isfinite(out).all()
     out.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
@@ -105,3 +106,18 @@ def test_checkpoints_that_would_run_code_are_refused(tmp_path):
     torch.save({"format": "neurokd-checkpoint", "x": _Evil()}, evil)
     with pytest.raises(NeurokdError, match="unsafe"):
         load_checkpoint(evil)
+
+
+def test_measured_synops_and_model_bytes_match_a_hand_count():
+    from neurokd.metrics.activity import measured_synops, model_bytes
+    from neurokd.quant.qsnn import QuantSpikingNet
+
+    spec = spec_from_dict({"input_shape": [4], "layers": [{"type": "dense", "units": 5}]})
+    net = SpikingNet(spec)
+    x = torch.zeros(2, 4, 6)
+    x[0, 0, 1] = x[0, 3, 4] = x[1, 2, 0] = 1.0  # three input events over two samples
+    got = measured_synops(net, x)
+    assert got["synops"] == 1.5 * 5  # 1.5 events per inference, each fans out to 5 synapses
+    assert got["layers"][0]["input_rate"] == 1.5 / (4 * 6)
+    assert model_bytes(net) == 20  # 4 × 5 weights at 8 bits
+    assert model_bytes(QuantSpikingNet.from_snn(net, [4])) == 10

@@ -6,8 +6,9 @@ path with a forward hook.
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ TEACHERS: Registry[Callable[..., nn.Module]] = Registry("teacher model")
 
 
 @TEACHERS.register("mlp")
-def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,)) -> nn.Module:
+def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256,)) -> nn.Module:
     layers: "OrderedDict[str, nn.Module]" = OrderedDict(flatten=nn.Flatten())
     width = int(torch.tensor(input_shape).prod())
     for i, h in enumerate(hidden):
@@ -66,14 +67,58 @@ def cnn_bn(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] =
         flatten=nn.Flatten(), head=nn.Linear(c2 * (h // 4) * (w // 4), num_classes)))
 
 
+@TEACHERS.register("cnn1d")
+def cnn1d(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (32, 16, 128)
+          ) -> nn.Module:
+    """A 1-D CNN over time for I/Q frames ``(C, 1, L)``, of the VT-CNN2 kind: two 1×k
+    convolutions with BatchNorm and ReLU (the first strided, the second followed by 1×2 average
+    pooling), a dense layer and a linear head. ``hidden`` is [channels, channels, units]. Every
+    layer converts to Loihi (``neurokd convert``): BatchNorm folds, the pool merges into the head."""
+    if len(input_shape) != 3 or input_shape[1] != 1 or input_shape[2] < 16:
+        raise NeurokdError(f"teacher 'cnn1d' needs I/Q frames (C, 1, L) with L >= 16, got "
+                           f"{list(input_shape)}")
+    if len(hidden) != 3:
+        raise NeurokdError("teacher 'cnn1d' takes hidden as [channels, channels, units], e.g. "
+                           "[32, 16, 128]")
+    c, _, length = input_shape
+    c1, c2, units = hidden
+    l1 = (length + 2 * 3 - 7) // 2 + 1  # conv1: 1×7, stride 2, padding 3
+    l2 = l1 // 2  # conv2 keeps the length (1×5, padding 2); the pool halves it
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(c, c1, (1, 7), stride=(1, 2), padding=(0, 3)), bn1=nn.BatchNorm2d(c1),
+        relu1=nn.ReLU(),
+        conv2=nn.Conv2d(c1, c2, (1, 5), padding=(0, 2)), bn2=nn.BatchNorm2d(c2), relu2=nn.ReLU(),
+        pool2=nn.AvgPool2d((1, 2)),
+        flatten=nn.Flatten(), fc=nn.Linear(c2 * l2, units), relu3=nn.ReLU(),
+        head=nn.Linear(units, num_classes)))
+
+
+# The input each teacher is built for, as an example shape (tests walk the registry with it).
+EXAMPLE_INPUT: Dict[str, Tuple[int, ...]] = {"cnn1d": (5, 1, 32)}
+
+
+def example_input(name: str) -> Tuple[int, ...]:
+    """An input shape teacher ``name`` accepts: I/Q frames for ``cnn1d``, else an 8×8 image."""
+    TEACHERS.get(name)
+    return EXAMPLE_INPUT.get(name, (1, 8, 8))
+
+
+def default_hidden(name: str) -> List[int]:
+    """The ``hidden`` a teacher model builds with when given none (``teacher.hidden: null``)."""
+    return list(inspect.signature(TEACHERS.get(name)).parameters["hidden"].default)
+
+
 def build_teacher(name: str, input_shape: Tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build teacher ``name``; ``hidden=None`` (or none given) means the model's own default."""
+    if kwargs.get("hidden", 0) is None:
+        del kwargs["hidden"]
     return TEACHERS.get(name)(tuple(input_shape), num_classes, **kwargs)
 
 
 def teacher_arch(name: str, input_shape: Tuple[int, ...], num_classes: int,
-                 hidden: Sequence[int]) -> Dict[str, Any]:
+                 hidden: Optional[Sequence[int]]) -> Dict[str, Any]:
     return {"model": name, "input_shape": list(input_shape), "num_classes": num_classes,
-            "hidden": list(hidden)}
+            "hidden": default_hidden(name) if hidden is None else list(hidden)}
 
 
 def teacher_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") -> nn.Module:
