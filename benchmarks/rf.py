@@ -1,0 +1,398 @@
+"""Radio workloads against the classical receivers (not part of the test suite).
+
+Per task (``sensing`` in AWGN with known noise power, ``sensing_nu`` with ±1 dB noise uncertainty,
+``modulation``) and per seed, on the same test frames: the classical baseline (the energy detector
+for sensing), the DNN teacher, and SNN students trained directly, by co-learning, by QAT at 8 and 4
+bits (from the direct student) and by conversion (qkd, T = 16). Every SNN is exported to netx and
+checked against Lava's simulator on the first test frames; synaptic operations per inference are
+measured on the test frames and model bytes counted at each layer's bit-width.
+
+Each (task, seed) is one chain run in its own process (``--jobs`` at once, one torch thread each),
+and every finished receiver is stored as one cell under ``results/rf_cells/``, so an interrupted run
+resumes where it stopped; checkpoints a later cell needs are kept in ``benchmarks/.rf_cache/``.
+
+    python benchmarks/rf.py                           # 3 tasks × 3 seeds
+    python benchmarks/rf.py --tasks sensing --seeds 1 # a quick look
+
+Writes benchmarks/results/rf.json, rf.md and rf.png (after every finished chain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, t_interval  # noqa: E402
+
+CELLS = ROOT / "benchmarks" / "results" / "rf_cells"
+CACHE = ROOT / "benchmarks" / ".rf_cache"
+
+# One budget for every seed of a task; the student spec, T and epochs are the same for every method.
+SHARED = ["data.split_seed=0", "student.timesteps=16", "student.hidden=128", "student.epochs=10",
+          "student.patience=4", "teacher.epochs=30", "teacher.patience=6", "quant.epochs=4",
+          "quant.patience=4", "convert.epochs=3", "convert.patience=3"]
+TASKS: Dict[str, List[str]] = {
+    "sensing": ["data.dataset=sensing", "data.radio={n_frames: 10000}", "teacher.model=mlp",
+                "distill.teacher_layer=relu1"],
+    "sensing_nu": ["data.dataset=sensing", "data.radio={n_frames: 10000, noise_uncertainty_db: 1.0}",
+                   "teacher.model=mlp", "distill.teacher_layer=relu1"],
+    "modulation": ["data.dataset=modulation", "data.radio={n_frames: 16000}", "teacher.model=cnn1d",
+                   "distill.teacher_layer=relu3"],
+}
+METHODS = ["teacher", "direct", "colearn", "qat8", "qat4", "convert"]
+LABELS = {"teacher": "DNN teacher", "direct": "SNN direct", "colearn": "SNN co-learned",
+          "qat8": "SNN QAT 8-bit", "qat4": "SNN QAT 4-bit", "convert": "SNN converted (qkd, T=16)"}
+
+
+def _config(task: str, seed: int, extra: List[str] = ()):
+    from neurokd.config import build_config
+
+    return build_config(overrides=TASKS[task] + SHARED + [f"seed={seed}", *extra])
+
+
+def _cell_path(task: str, seed: int, method: str) -> Path:
+    return CELLS / f"{task}_s{seed}_{method}.json"
+
+
+def _snn_cell(name: str, model, meta: Dict, ds, work: Path, seed: int, lava_samples: int,
+              extra: Dict[str, Any]) -> Dict[str, Any]:
+    """Radio figures, Lava spike match, synops and bytes of one SNN."""
+    import torch
+
+    from neurokd import pipeline
+    from neurokd.deploy.export import read_meta
+    from neurokd.metrics.activity import measured_synops, model_bytes
+    from neurokd.training import encoded_batches
+
+    net = pipeline.export_snn(model, work / f"{name}.net", meta)
+    v = pipeline.verify(model, net, ds, read_meta(net), lava_samples, "sim", seed=seed, progress=False)
+    prepare = pipeline.make_prepare(meta["encoder"], meta["timesteps"], model.window_pad)
+    xb = torch.cat([x for x, _ in encoded_batches(ds.test, prepare, seed, limit=256)])
+    return {"receiver": pipeline.radio_receivers(ds, {name: (model, meta)}, seed)[name].tolist(),
+            "lava_spike_match": v["lava_spike_match"], "lava_samples": v["lava_samples"],
+            "lava_backend": v["backend"], "synops": measured_synops(model, xb)["synops"],
+            "model_bytes": model_bytes(model), **extra}
+
+
+def run_chain(task: str, seed: int, lava_samples: int) -> None:
+    """Every method of one (task, seed), skipping cells already stored."""
+    import torch
+
+    from neurokd import pipeline
+    from neurokd.fileio import write_json
+
+    torch.set_num_threads(1)
+    work = CACHE / f"{task}_s{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    CELLS.mkdir(parents=True, exist_ok=True)
+    cfg = _config(task, seed)
+    ds = pipeline.load_data(cfg)
+    todo = [m for m in METHODS if not _cell_path(task, seed, m).is_file()]
+    if not todo:
+        return
+    teacher_path = work / "teacher.pt"
+    if not teacher_path.is_file():
+        teacher, tm = pipeline.train_teacher(cfg, ds, progress=False)
+        pipeline.save_teacher(teacher_path, teacher, cfg, ds)
+    teacher = pipeline.load_teacher(teacher_path)
+    t0 = time.time()
+    if "teacher" in todo:
+        receiver = pipeline.radio_receivers(ds, {"t": (teacher, {})}, seed)["t"]
+        write_json(_cell_path(task, seed, "teacher"), {"receiver": receiver.tolist()})
+    direct_path = work / "direct.pt"
+    if {"direct", "qat8", "qat4"} & set(todo) and not direct_path.is_file():
+        t0 = time.time()
+        snn, m = pipeline.train_snn(cfg, ds, progress=False)
+        pipeline.save_snn(direct_path, snn, cfg, ds)
+        write_json(work / "direct_train.json", {"seconds": time.time() - t0, "epochs": m["snn_epochs"]})
+    meta = pipeline.snn_meta(cfg, ds)
+    if "direct" in todo:
+        snn, meta = pipeline.load_snn(direct_path)
+        extra = json.loads((work / "direct_train.json").read_text())
+        write_json(_cell_path(task, seed, "direct"),
+                   _snn_cell("direct", snn, meta, ds, work, seed, lava_samples, extra))
+    if "colearn" in todo:
+        c = _config(task, seed, ["distill.method=colearn"])
+        t0 = time.time()
+        student, _, m = pipeline.train_distilled(c, ds, teacher_path, progress=False)
+        write_json(_cell_path(task, seed, "colearn"),
+                   _snn_cell("colearn", student, pipeline.snn_meta(c, ds), ds, work, seed,
+                             lava_samples, {"seconds": time.time() - t0, "epochs": m["snn_epochs"]}))
+    for bits in (8, 4):
+        method = f"qat{bits}"
+        if method in todo:
+            snn, meta = pipeline.load_snn(direct_path)
+            c = _config(task, seed, [f"quant.bits={bits}"])
+            t0 = time.time()
+            q, m = pipeline.quantize(snn, meta, c, ds, progress=False)
+            write_json(_cell_path(task, seed, method),
+                       _snn_cell(method, q, pipeline.snn_meta(c, ds), ds, work, seed, lava_samples,
+                                 {"seconds": time.time() - t0, "quant_method": c.quant.method}))
+    if "convert" in todo:
+        c = _config(task, seed, ["student.encoder=direct", "convert.method=qkd"])
+        t0 = time.time()
+        snn, m = pipeline.convert(c, ds, teacher_path, progress=False)
+        write_json(_cell_path(task, seed, "convert"),
+                   _snn_cell("convert", snn, pipeline.snn_meta(c, ds), ds, work, seed, lava_samples,
+                             {"seconds": time.time() - t0}))
+
+
+# ---------------------------------------------------------------- summary
+def _load_cells(task: str, seeds: List[int]) -> Dict[str, Dict[int, Dict]]:
+    out: Dict[str, Dict[int, Dict]] = {}
+    for m in METHODS:
+        for s in seeds:
+            p = _cell_path(task, s, m)
+            if p.is_file():
+                out.setdefault(m, {})[s] = json.loads(p.read_text())
+    return out
+
+
+def _mean_ci(values: List[float]) -> Dict[str, Any]:
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    return {"mean": float(np.mean(v)) if v else None, "ci95": t_interval(np.array(v)) if len(v) > 1 else None,
+            "per_seed": values, "n": len(v)}
+
+
+def summarize_task(task: str, seeds: List[int]) -> Optional[Dict[str, Any]]:
+    from neurokd import pipeline
+    from neurokd.radio.report import ENERGY, modulation_report, sensing_report
+
+    cells = _load_cells(task, seeds)
+    if not cells:
+        return None
+    ds = pipeline.load_data(_config(task, 0))
+    detection = ds.task == "detection"
+    per_seed: Dict[int, Dict[str, Any]] = {}
+    for s in seeds:
+        receivers = {LABELS[m]: np.array(cells[m][s]["receiver"]) for m in METHODS
+                     if s in cells.get(m, {})}
+        if not receivers:
+            continue
+        rep = sensing_report(ds, receivers) if detection else modulation_report(ds, receivers)
+        per_seed[s] = rep
+    names = ([ENERGY] if detection else []) + [LABELS[m] for m in METHODS]
+    rows: Dict[str, Any] = {}
+    for name in names:
+        reps = [(s, r["receivers"][name]) for s, r in per_seed.items() if name in r["receivers"]]
+        if not reps:
+            continue
+        row: Dict[str, Any] = {"seeds": [s for s, _ in reps]}
+        if detection:
+            for p in (0.1, 0.01):
+                key = f"pfa_{p:g}"
+                row[f"snr_at_pd90_db_{key}"] = _mean_ci([r[key]["snr_at_pd90_db"] for _, r in reps])
+                row[f"pfa_achieved_{key}"] = float(np.mean([r[key]["pfa_achieved"] for _, r in reps]))
+                snrs = list(reps[0][1][key]["pd"])
+                row[f"pd_{key}"] = {k: float(np.mean([r[key]["pd"][k] for _, r in reps])) for k in snrs}
+                row[f"mean_pd_{key}"] = _mean_ci([float(np.mean(list(r[key]["pd"].values())))
+                                                  for _, r in reps])
+            row["auc"] = _mean_ci([r["auc"] for _, r in reps])
+        else:
+            row["mean_accuracy_snr_ge_0"] = _mean_ci([r["mean_accuracy_snr_ge_0"] for _, r in reps])
+            snrs = list(reps[0][1]["accuracy_per_snr"])
+            row["accuracy_per_snr"] = {k: float(np.mean([r["accuracy_per_snr"][k] for _, r in reps]))
+                                       for k in snrs}
+        method = next((m for m in METHODS if LABELS[m] == name), None)
+        if method is not None and method != "teacher":
+            c = [cells[method][s] for s in row["seeds"]]
+            row["lava_spike_match"] = min(x["lava_spike_match"] for x in c)
+            row["lava_samples"] = int(sum(x["lava_samples"] for x in c))
+            row["synops"] = float(np.mean([x["synops"] for x in c]))
+            row["model_bytes"] = int(c[0]["model_bytes"])
+        rows[name] = row
+    out: Dict[str, Any] = {"frames_test": int(len(ds.test)), "budget": TASKS[task] + SHARED,
+                           "receivers": rows, "goals": {}}
+
+    def paired(a: str, b: str, metric) -> Optional[Dict[str, Any]]:
+        common = [s for s in per_seed if a in per_seed[s]["receivers"] and b in per_seed[s]["receivers"]]
+        d = [metric(per_seed[s]["receivers"][a]) - metric(per_seed[s]["receivers"][b]) for s in common]
+        d = [x for x in d if x is not None and np.isfinite(x)]
+        if not d:
+            return None
+        return {"a": a, "b": b, "mean": float(np.mean(d)), "ci95": t_interval(np.array(d)),
+                "per_seed": d}
+
+    q8 = LABELS["qat8"]
+    if detection and task == "sensing":
+        for p in (0.1, 0.01):
+            key = f"pfa_{p:g}"
+            out["goals"][f"qat8_minus_energy_snr_at_pd90_db_{key}"] = paired(
+                q8, ENERGY, lambda r, k=key: (r[k]["snr_at_pd90_db"] if r[k]["snr_at_pd90_db"] is not None
+                                             else float("nan")))
+    if detection and task == "sensing_nu":
+        for p in (0.1, 0.01):
+            key = f"pfa_{p:g}"
+            out["goals"][f"qat8_minus_energy_mean_pd_{key}"] = paired(
+                q8, ENERGY, lambda r, k=key: float(np.mean(list(r[k]["pd"].values()))))
+    if not detection:
+        acc = lambda r: r["mean_accuracy_snr_ge_0"]  # noqa: E731
+        out["goals"]["teacher_minus_qat8_mean_acc_ge0"] = paired(LABELS["teacher"], q8, acc)
+        out["goals"]["direct_minus_qat4_mean_acc_ge0"] = paired(LABELS["direct"], LABELS["qat4"], acc)
+        out["goals"]["colearn_minus_direct_mean_acc_ge0"] = paired(LABELS["colearn"], LABELS["direct"], acc)
+    if detection:
+        out["goals"]["colearn_minus_direct_auc"] = paired(LABELS["colearn"], LABELS["direct"],
+                                                          lambda r: r["auc"])
+    return out
+
+
+def _fmt(stat: Optional[Dict[str, Any]], digits: int = 2) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    ci = stat.get("ci95")
+    text = f"{stat['mean']:.{digits}f}"
+    if ci and np.isfinite(ci[0]):
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    if stat.get("n") is not None and stat["n"] < len(stat.get("per_seed", [])):
+        text += f" ({stat['n']}/{len(stat['per_seed'])} seeds reach it)"
+    return text
+
+
+def _synops(row: Dict[str, Any]) -> str:
+    return f"{row['synops']:.3g}" if "synops" in row else ""
+
+
+def markdown(results: Dict[str, Any]) -> str:
+    lines = ["# Radio workloads against the classical receivers", "",
+             f"Generated by `benchmarks/rf.py` ({results['date']}) on {results['machine']}; seeds "
+             f"{results['seeds']}; every figure is on the same test frames for every receiver. "
+             "Means over seeds with 95% t intervals in brackets. Sensing thresholds are set on the "
+             "H0 test frames with the randomised Neyman-Pearson rule at ties, so every receiver "
+             "runs at the same false-alarm rate. Lava: the exported network in Lava's CPU "
+             "simulator against PyTorch on the first test frames of every seed. A receiver "
+             "whose Pd never reaches 0.9 on the grid has no SNR at Pd 0.9 for that seed; the paired "
+             "differences then use the seeds where both receivers have one.", ""]
+    for task, r in results["tasks"].items():
+        lines += [f"## {task}", "", f"Budget: `{' '.join(r['budget'])}`; {r['frames_test']} test frames.", ""]
+        if task.startswith("sensing"):
+            lines += ["| receiver | SNR at Pd 0.9, Pfa 0.1 (dB) | SNR at Pd 0.9, Pfa 0.01 (dB) | "
+                      "mean Pd over SNRs, Pfa 0.1 | AUC | Lava match | synops/inference | bytes |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for name, row in r["receivers"].items():
+                lines.append(f"| {name} | {_fmt(row['snr_at_pd90_db_pfa_0.1'])} | "
+                             f"{_fmt(row['snr_at_pd90_db_pfa_0.01'])} | {_fmt(row['mean_pd_pfa_0.1'], 3)} | "
+                             f"{_fmt(row['auc'], 3)} | {row.get('lava_spike_match', '')} | "
+                             f"{_synops(row)} | {row.get('model_bytes', '')} |")
+        else:
+            lines += ["| receiver | mean accuracy, SNR ≥ 0 dB | Lava match | synops/inference | bytes |",
+                      "|---|---|---|---|---|"]
+            for name, row in r["receivers"].items():
+                lines.append(f"| {name} | {_fmt(row['mean_accuracy_snr_ge_0'], 4)} | "
+                             f"{row.get('lava_spike_match', '')} | {_synops(row)} | "
+                             f"{row.get('model_bytes', '')} |")
+        lines += ["", "Paired differences (a − b) over seeds:", ""]
+        for goal, g in r["goals"].items():
+            if g is None:
+                lines.append(f"- {goal}: not measurable (a receiver never reached the target)")
+            else:
+                lo, hi = g["ci95"]
+                lines.append(f"- {goal}: {g['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                             f"({g['a']} − {g['b']}, per seed {', '.join(f'{x:+.3f}' for x in g['per_seed'])})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: Dict[str, Any], path: Path) -> None:
+    from neurokd.metrics.plots import _plt, _save
+
+    tasks = list(results["tasks"])
+    if not tasks:
+        return
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        r = results["tasks"][task]
+        for name, row in r["receivers"].items():
+            curve = row.get("pd_pfa_0.1") or row.get("accuracy_per_snr")
+            snr = [float(k) for k in curve]
+            ax.plot(snr, list(curve.values()), marker="o", ms=3, label=name)
+        ax.set(xlabel="SNR (dB)", ylabel="Pd at Pfa 0.1" if task.startswith("sensing") else "accuracy",
+               title=task, ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def summarize(tasks: List[str], seeds: List[int], out: Path) -> Dict[str, Any]:
+    from neurokd.fileio import atomic_path, write_json
+
+    results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds,
+               "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU (Lava CPU simulator)",
+               "tasks": {}}
+    for task in tasks:
+        r = summarize_task(task, seeds)
+        if r is not None:
+            results["tasks"][task] = r
+    write_json(out / "rf.json", results)
+    with atomic_path(out / "rf.md") as md:
+        md.write_text(markdown(results))
+    plot(results, out / "rf.png")
+    return results
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="chains run at once")
+    ap.add_argument("--lava-samples", type=int, default=100)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--chain", help=argparse.SUPPRESS)  # internal: TASK:SEED in this process
+    args = ap.parse_args(argv)
+    if args.chain:
+        task, seed = args.chain.split(":")
+        run_chain(task, int(seed), args.lava_samples)
+        return 0
+    seeds = list(range(args.seeds))
+    queue = [(t, s) for s in seeds for t in args.tasks]
+    running: List[subprocess.Popen] = []
+
+    def stop(signum, _frame):
+        for p in running:
+            p.terminate()
+        for p in running:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    failed = []
+    while queue or running:
+        while queue and len(running) < max(1, args.jobs):
+            task, seed = queue.pop(0)
+            p = subprocess.Popen([sys.executable, __file__, "--chain", f"{task}:{seed}",
+                                  "--lava-samples", str(args.lava_samples)], env=env)
+            p.chain = (task, seed)  # type: ignore[attr-defined]
+            running.append(p)
+            print(f"started {task} seed {seed}", flush=True)
+        time.sleep(2)
+        for p in [p for p in running if p.poll() is not None]:
+            running.remove(p)
+            print(f"finished {p.chain} (exit {p.returncode})", flush=True)  # type: ignore[attr-defined]
+            if p.returncode != 0:
+                failed.append(p.chain)  # type: ignore[attr-defined]
+            summarize(args.tasks, seeds, Path(args.out))
+    print(markdown(summarize(args.tasks, seeds, Path(args.out))))
+    if failed:
+        print(f"failed chains: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
