@@ -40,7 +40,7 @@ CACHE = ROOT / "benchmarks" / ".rf_cache"
 
 # One budget for every seed of a task; the student spec, T and epochs are the same for every method.
 SHARED = ["data.split_seed=0", "student.timesteps=16", "student.hidden=128", "student.epochs=10",
-          "student.patience=4", "teacher.epochs=30", "teacher.patience=6", "quant.epochs=4",
+          "student.patience=6", "student.lr=1e-3", "teacher.epochs=30", "teacher.patience=6", "quant.epochs=4",
           "quant.patience=4", "convert.epochs=3", "convert.patience=3"]
 TASKS: Dict[str, List[str]] = {
     "sensing": ["data.dataset=sensing", "data.radio={n_frames: 10000}", "teacher.model=mlp",
