@@ -142,21 +142,13 @@ def available_memory() -> Optional[int]:
 def memory_estimate(cfg: RunConfig, ds: Dataset, spec: ArchSpec) -> Dict[str, int]:
     """Rough peak bytes of the SNN stages for this spec, window and batch: a lower bound meant to
     catch sizes that cannot fit (a typo in T or units), not to budget memory precisely."""
-    from neurokd.models.spec import ConvLayer, DenseLayer
+    from neurokd.nas.resources import layer_resources
 
     window = cfg.student.timesteps + spec.num_spiking_layers
     inputs = int(np.prod(ds.input_shape))
-    shapes = spec.shapes()
-    neurons = sum(int(np.prod(sh)) for sh, layer in zip(shapes, spec.layers)
-                  if isinstance(layer, (ConvLayer, DenseLayer)))
-    params, fan_in = 0, inputs
-    prev = tuple(spec.input_shape)
-    for layer, sh in zip(spec.layers, shapes):
-        if isinstance(layer, DenseLayer):
-            params += fan_in * layer.units
-        elif isinstance(layer, ConvLayer):
-            params += prev[0] * layer.kernel2[0] * layer.kernel2[1] * layer.channels
-        prev, fan_in = sh, int(np.prod(sh))
+    rows = layer_resources(spec, load_profile(cfg.hardware))
+    neurons = sum(r.neurons for r in rows)
+    params = sum(r.params for r in rows)
     # float32 states: input, current, voltage and spikes per neuron and step, for a batch, and
     # their gradients; weights with gradient and two Adam moments; Lava's int32 input stream.
     training = 4 * cfg.student.batch_size * window * (inputs + 3 * neurons) * 2 + 16 * params
