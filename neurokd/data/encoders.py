@@ -59,6 +59,13 @@ def direct(x: torch.Tensor, timesteps: int, bits: int, generator: Optional[torch
     return q.unsqueeze(-1).expand(*x.shape, timesteps).contiguous()
 
 
+@_register("direct8", message_bits=8)
+def direct8(x: torch.Tensor, timesteps: int, bits: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Direct current injection at 8 bits (256 levels), for inputs whose precision matters more
+    than their count, such as a symbol detector's matched-filter outputs."""
+    return direct(x, timesteps, bits, generator)
+
+
 def get_encoder(name: str) -> Encoder:
     return ENCODERS.get(name)
 

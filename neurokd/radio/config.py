@@ -144,9 +144,112 @@ def radio_config(**options: Any) -> RadioConfig:
     try:
         return RadioConfig(**options)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-        msg = msg.removeprefix("Value error, ")
-        where = f"{loc}: " if loc else ""
-        raise NeurokdError(f"radio config: {where}{msg}") from None
+        raise NeurokdError(_one_line("radio config", exc)) from None
+
+
+def _one_line(what: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    return f"{what}: {loc + ': ' if loc else ''}{msg}"
+
+
+# ---------------------------------------------------------------- MIMO-OFDM symbol detection
+SYMBOL_MODULATIONS = ("qpsk", "16qam")
+MIMO_CHANNELS = ("rayleigh", "awgn")
+EBN0_MIN_DB = -10.0
+EBN0_MAX_DB = 50.0
+
+
+class SymbolsConfig(StrictModel):
+    """What the ``symbols`` generator makes (see :mod:`neurokd.radio.ofdm` for the model).
+
+    ``n_tx`` × ``n_rx`` MIMO, one spatial stream per transmit antenna; ``subcarriers`` per OFDM
+    symbol with a cyclic prefix of ``cp`` samples; ``modulation`` ``qpsk`` or ``16qam`` (Gray
+    mapped). A subframe is ``pilot_symbols`` pilot OFDM symbols (orthogonal across the transmit
+    antennas, on every ``pilot_spacing``-th subcarrier) followed by ``data_symbols`` data OFDM
+    symbols, all through one block-fading channel: ``rayleigh`` (``channel_taps`` independent
+    Rayleigh taps per antenna pair, exponential power-delay profile with decay ``pdp_decay`` taps)
+    or ``awgn`` (the identity channel). ``ebn0_db``: the grid of :math:`E_b/N_0`, each subframe on
+    one point (evenly). ``pa``: ``rapp`` puts a Rapp amplifier (smoothness ``pa_smoothness``, input
+    back-off ``pa_backoff_db`` from the saturation level) on each transmit antenna.
+    ``n_subframes`` in all; ``full_scale``: the network input's full scale (see
+    :mod:`neurokd.data.radio`).
+    """
+
+    model_config = ConfigDict(frozen=True, validate_assignment=False)
+
+    task: Literal["symbols"] = "symbols"
+    n_tx: int = Field(2, ge=1, le=4)
+    n_rx: int = Field(2, ge=1, le=8)
+    subcarriers: int = Field(64, ge=8, le=4096)
+    cp: int = Field(16, ge=0)
+    modulation: Literal["qpsk", "16qam"] = "qpsk"
+    channel: Literal["rayleigh", "awgn"] = "rayleigh"
+    channel_taps: int = Field(8, ge=1, le=256)
+    pdp_decay: float = Field(2.0, gt=0, le=1000)
+    pilot_symbols: int = Field(2, ge=1, le=64)
+    pilot_spacing: int = Field(1, ge=1)
+    data_symbols: int = Field(2, ge=1, le=256)
+    ebn0_db: List[float] = Field(default_factory=lambda: [float(s) for s in range(0, 31, 2)])
+    n_subframes: int = Field(512, gt=0, le=1_000_000)
+    pa: Literal["none", "rapp"] = "none"
+    pa_smoothness: float = Field(2.0, gt=0, le=100)
+    pa_backoff_db: float = Field(3.0, ge=-20, le=40)
+    full_scale: float = Field(4.0, gt=0, le=100)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_is_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        known = set(cls.model_fields)
+        return {k: v for k, v in data.items() if v is not None or k not in known}
+
+    @field_validator("ebn0_db")
+    @classmethod
+    def _sane_grid(cls, value: List[float]) -> List[float]:
+        if not value:
+            raise ValueError("the Eb/N0 grid is empty")
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"the Eb/N0 grid must increase strictly (no repeats): {value}")
+        if value[0] < EBN0_MIN_DB or value[-1] > EBN0_MAX_DB:
+            raise ValueError(f"Eb/N0 must lie in [{EBN0_MIN_DB:g}, {EBN0_MAX_DB:g}] dB; got "
+                             f"{value[0]:g} … {value[-1]:g}")
+        return [float(v) for v in value]
+
+    @model_validator(mode="after")
+    def _makeable(self) -> "SymbolsConfig":
+        if self.n_rx < self.n_tx:
+            raise ValueError(f"n_rx ({self.n_rx}) must be at least n_tx ({self.n_tx}): the "
+                             "linear receivers cannot separate more streams than antennas")
+        if self.cp >= self.subcarriers:
+            raise ValueError(f"cp ({self.cp}) must be shorter than an OFDM symbol "
+                             f"({self.subcarriers} subcarriers)")
+        if self.channel == "rayleigh" and self.channel_taps > self.cp + 1:
+            raise ValueError(f"channel_taps ({self.channel_taps}) exceed the cyclic prefix "
+                             f"({self.cp}) plus one: the generator does not model inter-symbol "
+                             "interference")
+        if self.pilot_symbols < self.n_tx:
+            raise ValueError(f"pilot_symbols ({self.pilot_symbols}) must be at least n_tx "
+                             f"({self.n_tx}) to tell the transmit antennas apart")
+        if self.pilot_spacing >= self.subcarriers:
+            raise ValueError(f"pilot_spacing ({self.pilot_spacing}) leaves fewer than two pilot "
+                             f"subcarriers of {self.subcarriers}")
+        if self.n_subframes < len(self.ebn0_db):
+            raise ValueError(f"n_subframes ({self.n_subframes}) is below the number of Eb/N0 "
+                             f"points ({len(self.ebn0_db)}): some points would get no frame")
+        if self.modulation == "16qam" and self.n_tx > 3:
+            raise ValueError("maximum-likelihood detection of 16-QAM is limited to 3 streams "
+                             f"(16^{self.n_tx} hypotheses)")
+        return self
+
+
+def symbols_config(**options: Any) -> SymbolsConfig:
+    """:class:`SymbolsConfig` from keyword options; any problem is one NeurokdError line."""
+    try:
+        return SymbolsConfig(**options)
+    except ValidationError as exc:
+        raise NeurokdError(_one_line("symbols config", exc)) from None

@@ -82,3 +82,32 @@ def confusion(matrix: np.ndarray, class_names: Sequence[str], path: str | Path,
     ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticklabels(class_names, fontsize=8)
     return _save(fig, path)
+
+
+def ber_vs_ebn0(curves: Mapping[str, Tuple[Sequence[float], Sequence[float], Sequence[float]]],
+                path: str | Path, theory: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+                title: str = "", floor: Optional[float] = None) -> Path:
+    """Uncoded BER (left) and SER (right) against Eb/N0 on log axes, one line per receiver
+    (``{name: (ebn0_db, ber, ser)}``); classical receivers dashed; ``theory`` (Eb/N0, BER) in black;
+    ``floor``: one error in the test bits per point, below which a measured zero is drawn."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.0))
+    classical = ("LS + ", "LMMSE", "ML, ")
+    for name, (ebn0, ber, ser) in curves.items():
+        style = dict(ls="--", lw=1.2) if name.startswith(classical) else dict(lw=1.8)
+        for ax, v in zip(axes, (ber, ser)):
+            v = np.asarray(v, dtype=np.float64)
+            shown = np.where(v > 0, v, np.nan)
+            ax.semilogy(ebn0, shown, marker="o", ms=3, label=name, **style)
+    if theory is not None:
+        axes[0].semilogy(theory[0], theory[1], color="black", lw=1, label="theory")
+    for ax, what in zip(axes, ("bit", "symbol")):
+        ax.set(xlabel="Eb/N0 (dB)", ylabel=f"{what} error rate")
+        if floor is not None:
+            ax.axhline(floor, color="tab:gray", lw=0.8, ls=":")
+            ax.set_ylim(bottom=floor / 2)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].axhline(1e-2, color="tab:red", lw=0.8, ls=":")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -11,6 +11,11 @@ it applies (AWGN, known noise power).
 ``modulation``: every classifier gives one predicted class per test frame; accuracy is reported per
 SNR, with the mean over SNR >= 0 dB and the confusion matrix at SNR >= 0 dB.
 
+``symbols``: every detector decides one constellation point per test sample (one stream of one
+resource element); its index is the point's Gray-coded bits, so uncoded BER and SER per Eb/N0 follow,
+with the Eb/N0 where BER reaches 1e-2, beside the classical receivers (least-squares channel
+estimate with LMMSE or ML detection; LMMSE and ML with the true channel).
+
 A spiking receiver's score comes from its output spikes (:func:`spike_score`), so the chip's
 output alone decides, as it would on Loihi.
 """
@@ -146,8 +151,87 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                 cells.append(f"Pd 0.9 at {'never' if snr is None else f'{snr:.1f} dB'} "
                              f"(Pfa {d['pfa_achieved']:.3f})")
             lines.append(f"{name}: AUC {row['auc']:.3f}; " + "; ".join(cells))
+        elif "ber_per_ebn0" in row:
+            e = row["ebn0_at_ber_1e-2_db"]
+            b20 = row["ber_at_20db"]
+            lines.append(f"{name}: BER 1e-2 at {'never' if e is None else f'{e:.1f} dB'} Eb/N0"
+                         + ("" if b20 is None else f"; BER at 20 dB {b20:.2e}"))
         else:
             mean = row["mean_accuracy_snr_ge_0"]
             lines.append(f"{name}: accuracy {row['accuracy']:.4f}, mean over SNR >= 0 dB "
                          f"{'n/a' if mean is None else f'{mean:.4f}'}")
     return lines
+
+
+# ---------------------------------------------------------------- symbol detection
+BER_TARGET = 1e-2
+LS_LMMSE = "LS + LMMSE"
+CLASSICAL_SYMBOL_RECEIVERS = (LS_LMMSE, "LS + ML", "LMMSE, true channel", "ML, true channel")
+
+
+def classical_symbol_decisions(ds: Dataset) -> Dict[str, np.ndarray]:
+    """Each classical receiver's decided symbol index per test sample (see :mod:`neurokd.radio.mimo`)."""
+    from neurokd.radio.mimo import lmmse_detect, ml_detect
+
+    m = ds.test.meta or {}
+    if not {"y", "h", "h_ls", "n0", "stream"} <= set(m):
+        raise NeurokdError("a symbol-detection report needs the received vectors and channels of "
+                           "each test sample; this dataset has none (use symbols)")
+    mod = ds.radio["modulation"]
+    y, h, h_ls = (m[k].astype(np.complex128) for k in ("y", "h", "h_ls"))
+    return {LS_LMMSE: lmmse_detect(y, h_ls, m["n0"], m["stream"], mod),
+            "LS + ML": ml_detect(y, h_ls, m["stream"], mod),
+            "LMMSE, true channel": lmmse_detect(y, h, m["n0"], m["stream"], mod),
+            "ML, true channel": ml_detect(y, h, m["stream"], mod)}
+
+
+def ebn0_at_ber(ebn0_db, ber, target: float = BER_TARGET) -> Optional[float]:
+    """The Eb/N0 (dB) where ``ber`` first falls to ``target``, interpolated linearly in
+    :math:`\\log_{10}` BER between grid points (a BER of 0 counts as :math:`10^{-12}`); None if it
+    never does on the grid."""
+    lg = -np.log10(np.maximum(np.asarray(ber, dtype=np.float64), 1e-12))
+    return rm.snr_at_pd(ebn0_db, lg, -np.log10(target))
+
+
+def symbols_report(ds: Dataset, predictions: Mapping[str, np.ndarray],
+                   out_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """Uncoded BER and SER per Eb/N0 of the classical receivers and of ``predictions``
+    (``{name: decided symbol index per test sample}``), the Eb/N0 where each reaches BER 1e-2 and
+    each one's BER at 20 dB, with the textbook curve where one applies; writes ``ber_vs_ebn0.png``."""
+    from neurokd.radio.mimo import theory_curve
+    from neurokd.radio.ofdm import bit_errors, bits_per_symbol
+
+    test = ds.test
+    _require(test, "snr")
+    k = bits_per_symbol(ds.radio["modulation"])
+    decisions = {**classical_symbol_decisions(ds), **{n: np.asarray(p) for n, p in predictions.items()}}
+    grid = np.unique(test.snr)
+    at = [test.snr == g for g in grid]
+    out: Dict[str, Any] = {"samples": int(len(test)), "bits": int(len(test) * k),
+                           "bits_per_ebn0": [int(a.sum() * k) for a in at],
+                           "ebn0_db": [float(g) for g in grid], "ber_target": BER_TARGET,
+                           "receivers": {}}
+    curves: Dict[str, Any] = {}
+    for name, pred in decisions.items():
+        if pred.shape != (len(test),):
+            raise NeurokdError(f"receiver {name!r}: {pred.shape} decisions for {len(test)} samples")
+        errors = bit_errors(pred, test.y)
+        ber = np.array([errors[a].sum() / (a.sum() * k) for a in at])
+        ser = np.array([np.mean(pred[a] != test.y[a]) for a in at])
+        out["receivers"][name] = {
+            "ber": float(errors.sum() / (len(test) * k)),
+            "ber_per_ebn0": {f"{g:g}": float(b) for g, b in zip(grid, ber)},
+            "ser_per_ebn0": {f"{g:g}": float(s) for g, s in zip(grid, ser)},
+            "ebn0_at_ber_1e-2_db": ebn0_at_ber(grid, ber),
+            "ber_at_20db": float(ber[grid == 20.0][0]) if np.any(grid == 20.0) else None}
+        curves[name] = (grid, ber, ser)
+    theory = theory_curve(ds.radio, grid)
+    if theory is not None:
+        out["theory_ber_per_ebn0"] = {f"{g:g}": float(b) for g, b in zip(grid, theory)}
+    if out_dir is not None:
+        rp.ber_vs_ebn0(curves, Path(out_dir) / "ber_vs_ebn0.png",
+                       theory=None if theory is None else (grid, theory),
+                       title=f"{ds.radio['n_tx']}x{ds.radio['n_rx']} {ds.radio['modulation'].upper()}, "
+                             f"{ds.radio['channel']}, amplifier {ds.radio['pa']}",
+                       floor=1.0 / max(min(out["bits_per_ebn0"]), 1))
+    return out
