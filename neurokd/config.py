@@ -7,7 +7,7 @@ starts. The resolved configuration is saved in each run directory as ``config.ya
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Dict, Iterable, List, Literal, Optional, get_args
+from typing import Annotated, Any, Dict, Iterable, List, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -75,14 +75,26 @@ class TeacherConfig(TrainConfig):
 
 
 class StudentConfig(TrainConfig):
-    spec: Optional[str] = Field(None, description="architecture spec YAML; None: one hidden layer")
-    hidden: int = Field(256, gt=0, description="hidden units of the default spec")
+    spec: Optional[str] = Field(None, description="architecture spec YAML; None: dense layers of `hidden` units")
+    hidden: Union[int, List[int]] = Field(
+        256, description="hidden units of the default spec: one number for one hidden layer, "
+                         "a list for one layer per width")
     encoder: str = "rate"
     timesteps: int = Field(24, gt=0, le=MAX_TIMESTEPS)
     epochs: int = Field(60, gt=0)
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(32, gt=0)
     patience: int = Field(15, gt=0)
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _widths(cls, value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                for v in items):
+            raise ValueError(f"expected a positive number of units or a non-empty list of them, "
+                             f"got {value!r}")
+        return value
 
 
 class DistillConfig(_Strict):
@@ -213,6 +225,13 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
         "data": {"radio": {"n_frames": 16000}},
         "teacher": {"model": "cnn1d", "epochs": 40, "patience": 8},
         "student": {"timesteps": 16, "epochs": 12, "patience": 6, "lr": 1e-3},
+        "lava": {"samples": 200},
+    },
+    "symbols": {
+        "teacher": {"model": "mlp", "hidden": [128, 128], "epochs": 30, "patience": 6,
+                    "batch_size": 256},
+        "student": {"hidden": [128, 128], "encoder": "direct", "timesteps": 16, "epochs": 10,
+                    "patience": 4, "lr": 1e-3, "batch_size": 256},
         "lava": {"samples": 200},
     },
 }

@@ -26,7 +26,7 @@ from neurokd.models.teachers import build_teacher, teacher_arch, teacher_from_ch
 from neurokd.training import Prepare, accuracy, encoded_batches, fit, seed_everything
 
 Log = Callable[[str], None]
-RADIO_DATASETS = ("sensing", "modulation")
+RADIO_DATASETS = ("sensing", "modulation", "symbols")
 
 
 def _quiet(_: str) -> None:
@@ -523,10 +523,13 @@ def radio_report(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, Any]]
                  seed: int = 0) -> Dict[str, Any]:
     """Radio results of ``models`` beside the classical receivers, with their PNGs in ``out_dir``:
     Pd against SNR at Pfa 0.1 and 0.01, SNR at Pd 0.9 and ROC for ``sensing``; accuracy against SNR
-    and the confusion matrix for ``modulation`` (see :mod:`neurokd.radio.report`)."""
-    from neurokd.radio.report import modulation_report, sensing_report
+    and the confusion matrix for ``modulation``; BER and SER against Eb/N0 for ``symbols`` (see
+    :mod:`neurokd.radio.report`)."""
+    from neurokd.radio.report import modulation_report, sensing_report, symbols_report
 
     receivers = radio_receivers(ds, models, seed)
     if ds.task == "detection":
         return sensing_report(ds, receivers, out_dir)
+    if ds.task == "symbols":
+        return symbols_report(ds, receivers, out_dir)
     return modulation_report(ds, receivers, out_dir)

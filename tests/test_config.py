@@ -61,3 +61,22 @@ def test_shipped_demo_config_is_valid():
 
     cfg = build_config(REPO / "configs" / "demo.yaml")
     assert cfg == RunConfig()
+
+
+def test_student_hidden_takes_one_width_or_a_list_of_layers():
+    from neurokd.models.spec import DenseLayer, default_spec
+
+    assert build_config(overrides=["student.hidden=[64, 32]"]).student.hidden == [64, 32]
+    spec = default_spec((5, 1, 4), 4, [64, 32])
+    assert [layer.units for layer in spec.layers if isinstance(layer, DenseLayer)] == [64, 32, 4]
+    assert [layer.units for layer in default_spec((1, 8, 8), 10, 20).layers] == [20, 10]
+    for bad in ("[]", "[0]", "true", "[8, -1]"):
+        with pytest.raises(NeurokdError, match="student.hidden") as err:
+            build_config(overrides=[f"student.hidden={bad}"])
+        assert "\n" not in str(err.value)
+
+
+def test_symbols_preset_trains_a_two_layer_student_on_graded_spikes():
+    cfg = build_config(overrides=["data.dataset=symbols"])
+    assert cfg.student.hidden == [128, 128] and cfg.student.encoder == "direct"
+    assert build_config(overrides=["data.dataset=symbols", "student.hidden=64"]).student.hidden == 64

@@ -130,3 +130,41 @@ def test_training_that_ends_at_chance_says_so():
     assert pipeline.warn_if_chance(0.75, ds, "snn", said.append)
     assert "at chance" in said[0] and "0.7500" in said[0]
     assert not pipeline.warn_if_chance(0.9, ds, "snn", said.append) and len(said) == 1
+
+
+SYMBOLS_SMALL = ["--set", "data.radio={n_subframes: 64, ebn0_db: [0, 10, 20, 30]}", "--set",
+                 "teacher.epochs=3", "--set", "student.epochs=1", "--set", "student.hidden=32",
+                 "--no-progress"]
+
+
+@pytest.mark.lava
+def test_symbols_demo_reports_ber_beside_the_classical_receivers_and_matches_lava(tmp_path):
+    r = run_cli("demo", "--dataset", "symbols", "--samples", "12", "--out", "d", *SYMBOLS_SMALL,
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "d"
+    assert (run / "ber_vs_ebn0.png").is_file() and (run / "network.net").is_file()
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["lava_spike_match"] == 1.0 and m["dataset"] == "symbols"
+    rec = m["radio"]["receivers"]
+    assert {"LS + LMMSE", "LS + ML", "LMMSE, true channel", "ML, true channel",
+            "SNN (PyTorch = Lava)"} <= set(rec)
+    for row in rec.values():
+        assert list(row["ber_per_ebn0"]) == ["0", "10", "20", "30"]
+        assert all(0.0 <= b <= 1.0 for b in row["ber_per_ebn0"].values())
+    # the textbook ordering on the same samples: ML with the true channel makes the fewest errors
+    assert rec["ML, true channel"]["ber"] <= rec["LMMSE, true channel"]["ber"] <= rec["LS + LMMSE"]["ber"]
+    assert "LS + LMMSE: BER 1e-2 at" in r.stdout
+
+
+@pytest.mark.lava
+def test_symbols_convert_to_graded_spikes_stays_lava_exact(tmp_path):
+    r = run_cli("train-teacher", "--dataset", "symbols", "--out", "t", *SYMBOLS_SMALL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("convert", "--teacher", "t/teacher.pt", "-T", "8", "--set", "student.encoder=direct8",
+                "--out", "c", *SYMBOLS_SMALL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("verify", "--snn", "c/snn.pt", "--net", "c/network.net", "--samples", "16", "--json",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["lava_spike_match"] == 1.0

@@ -160,7 +160,10 @@ def load_spec(path: str | Path) -> ArchSpec:
     return spec_from_dict(read_yaml(path), where=str(path))
 
 
-def default_spec(input_shape: Tuple[int, ...], num_classes: int, hidden: int = 128) -> ArchSpec:
-    """The demo's student: one hidden dense layer of spiking neurons."""
+def default_spec(input_shape: Tuple[int, ...], num_classes: int,
+                 hidden: Union[int, Sequence[int]] = 128) -> ArchSpec:
+    """The demo's student: hidden dense layers of spiking neurons, one per width in ``hidden``
+    (one layer for a single number)."""
+    widths = [hidden] if isinstance(hidden, int) else list(hidden)
     return ArchSpec(input_shape=list(input_shape),
-                    layers=[DenseLayer(units=hidden), DenseLayer(units=num_classes)])
+                    layers=[DenseLayer(units=w) for w in widths] + [DenseLayer(units=num_classes)])

@@ -4,6 +4,10 @@
 ``detectors`` (the energy detector and its theory) and ``metrics`` (Pd at Pfa, ROC, accuracy per
 SNR) → ``plots``. ``radioml`` reads the public RadioML files the user has. The datasets
 ``sensing`` and ``modulation`` (:mod:`neurokd.data.radio`) turn the frames into network inputs.
+
+Symbol detection: ``ofdm`` (MIMO-OFDM subframes, pilots, least-squares channel estimate, detector
+features) → ``mimo`` (LMMSE and ML receivers, textbook BER curves) → ``report.symbols_report``
+(BER and SER against Eb/N0); the dataset ``symbols`` turns the subframes into network inputs.
 """
 
 from neurokd.radio.config import RadioConfig, radio_config
