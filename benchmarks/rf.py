@@ -176,6 +176,17 @@ def _load_cells(task: str, seeds: List[int]) -> Dict[str, Dict[int, Dict]]:
     return out
 
 
+def _snn_columns(cells: Dict[str, Dict[int, Dict]], name: str, seeds: List[int]) -> Dict[str, Any]:
+    """Lava match (worst seed), Lava samples, synops and bytes of a spiking receiver; {} otherwise."""
+    method = next((m for m in METHODS if LABELS[m] == name), None)
+    if method is None or method == "teacher":
+        return {}
+    c = [cells[method][s] for s in seeds]
+    return {"lava_spike_match": min(x["lava_spike_match"] for x in c),
+            "lava_samples": int(sum(x["lava_samples"] for x in c)),
+            "synops": float(np.mean([x["synops"] for x in c])), "model_bytes": int(c[0]["model_bytes"])}
+
+
 def _mean_ci(values: List[float]) -> Dict[str, Any]:
     v = [x for x in values if x is not None and np.isfinite(x)]
     return {"mean": float(np.mean(v)) if v else None, "ci95": t_interval(np.array(v)) if len(v) > 1 else None,
@@ -223,13 +234,7 @@ def summarize_task(task: str, seeds: List[int]) -> Optional[Dict[str, Any]]:
             snrs = list(reps[0][1]["accuracy_per_snr"])
             row["accuracy_per_snr"] = {k: float(np.mean([r["accuracy_per_snr"][k] for _, r in reps]))
                                        for k in snrs}
-        method = next((m for m in METHODS if LABELS[m] == name), None)
-        if method is not None and method != "teacher":
-            c = [cells[method][s] for s in row["seeds"]]
-            row["lava_spike_match"] = min(x["lava_spike_match"] for x in c)
-            row["lava_samples"] = int(sum(x["lava_samples"] for x in c))
-            row["synops"] = float(np.mean([x["synops"] for x in c]))
-            row["model_bytes"] = int(c[0]["model_bytes"])
+        row.update(_snn_columns(cells, name, row["seeds"]))
         rows[name] = row
     out: Dict[str, Any] = {"frames_test": int(len(ds.test)), "budget": SHARED + TASKS[task],
                            "receivers": rows, "goals": {}}
@@ -297,13 +302,7 @@ def summarize_symbols(task: str, ds, cells: Dict[str, Dict[int, Dict]], seeds: L
                                                 for k in reps[0][1]["ber_per_ebn0"]},
                                "ser_per_ebn0": {k: float(np.mean([r["ser_per_ebn0"][k] for _, r in reps]))
                                                 for k in reps[0][1]["ser_per_ebn0"]}}
-        method = next((m for m in METHODS if LABELS[m] == name), None)
-        if method is not None and method != "teacher":
-            c = [cells[method][s] for s in row["seeds"]]
-            row["lava_spike_match"] = min(x["lava_spike_match"] for x in c)
-            row["lava_samples"] = int(sum(x["lava_samples"] for x in c))
-            row["synops"] = float(np.mean([x["synops"] for x in c]))
-            row["model_bytes"] = int(c[0]["model_bytes"])
+        row.update(_snn_columns(cells, name, row["seeds"]))
         rows[name] = row
     at = lambda r: nan if r["ebn0_at_ber_1e-2_db"] is None else r["ebn0_at_ber_1e-2_db"]  # noqa: E731
     b20 = lambda r: nan if r["ber_at_20db"] is None else r["ber_at_20db"]  # noqa: E731

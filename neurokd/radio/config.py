@@ -40,6 +40,18 @@ TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def check_grid(value: List[float], what: str, lo: float, hi: float) -> List[float]:
+    """A grid in dB: not empty, strictly increasing, within [lo, hi]."""
+    if not value:
+        raise ValueError(f"the {what} grid is empty")
+    if any(b <= a for a, b in zip(value, value[1:])):
+        raise ValueError(f"the {what} grid must increase strictly (no repeats): {value}")
+    if value[0] < lo or value[-1] > hi:
+        raise ValueError(f"{what} values must lie in [{lo:g}, {hi:g}] dB; got "
+                         f"{value[0]:g} … {value[-1]:g}")
+    return [float(v) for v in value]
+
+
 class RadioConfig(StrictModel):
     """What to generate.
 
@@ -111,14 +123,7 @@ class RadioConfig(StrictModel):
     @field_validator("snr_db")
     @classmethod
     def _sane_grid(cls, value: List[float]) -> List[float]:
-        if not value:
-            raise ValueError("the SNR grid is empty")
-        if any(b <= a for a, b in zip(value, value[1:])):
-            raise ValueError(f"the SNR grid must increase strictly (no repeats): {value}")
-        if value[0] < SNR_MIN_DB or value[-1] > SNR_MAX_DB:
-            raise ValueError(f"SNRs must lie in [{SNR_MIN_DB:g}, {SNR_MAX_DB:g}] dB; got "
-                             f"{value[0]:g} … {value[-1]:g}")
-        return [float(v) for v in value]
+        return check_grid(value, "SNR", SNR_MIN_DB, SNR_MAX_DB)
 
     @model_validator(mode="after")
     def _fits_in_a_frame(self) -> "RadioConfig":
@@ -211,14 +216,7 @@ class SymbolsConfig(StrictModel):
     @field_validator("ebn0_db")
     @classmethod
     def _sane_grid(cls, value: List[float]) -> List[float]:
-        if not value:
-            raise ValueError("the Eb/N0 grid is empty")
-        if any(b <= a for a, b in zip(value, value[1:])):
-            raise ValueError(f"the Eb/N0 grid must increase strictly (no repeats): {value}")
-        if value[0] < EBN0_MIN_DB or value[-1] > EBN0_MAX_DB:
-            raise ValueError(f"Eb/N0 must lie in [{EBN0_MIN_DB:g}, {EBN0_MAX_DB:g}] dB; got "
-                             f"{value[0]:g} … {value[-1]:g}")
-        return [float(v) for v in value]
+        return check_grid(value, "Eb/N0", EBN0_MIN_DB, EBN0_MAX_DB)
 
     @model_validator(mode="after")
     def _makeable(self) -> "SymbolsConfig":
