@@ -21,31 +21,71 @@ FORCE_HELP = ("replace --out if it is a previous neurokd run directory (nothing 
               "replaced)")
 
 
-def _config_args(p: argparse.ArgumentParser, out_help: str) -> None:
-    g = p.add_argument_group("configuration (file < flags < --set)")
-    g.add_argument("--config", metavar="YAML", help="configuration file (see configs/demo.yaml)")
+DATASET_HELP = ("dataset: digits (scikit-learn's 8x8 digits, bundled), mnist (IDX files in "
+                "--data-dir), sensing, modulation, symbols (generated radio data, with their own "
+                "default T, epochs and Lava samples); default digits")
+DATA_DIR_HELP = ("folder with the dataset's files; mnist: the IDX files (train-images-idx3-ubyte, "
+                 "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, raw or "
+                 ".gz)")
+
+
+def _defaults():
+    from neurokd.config import RunConfig
+
+    return RunConfig()
+
+
+def _config_args(p: argparse.ArgumentParser, out_help: str, *, teacher: bool, student: bool,
+                 epochs: Optional[str] = None) -> None:
+    """The configuration options of a training command: --config, --set and the shortcuts of the
+    stages it runs (``teacher``: the DNN teacher's model; ``student``: the SNN's window, encoder and
+    spec); ``epochs`` names the section whose epoch count --epochs sets."""
+    d = _defaults()
+    g = p.add_argument_group("configuration (defaults < --config file < --set < these flags)")
+    g.add_argument("--config", metavar="YAML",
+                   help="configuration file (configs/demo.yaml lists every key and its default)")
     g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override one config value, e.g. --set teacher.epochs=20 (repeatable)")
-    g.add_argument("--dataset", help="dataset name (digits, mnist)")
-    g.add_argument("--data-dir", help="folder with the dataset's files (mnist: IDX files)")
-    g.add_argument("--seed", type=int, help="seed of every random source")
-    g.add_argument("--timesteps", "-T", type=int, help="SNN input time steps")
-    g.add_argument("--encoder", help="input encoder (rate, direct)")
-    g.add_argument("--spec", help="SNN architecture spec (YAML)")
-    g.add_argument("--teacher-model", help="teacher architecture (mlp, cnn, cnn_bn; cnn1d for I/Q frames)")
+                   help="override one config value, e.g. --set student.lr=1e-3 (repeatable)")
+    g.add_argument("--dataset", help=DATASET_HELP)
+    g.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    g.add_argument("--seed", type=int, help=f"seed of every random source (default {d.seed})")
+    if epochs is not None:
+        g.add_argument("--epochs", type=int, metavar="N",
+                       help=f"training epochs of the {'SNN' if epochs == 'student' else 'teacher'} "
+                            f"({epochs}.epochs, default {getattr(d, epochs).epochs}; early stopping "
+                            f"after {epochs}.patience = {getattr(d, epochs).patience} epochs without "
+                            "a better validation accuracy may end it sooner)")
+    if teacher:
+        g.add_argument("--teacher-model", metavar="MODEL",
+                       help=f"teacher architecture: mlp, cnn, cnn_bn, cnn1d (I/Q frames); default "
+                            f"{d.teacher.model}")
+    if student:
+        g.add_argument("--timesteps", "-T", type=int, metavar="T",
+                       help=f"SNN input time steps (default {d.student.timesteps}, or the T a "
+                            "searched --spec records)")
+        g.add_argument("--encoder", help=f"input encoder: rate, direct, direct8 (default "
+                                         f"{d.student.encoder}, or the one a searched --spec records)")
+        g.add_argument("--spec", metavar="YAML",
+                       help="SNN architecture spec, e.g. the spec.yaml 'neurokd search' writes "
+                            "(default: one hidden dense layer of student.hidden units)")
     p.add_argument("--out", required=True, metavar="DIR", help=out_help)
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
 
 
-def _progress_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+def _progress_args(p: argparse.ArgumentParser, training: bool = True) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars; training prints one line per epoch instead (as it does "
+                        "whenever the output is not a terminal)" if training else
+                        "no progress bars (none are shown when the output is not a terminal)")
 
 
 def _lava_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--samples", type=int, help="test samples to run through Lava")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="first N test samples to run through Lava (default: lava.samples of the "
+                        "run that trained the network)")
     p.add_argument("--backend", choices=["auto", "sim", "loihi2"], default="auto",
                    help="auto: Loihi 2 if lava-loihi reports one, else the CPU simulator")
-    p.add_argument("--data-dir", help="dataset folder, if not where the network was trained")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the network was trained")
     p.add_argument("--metrics", metavar="JSON", help="also write the results to this JSON file")
     p.add_argument("--json", action="store_true",
                    help="print the results as one JSON object on stdout instead of a table")
@@ -53,13 +93,13 @@ def _lava_args(p: argparse.ArgumentParser) -> None:
                    help="replace --metrics if it is a metrics file neurokd wrote")
 
 
-def _run_args(p: argparse.ArgumentParser, example: str) -> None:
+def _run_args(p: argparse.ArgumentParser, example: str, training: bool = True) -> None:
     """--set, --out, --force and --no-progress of a command that writes one run directory."""
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help=f"override a config value, e.g. --set {example} (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
-    _progress_args(p)
+    _progress_args(p, training=training)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,32 +113,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole flow: teacher, SNN, export, Lava, verify",
                        description="Train a DNN teacher and an SNN student, export the SNN to netx, "
                                    "run it in Lava and compare it spike for spike with PyTorch.")
-    _config_args(p, "run directory to create")
-    p.add_argument("--samples", type=int, help="test samples to run through Lava (lava.samples)")
-    p.add_argument("--backend", choices=["auto", "sim", "loihi2"], help="Lava backend (lava.backend)")
+    _config_args(p, "run directory to create", teacher=True, student=True, epochs="student")
+    p.add_argument("--teacher-epochs", type=int, metavar="N",
+                   help="training epochs of the teacher (teacher.epochs, default "
+                        f"{_defaults().teacher.epochs}; early stopping may end it sooner)")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help=f"first N test samples to run through Lava (lava.samples, default "
+                        f"{_defaults().lava.samples})")
+    p.add_argument("--backend", choices=["auto", "sim", "loihi2"],
+                   help="Lava backend (lava.backend, default auto: Loihi 2 if lava-loihi reports "
+                        "one, else the CPU simulator)")
     _progress_args(p)
 
     p = sub.add_parser("train-teacher", help="train a DNN teacher",
-                       description="Train a teacher DNN; writes DIR/teacher.pt, config.yaml, metrics.json.")
-    _config_args(p, "run directory to create")
+                       description="Train a teacher DNN; writes DIR/teacher.pt, config.yaml, "
+                                   "metrics.json and training_curves.png.")
+    _config_args(p, "run directory to create", teacher=True, student=False, epochs="teacher")
     _progress_args(p)
 
     p = sub.add_parser("train-snn", help="train an SNN student directly",
                        description="Train an SNN of slayer CUBA blocks with surrogate gradients; "
-                                   "writes DIR/snn.pt, config.yaml, metrics.json.")
-    _config_args(p, "run directory to create")
+                                   "writes DIR/snn.pt, config.yaml, metrics.json and "
+                                   "training_curves.png.")
+    _config_args(p, "run directory to create", teacher=False, student=True, epochs="student")
     _progress_args(p)
 
     p = sub.add_parser("distill", help="train an SNN student from DNN teachers (co-learning, KD, ...)",
                        description="Train an SNN student with a DNN teacher: co-learning (both "
                                    "directions), classic KD, FitNet hints, relational KD, a teacher "
                                    "ensemble, or none. Writes DIR/snn.pt (and the co-learned "
-                                   "teacher.pt), config.yaml, metrics.json.")
-    p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint (teacher.pt)")
-    p.add_argument("--student", metavar="SPEC", help="student architecture spec (YAML)")
+                                   "teacher.pt), config.yaml, metrics.json and "
+                                   "training_curves.png.")
+    p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint (teacher.pt); every "
+                                                      "method but none needs one")
     p.add_argument("--method", choices=["colearn", "kd", "fitnet", "relational", "ensemble", "none"],
                    help="distillation method (distill.method; default colearn)")
-    _config_args(p, "run directory to create")
+    # the student's spec is --spec, as for demo and train-snn; --student is kept for old scripts
+    p.add_argument("--student", dest="spec", help=argparse.SUPPRESS)
+    _config_args(p, "run directory to create", teacher=False, student=True, epochs="student")
     _progress_args(p)
 
     p = sub.add_parser("export", help="export a trained SNN to a netx HDF5 network",
@@ -106,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "lava.lib.dl.netx.hdf5.Network).")
     p.add_argument("--snn", required=True, metavar="CKPT", help="SNN checkpoint (snn.pt)")
     p.add_argument("--out", required=True, metavar="FILE", help="network file to write (.net)")
-    p.add_argument("--data-dir", help="dataset folder for the 24-bit overflow check")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset folder for the 24-bit overflow check, if "
+                                                     "not where the SNN was trained")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it is a network neurokd exported")
 
@@ -114,18 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Quantize a trained SNN to the integers of a Loihi profile: "
                                    "trainable quantizer scales, layers entering quantization by a "
                                    "probability schedule, distillation from the full-precision "
-                                   "model. Writes snn.pt (verify it with 'neurokd verify') and "
-                                   "network.net.")
+                                   "model. Writes snn.pt (verify it with 'neurokd verify'), "
+                                   "network.net, metrics.json and, except for ptq, "
+                                   "training_curves.png.")
     p.add_argument("--snn", required=True, metavar="CKPT", help="trained full-precision SNN (snn.pt)")
-    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML")
+    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML "
+                                      "(default: the SNN's own)")
     p.add_argument("--bits", type=int, help="weight bits of every layer (default 8)")
     p.add_argument("--layer-bits", metavar="B,B,...", help="bits per spiking layer, e.g. 8,4")
     p.add_argument("--method", choices=["ptq", "fixed_qat", "lsq", "lsq_prob", "lsq_prob_kd"],
                    help="quantization method (default lsq_prob_kd)")
     p.add_argument("--kd-from", metavar="CKPT", help="full-precision supervisor: a teacher or SNN "
                                                       "checkpoint (default: the float SNN itself)")
-    p.add_argument("--epochs", type=int, help="QAT epochs")
-    p.add_argument("--data-dir", help="dataset folder, if not where the SNN was trained")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help=f"most QAT epochs (quant.epochs, default {_defaults().quant.epochs})")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the SNN was trained")
     _run_args(p, "quant.lr=1e-3")
 
     p = sub.add_parser("convert", help="convert a trained DNN into a quantized Loihi SNN",
@@ -137,44 +193,59 @@ def build_parser() -> argparse.ArgumentParser:
                                    "distillation. Writes snn.pt (verify it with 'neurokd verify'), "
                                    "network.net, metrics.json and a rate-tracking plot.")
     p.add_argument("--teacher", required=True, metavar="CKPT", help="trained DNN (teacher.pt)")
-    p.add_argument("--timesteps", "-T", required=True, type=int, help="SNN input time steps")
-    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML")
+    p.add_argument("--timesteps", "-T", required=True, type=int, metavar="T",
+                   help="SNN input time steps")
+    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML "
+                                      "(default: the teacher run's, loihi2 unless set)")
     p.add_argument("--method", choices=["qkd", "plain"], help="qkd (default) or plain conversion")
-    p.add_argument("--epochs", type=int, help="qkd fine-tuning epochs")
-    p.add_argument("--data-dir", help="dataset folder, if not where the teacher was trained")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help=f"most qkd fine-tuning epochs (convert.epochs, default "
+                        f"{_defaults().convert.epochs})")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the teacher was trained")
     _run_args(p, "convert.percentile=99.5")
 
     p = sub.add_parser("search", help="training-free search for an SNN that fits the chip",
                        description="Sample Loihi-compatible SNN architectures, reject those over "
                                    "the budget, score the rest at initialization with a proxy "
                                    "(no training), and write a ranked table, the Pareto front "
-                                   "against cores and synaptic operations, and the chosen spec "
-                                   "(spec.yaml, for --spec / --student).")
-    p.add_argument("--dataset", help="dataset name (digits, mnist)")
-    p.add_argument("--data-dir", help="folder with the dataset's files (mnist: IDX files)")
-    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML")
-    p.add_argument("--max-cores", type=int, help="budget: estimated cores (default: one chip)")
-    p.add_argument("--max-memory", type=int, metavar="BYTES", help="budget: synaptic memory")
-    p.add_argument("--candidates", type=int, default=100, help="architectures to score")
+                                   "of score against estimated cores, and the chosen spec "
+                                   "(spec.yaml, with the T and encoder it was scored at, for "
+                                   "--spec).")
+    p.add_argument("--dataset", help=DATASET_HELP)
+    p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML "
+                                      "(default loihi2)")
+    p.add_argument("--max-cores", type=int, metavar="N", help="budget: estimated cores (default: one chip)")
+    p.add_argument("--max-memory", type=int, metavar="BYTES",
+                   help="budget: synaptic memory (default: no limit)")
+    p.add_argument("--candidates", type=int, default=100, metavar="K",
+                   help="architectures to score (default %(default)s)")
     p.add_argument("--proxy", default="synops",
-                   help="score to maximise (default synops: the best rank correlation with trained "
+                   help="score to maximise: synops, params, gradsign, grad_stats, snasnet, naswot, "
+                        "snip, synflow (default synops: the best rank correlation with trained "
                         "accuracy measured, see benchmarks/results/nas_correlation.md)")
-    p.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
-    p.add_argument("--space", metavar="YAML", help="search space (default: neurokd/nas/space.py)")
-    p.add_argument("--workers", type=int, default=1, help="scoring processes")
+    p.add_argument("--strategy", choices=["evolution", "random"], default="evolution",
+                   help="evolution (default): aging evolution over a population of 20, each "
+                        "child a mutation of the best of 5 random members, the oldest retired; "
+                        "random: independent samples of the space")
+    p.add_argument("--space", metavar="YAML", help="search space, including the time steps T it "
+                                                   "scores at (default: neurokd/nas/space.py)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="scoring processes (default %(default)s); the result does not depend on it")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="score on this running Ray cluster (host:port, or 'auto') instead of local "
                         "processes; needs the optional extra: pip install 'neurokd[ray]'")
-    p.add_argument("--encoder", help="input encoder (rate, direct)")
-    p.add_argument("--seed", type=int, help="seed of the sampling and the data batches")
-    _run_args(p, "data.limit=500")
+    p.add_argument("--encoder", help="input encoder: rate, direct, direct8 (default rate); "
+                                     "recorded in spec.yaml")
+    p.add_argument("--seed", type=int, help="seed of the sampling and the data batches (default 0)")
+    _run_args(p, "data.limit=500", training=False)
 
     p = sub.add_parser("run-lava", help="run an exported network in Lava and report accuracy",
                        description="Run a netx network on Loihi 2 or Lava's CPU simulator over "
                                    "test samples, one run with a reset between samples.")
     p.add_argument("--net", required=True, metavar="FILE", help="network file (.net)")
     _lava_args(p)
-    _progress_args(p)
+    _progress_args(p, training=False)
 
     p = sub.add_parser("verify", help="compare PyTorch and Lava output spikes step by step",
                        description="Run the same samples through the PyTorch SNN and Lava and "
@@ -182,23 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snn", required=True, metavar="CKPT", help="SNN checkpoint (snn.pt)")
     p.add_argument("--net", metavar="FILE", help="its exported network; exported afresh if omitted")
     _lava_args(p)
-    _progress_args(p)
+    _progress_args(p, training=False)
     return parser
+
+
+# The training commands' flags and the config keys they set (a command without the flag: None).
+FLAG_KEYS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "seed": "seed",
+             "timesteps": "student.timesteps", "encoder": "student.encoder", "spec": "student.spec",
+             "teacher_model": "teacher.model", "teacher_epochs": "teacher.epochs",
+             "samples": "lava.samples", "backend": "lava.backend", "method": "distill.method"}
 
 
 def _config(args: argparse.Namespace):
     from neurokd.config import build_config
 
-    values: Dict[str, Any] = {
-        "data.dataset": args.dataset, "data.data_dir": args.data_dir, "seed": args.seed,
-        "student.timesteps": args.timesteps, "student.encoder": args.encoder,
-        "student.spec": args.spec, "teacher.model": args.teacher_model,
-        "lava.samples": getattr(args, "samples", None), "lava.backend": getattr(args, "backend", None),
-        "distill.method": getattr(args, "method", None),
-    }
-    if getattr(args, "student", None) is not None:
-        values["student.spec"] = args.student
-    return build_config(args.config, args.set, values)
+    values: Dict[str, Any] = {key: getattr(args, flag, None) for flag, key in FLAG_KEYS.items()}
+    if getattr(args, "epochs", None) is not None:
+        # demo, train-snn and distill: the SNN's epochs; train-teacher: the teacher's
+        values["teacher.epochs" if args.command == "train-teacher" else "student.epochs"] = args.epochs
+    return build_config(args.config, args.set, values, log=print)
 
 
 def _inputs(args: argparse.Namespace, cfg=None) -> List[Optional[str]]:
@@ -218,7 +291,9 @@ def _run_dir(args: argparse.Namespace, cfg=None):
 
 
 def _progress(args: argparse.Namespace) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
+    """Progress bars only where a person watches both streams; otherwise (output to a file or a
+    pipe, or --no-progress) training prints one line per epoch to stdout instead."""
+    return not args.no_progress and sys.stderr.isatty() and sys.stdout.isatty()
 
 
 def _positive(name: str, value: Optional[int]) -> None:
@@ -229,7 +304,8 @@ def _positive(name: str, value: Optional[int]) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from neurokd.demo import run_demo
 
-    _positive("--samples", args.samples)
+    for name in ("--samples", "--epochs", "--teacher-epochs"):
+        _positive(name, getattr(args, name[2:].replace("-", "_")))
     cfg = _config(args)
     run_demo(cfg, args.out, force=args.force, progress=_progress(args), inputs=_inputs(args, cfg))
     return 0
@@ -242,7 +318,10 @@ def _train(args: argparse.Namespace, which: str) -> int:
     from neurokd.metrics import plots
     from neurokd.metrics.report import table
 
+    _positive("--epochs", args.epochs)
     cfg = _config(args)
+    if which == "snn":
+        cfg = pipeline.as_direct_training(cfg)
     pipeline.check_config(cfg)
     with _run_dir(args, cfg) as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
@@ -261,7 +340,8 @@ def _train(args: argparse.Namespace, which: str) -> int:
             model, metrics = pipeline.train_snn(cfg, ds, _progress(args), print)
             pipeline.save_snn(run / "snn.pt", model, cfg, ds)
             history = metrics.pop("snn_history")
-        plots.training_curves({which: history}, run / "training_curves.png")
+        plots.training_curves({which: history}, run / "training_curves.png",
+                              kept={which: metrics[f"{'teacher' if which == 'teacher' else 'snn'}_best_epoch"]})
         radio = None
         if pipeline.is_radio(ds):
             receivers = {}
@@ -324,7 +404,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         save_checkpoint(run / "snn.pt", "snn", qmodel.arch(), qmodel.state_dict(), new_meta)
         pipeline.export_snn(qmodel, run / "network.net", new_meta, ds, log=print)
         if "qat_history" in metrics:
-            plots.training_curves({"quantize": metrics.pop("qat_history")}, run / "training_curves.png")
+            plots.training_curves({"quantize": metrics.pop("qat_history")}, run / "training_curves.png",
+                                  kept={"quantize": metrics["qat_best_epoch"]},
+                                  start={"quantize": metrics["qat_start_val_accuracy"]})
         if pipeline.is_radio(ds):
             metrics["radio"] = pipeline.radio_report(
                 ds, {"SNN, float": (model, meta),
@@ -341,6 +423,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     shown = [(k, v) for k, v in metrics.items()
              if k not in ("layers", "test_overflow", "train_overflow", "radio")]
     print(table(shown, title=f"quantize: {args.snn} → {cfg.hardware}"))
+    print("float_snn_accuracy is the checkpoint as train-snn evaluated it (same test split and "
+          "encoding); float_unrounded_accuracy: its weights without slayer's 8-bit rounding, in "
+          "float arithmetic (the lsq_prob_kd reference)")
     _radio_lines(metrics.get("radio"))
     print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
           f"--net {args.out}/network.net)")
@@ -378,7 +463,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         plots.rate_scatter(pairs, run / "rate_tracking.png",
                            names=[f"{row['kind']} {i}" for i, row in enumerate(metrics["layers"])])
         if "qkd_history" in metrics:
-            plots.training_curves({"qkd": metrics.pop("qkd_history")}, run / "training_curves.png")
+            plots.training_curves({"qkd": metrics.pop("qkd_history")}, run / "training_curves.png",
+                                  kept={"qkd": metrics["qkd_best_epoch"]},
+                                  start={"qkd": metrics["qkd_start_val_accuracy"]})
         if pipeline.is_radio(ds):
             metrics["radio"] = pipeline.radio_report(
                 ds, {f"DNN teacher ({cfg.teacher.model})": (pipeline.load_teacher(args.teacher), {}),
@@ -404,6 +491,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from neurokd.hardware import load_profile
     from neurokd.metrics import plots
     from neurokd.metrics.report import table
+    from neurokd.models.spec import save_spec
     from neurokd.nas.resources import Budget
     from neurokd.nas.search import run_search
     from neurokd.nas.space import describe, load_space
@@ -432,7 +520,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
         chosen = res["chosen"]
-        write_yaml(run / "spec.yaml", chosen.spec.model_dump())
+        save_spec(run / "spec.yaml", chosen.spec, timesteps=space.timesteps,
+                  encoder=cfg.student.encoder)
         front = res["front"]
         plots.pareto([(c.resources["cores"], c.scores["synops"], c.scores[args.proxy])
                       for c in res["ranked"]],
@@ -450,8 +539,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                  f"{r['synapses']} synapses") for r in rows[:10]],
                 title=f"search: {ds.name}, proxy {args.proxy}, {len(rows)} candidates "
                       f"({res['archs_per_second']:.1f}/s)"))
-    print(f"chosen: {describe(chosen.spec)} → {args.out}/spec.yaml; train it with: neurokd demo "
-          f"--spec {args.out}/spec.yaml -T {space.timesteps} --out runs/searched")
+    print(f"chosen: {describe(chosen.spec)} → {args.out}/spec.yaml (T = {space.timesteps}, "
+          f"encoder {cfg.student.encoder}, recorded in the spec); train it with: neurokd demo "
+          f"--spec {args.out}/spec.yaml --out runs/searched")
     return 0
 
 
@@ -600,6 +690,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from neurokd.interrupts import kill_descendants, signals_to_exceptions
 
+    if hasattr(sys.stdout, "reconfigure") and not sys.stdout.line_buffering:
+        sys.stdout.reconfigure(line_buffering=True)  # a file or a pipe gets each line as it is printed
     with signals_to_exceptions() as state:
         try:
             args = build_parser().parse_args(argv)

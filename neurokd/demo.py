@@ -23,6 +23,7 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
     from neurokd.deploy.lava_run import resolve_backend
 
     seconds: Dict[str, float] = {}
+    cfg = pipeline.as_direct_training(cfg)  # the demo trains its student directly
     pipeline.check_config(cfg)
     resolve_backend(cfg.lava.backend)  # no chip for --backend loihi2: say so before training
     with RunDir(out, force=force, inputs=inputs, command="demo") as run:
@@ -53,14 +54,20 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
         t0 = time.perf_counter()
         from neurokd.deploy.export import read_meta
 
+        log(f"lava: running the first {cfg.lava.samples} test samples and comparing every output "
+            "spike with PyTorch")
         v = pipeline.verify(snn, net_path, ds, read_meta(net_path), cfg.lava.samples,
                             cfg.lava.backend, seed=cfg.seed, progress=progress)
         seconds["lava"] = time.perf_counter() - t0
         torch_spikes, lava_spikes = v.pop("_torch_spikes"), v.pop("_lava_spikes")
+        labels = v.pop("_labels")
 
         plots.training_curves({"teacher": t_metrics.pop("teacher_history"),
-                               "snn": s_metrics.pop("snn_history")}, run / "training_curves.png")
-        plots.spike_raster(torch_spikes, lava_spikes, run / "spike_raster.png")
+                               "snn": s_metrics.pop("snn_history")}, run / "training_curves.png",
+                              kept={"teacher": t_metrics["teacher_best_epoch"],
+                                    "snn": s_metrics["snn_best_epoch"]})
+        plots.spike_raster(torch_spikes, lava_spikes, run / "spike_raster.png", labels=labels,
+                           class_names=ds.class_names)
         radio = None
         if pipeline.is_radio(ds):
             t0 = time.perf_counter()

@@ -89,7 +89,8 @@ def train_teacher(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log =
               seed=cfg.seed, desc=f"teacher {t.model}", progress=progress, log=log)
     test_acc = accuracy(model.eval(), ds.test, identity, logits_of, seed=cfg.seed)
     return model, {"teacher_accuracy": test_acc, "teacher_val_accuracy": res.best_val_accuracy,
-                   "teacher_epochs": res.epochs_run, "teacher_history": res.history}
+                   "teacher_epochs": res.epochs_run, "teacher_best_epoch": res.best_epoch,
+                   "teacher_history": res.history}
 
 
 def save_teacher(path: str | Path, model: nn.Module, cfg: RunConfig, ds: Dataset) -> Path:
@@ -187,6 +188,15 @@ def warn_if_chance(val_accuracy: float, ds: Dataset, what: str, log: Log) -> boo
     return False
 
 
+def as_direct_training(cfg: RunConfig) -> RunConfig:
+    """A copy of ``cfg`` that says what ``train_snn`` does: the student learns from the labels
+    alone (``distill.method: none``), so a run's saved configuration does not name a distillation
+    method it never used."""
+    out = cfg.model_copy(deep=True)
+    out.distill.method = "none"
+    return out
+
+
 def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _quiet
               ) -> Tuple[SpikingNet, Dict[str, Any]]:
     """Train an SNN student directly with surrogate gradients (slayer's 8-bit weight rounding)."""
@@ -203,8 +213,8 @@ def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _qu
     test_acc = accuracy(model.eval(), ds.test, prepare, spike_counts, seed=cfg.seed)
     warn_if_chance(res.best_val_accuracy, ds, "snn", log)
     return model, {"snn_accuracy": test_acc, "snn_val_accuracy": res.best_val_accuracy,
-                   "snn_epochs": res.epochs_run, "snn_epoch_seconds": res.epoch_seconds,
-                   "snn_history": res.history}
+                   "snn_epochs": res.epochs_run, "snn_best_epoch": res.best_epoch,
+                   "snn_epoch_seconds": res.epoch_seconds, "snn_history": res.history}
 
 
 def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path]) -> List[nn.Module]:
@@ -259,7 +269,8 @@ def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path] =
     warn_if_chance(res.best_val_accuracy, ds, f"distill {d.method}", log)
     metrics.update({"snn_accuracy": accuracy(student, ds.test, prepare, spike_counts, seed=cfg.seed),
                     "snn_val_accuracy": res.best_val_accuracy, "snn_epochs": res.epochs_run,
-                    "snn_epoch_seconds": res.epoch_seconds, "snn_history": res.history})
+                    "snn_best_epoch": res.best_epoch, "snn_epoch_seconds": res.epoch_seconds,
+                    "snn_history": res.history})
     if teachers and teacher_trains(d):
         metrics["teacher_accuracy_after"] = accuracy(teachers[0], ds.test, identity, logits_of)
     return student, (teachers[0] if teachers else None), metrics
@@ -482,7 +493,7 @@ def verify(model: SpikingNet, net_path: str | Path, ds: Dataset, meta: Dict[str,
         "snn_accuracy_on_lava_samples": float((torch_pred == labels).mean()),
         "state_extremes": state,
         "state_overflow": any(r["overflow"] for r in state),
-        "_torch_spikes": torch_spikes, "_lava_spikes": lava_spikes,
+        "_torch_spikes": torch_spikes, "_lava_spikes": lava_spikes, "_labels": labels,
     })
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -35,10 +36,25 @@ class FitResult:
     best_val_accuracy: float
     epochs_run: int
     history: List[Dict[str, float]] = field(default_factory=list)
+    # Validation accuracy of the starting weights (``keep_start``), before any epoch: epoch 0.
+    start_val_accuracy: Optional[float] = None
 
     @property
     def epoch_seconds(self) -> float:
         return float(np.mean([h["seconds"] for h in self.history])) if self.history else 0.0
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person reads it: ``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 EVAL_BATCH = 256
@@ -78,25 +94,43 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         epochs: int, lr: float, batch_size: int, patience: int, seed: int,
         weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
         objective: Optional[Objective] = None, param_groups: Optional[List[Dict]] = None,
-        log: Optional[Callable[[str], None]] = None, keep_start: bool = False) -> FitResult:
+        log: Optional[Callable[[str], None]] = None, keep_start: bool = False,
+        schedule: str = "constant") -> FitResult:
     """Adam on ``objective`` (default: cross-entropy of ``readout``); keeps the weights of the best
     validation epoch, judged by ``readout``. Stops early after ``patience`` epochs without a better
     validation accuracy. ``param_groups`` (Adam's format) default to all of ``model``'s parameters.
     With ``keep_start`` (fine-tuning), the starting weights are validated too, as epoch 0, and kept
-    when no epoch beats them.
+    when no epoch beats them. ``schedule``: ``constant`` learning rate, or ``cosine`` decay from
+    ``lr`` towards 0 over the ``epochs``, step by step.
+
+    ``progress`` shows a progress bar; without it, each epoch is reported as one line to ``log``
+    (loss, validation accuracy, seconds, an estimate of the time left), for logs and pipes. The
+    outcome is one line to ``log`` either way.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
     seed_everything(seed)
     groups = param_groups if param_groups is not None else [{"params": list(model.parameters())}]
     opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    n = len(train)
+    total_steps = max(1, epochs * -(-n // batch_size))
+    sched = None
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     best_state = copy.deepcopy(model.state_dict())
     best_val, best_epoch, stale = -1.0, 0, 0
+    start_val: Optional[float] = None
+    lines = log if (log is not None and not progress) else None
     if keep_start:
-        best_val = accuracy(model, val, prepare, readout, seed=seed + 1)
+        best_val = start_val = accuracy(model, val, prepare, readout, seed=seed + 1)
+        if lines is not None:
+            lines(f"{desc}: start: validation accuracy {start_val:.4f}")
     history: List[Dict[str, float]] = []
     bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
-    n = len(train)
+    began = time.perf_counter()
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
@@ -114,6 +148,8 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += float(loss) * len(idx)
             count += len(idx)
         seconds = time.perf_counter() - t0
@@ -121,17 +157,40 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         history.append({"epoch": epoch, "loss": total / count, "val_accuracy": val_acc,
                         "seconds": seconds})
         bar.set_postfix(loss=f"{total / count:.3f}", val=f"{val_acc:.3f}")
-        if val_acc > best_val:
+        improved = val_acc > best_val
+        if improved:
             best_val, best_epoch, stale = val_acc, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if stale >= patience:
-                break
+        if lines is not None:
+            elapsed = time.perf_counter() - began
+            left = elapsed / epoch * (epochs - epoch)
+            lines(f"{desc}: epoch {epoch}/{epochs}: loss {total / count:.4f}, validation accuracy "
+                  f"{val_acc:.4f} (best {best_val:.4f} at {_at(best_epoch)}), {seconds:.1f} s; "
+                  + (f"about {duration(left)} left" if epoch < epochs else "done"))
+        if stale >= patience:
+            break
     bar.close()
     model.load_state_dict(best_state)
     if log is not None:
-        at = f"epoch {best_epoch}" if best_epoch else "the start (no epoch beat it)"
-        log(f"{desc}: best validation accuracy {best_val:.4f} at {at} ("
-            f"{len(history)} epochs, {np.mean([h['seconds'] for h in history]):.2f} s/epoch)")
-    return FitResult(best_epoch, best_val, len(history), history)
+        ran = len(history)
+        how = (f"{ran} epochs, stopped early after {patience} without a better validation "
+               f"accuracy" if ran < epochs else f"{ran} epochs")
+        if history:
+            how += f", {np.mean([h['seconds'] for h in history]):.2f} s/epoch"
+        if keep_start and best_epoch == 0:
+            peak = max(history, key=lambda h: h["val_accuracy"]) if history else None
+            tried = (f"; its best epoch, {peak['epoch']}, reached {peak['val_accuracy']:.4f}"
+                     if peak else "")
+            log(f"{desc}: fine-tuning did not beat the starting weights (validation accuracy "
+                f"{start_val:.4f}{tried}); kept the start ({how})")
+        else:
+            since = f", start {start_val:.4f}" if start_val is not None else ""
+            log(f"{desc}: best validation accuracy {best_val:.4f} at epoch {best_epoch} "
+                f"({how}{since})")
+    return FitResult(best_epoch, best_val, len(history), history, start_val)
+
+
+def _at(epoch: int) -> str:
+    return f"epoch {epoch}" if epoch else "the start"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from neurokd.cli import main
-from tests.conftest import TINY, write_idx
+from tests.conftest import TINY, run_cli, write_idx
 
 DEMO_KEYS = {"teacher_accuracy", "snn_accuracy", "lava_accuracy", "lava_samples", "lava_spike_match",
              "lava_prediction_agreement", "backend"}
@@ -78,6 +78,70 @@ def test_train_commands_write_their_checkpoints(tmp_path, capsys):
     assert 0 <= m["snn_accuracy"] <= 1
 
 
+def test_one_checkpoint_gets_one_accuracy_from_train_snn_and_quantize(tmp_path, capsys):
+    """quantize reports the float accuracy of the checkpoint it was given: the very number
+    train-snn recorded for it (same model, test split, encoding seed and batches)."""
+    snn = tmp_path / "s"
+    assert main(["train-snn", "--out", str(snn), "--no-progress", *TINY]) == 0
+    trained = json.loads((snn / "metrics.json").read_text())
+    assert main(["quantize", "--snn", str(snn / "snn.pt"), "--method", "ptq", "--out",
+                 str(tmp_path / "q"), "--no-progress"]) == 0
+    quantized = json.loads((tmp_path / "q" / "metrics.json").read_text())
+    assert quantized["float_snn_accuracy"] == trained["snn_accuracy"]
+    assert 0.0 <= quantized["float_unrounded_accuracy"] <= 1.0  # another network, named apart
+    assert "float_snn_accuracy is the checkpoint as train-snn evaluated it" in capsys.readouterr().out
+
+
+def test_training_into_a_pipe_prints_a_line_per_epoch(tmp_path):
+    """stdout is a pipe here, as in `neurokd ... | tee log` or under a job scheduler: no bars, one
+    line per epoch with its values and the time left, flushed line by line."""
+    import re
+
+    r = run_cli("train-snn", "--out", "s", *TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    epochs = re.findall(r"^snn: epoch (\d+)/4: loss ([\d.]+), validation accuracy ([\d.]+) "
+                        r"\(best [\d.]+ at [a-z ]+\d*\), [\d.]+ s; (about [\dminh ]+ s? ?left|done)$",
+                        r.stdout, flags=re.M)
+    assert [int(e[0]) for e in epochs] == list(range(1, m["snn_epochs"] + 1))
+    assert all(0.0 <= float(e[2]) <= 1.0 and float(e[1]) > 0 for e in epochs)
+    assert max(float(e[2]) for e in epochs) == round(m["snn_val_accuracy"], 4)
+    assert f"snn: best validation accuracy {m['snn_val_accuracy']:.4f} at epoch" in r.stdout
+    assert "\r" not in r.stdout + r.stderr  # no progress bar redraws
+
+
+def test_each_training_command_offers_its_own_options(tmp_path, capsys):
+    """--help lists what a command uses and nothing else; --epochs sets the epochs of the model
+    the command trains."""
+    from neurokd.cli import _config, build_parser
+
+    def helptext(command):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())  # as one line, whatever the wrapping
+
+    teacher, snn, distill = helptext("train-teacher"), helptext("train-snn"), helptext("distill")
+    assert "--teacher-model" in teacher and not {"--timesteps", "--encoder", "--spec"} & set(teacher.split())
+    assert "--teacher-model" not in snn and "--spec YAML" in snn
+    assert "--student" not in distill and "--teacher-model" not in distill and "--spec YAML" in distill
+    assert "(student.epochs, default 60" in snn and "(teacher.epochs, default 100" in teacher
+    search = helptext("search")
+    assert "(default 100)" in search and "(default 1)" in search and "aging evolution" in search
+    from neurokd.models.spec import default_spec, save_spec
+
+    spec = str(save_spec(tmp_path / "x.yaml", default_spec((1, 8, 8), 10, 16)))
+    parser = build_parser()
+    for argv, key, value in [(["train-teacher", "--epochs", "7"], "teacher", 7),
+                             (["train-snn", "--epochs", "7"], "student", 7),
+                             (["demo", "--epochs", "7", "--teacher-epochs", "9"], "student", 7),
+                             (["demo", "--teacher-epochs", "9"], "teacher", 9),
+                             (["distill", "--student", spec, "--epochs", "3"], "student", 3)]:
+        args = parser.parse_args([*argv, "--out", "o"])
+        assert getattr(_config(args), key).epochs == value, argv
+    args = parser.parse_args(["distill", "--student", spec, "--out", "o"])  # the old spelling
+    assert _config(args).student.spec == spec
+
+
 @pytest.mark.lava
 def test_distill_then_verify(demo_run, tmp_path, capsys):
     out = tmp_path / "co"
@@ -122,6 +186,8 @@ def _bad_idx(folder, kind):
     (["demo", "--set", "student.hidden=-4"], "student.hidden"),
     (["demo", "--set", "teacher.batch_size=0"], "teacher.batch_size"),
     (["demo", "--samples", "0"], "--samples must be positive"),
+    (["demo", "--epochs", "0"], "--epochs must be positive"),
+    (["demo", "--teacher-epochs", "-1"], "--teacher-epochs must be positive"),
     (["demo", "--set", "teacher.colour=red"], "teacher.colour: unknown key"),
     (["demo", "--dataset", "mnist"], "needs --data-dir"),
     (["demo", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "no such directory"),

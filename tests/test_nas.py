@@ -140,9 +140,15 @@ def test_pareto_front_keeps_exactly_the_non_dominated():
     def cand(score, cores, ops):
         return Candidate(spec, {"cores": cores, "synops": ops}, {"p": score, "synops": ops})
 
-    a, b, c, d = cand(3, 2, 100), cand(2, 1, 100), cand(1, 2, 200), cand(3, 1, 300)
-    front = pareto_front([a, b, c, d], "p")
-    assert c not in front and {id(x) for x in front} == {id(a), id(b), id(d)}
+    # higher score and fewer cores; synaptic operations (the third number) play no part
+    a, b, c, d, e = (cand(3, 2, 100), cand(2, 1, 100), cand(1, 2, 200), cand(4, 3, 300),
+                     cand(2, 1, 900))
+    front = pareto_front([a, b, c, d, e], "p")
+    assert [id(x) for x in front] == [id(b), id(e), id(a), id(d)]  # by cores; b, e are equal
+    # the default proxy is the measured synaptic operations: with it as both score and cost,
+    # every candidate would be on the front; here only the best of each core count is
+    same = [cand(ops, cores, ops) for ops, cores in ((100, 1), (200, 1), (300, 2), (250, 3))]
+    assert [x.scores["p"] for x in pareto_front(same, "synops")] == [200, 300]
 
 
 def test_search_cli_writes_a_spec_that_training_accepts_and_refuses_bad_input(tmp_path):
@@ -153,6 +159,8 @@ def test_search_cli_writes_a_spec_that_training_accepts_and_refuses_bad_input(tm
         assert (tmp_path / "s" / name).is_file(), name
     load_spec(tmp_path / "s" / "spec.yaml").check_task(10, (1, 8, 8))
     assert len((tmp_path / "s" / "ranked.csv").read_text().strip().splitlines()) == 7
+    front = json.loads((tmp_path / "s" / "search.json").read_text())["pareto_front"]
+    assert 1 <= len(front) < 6  # six candidates cannot all be on a score-against-cores front
     (tmp_path / "space.yaml").write_text("conv_layers: [2, 1]\n")
     (tmp_path / "odd.yaml").write_text("depth: 3\n")
     bad = [(["--proxy", "magic"], "unknown proxy 'magic'"),
@@ -165,6 +173,32 @@ def test_search_cli_writes_a_spec_that_training_accepts_and_refuses_bad_input(tm
                     cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
         assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
+
+
+def test_a_searched_spec_trains_at_the_searched_T_unless_told_otherwise(tmp_path):
+    """spec.yaml records the search's T and encoder; train-snn --spec trains at that T, and an
+    explicit -T wins with one line saying so."""
+    import yaml
+
+    (tmp_path / "space.yaml").write_text("timesteps: 6\nconv_layers: [0, 0]\ndense_layers: [1, 1]\n"
+                                         "units: [16, 32]\n")
+    r = run_cli("search", "--dataset", "digits", "--space", "space.yaml", "--candidates", "2",
+                "--encoder", "direct", "--set", "data.limit=200", "--out", "s", "--no-progress",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    recorded = yaml.safe_load((tmp_path / "s" / "spec.yaml").read_text())
+    assert (recorded["timesteps"], recorded["encoder"]) == (6, "direct")
+    quick = ["--set", "data.limit=200", "--set", "student.epochs=1", "--no-progress"]
+    r = run_cli("train-snn", "--spec", "s/spec.yaml", "--out", "t", *quick, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    meta = pipeline.load_snn(tmp_path / "t" / "snn.pt")[1]
+    assert (meta["timesteps"], meta["encoder"]) == (6, "direct") and "note:" not in r.stdout
+    r = run_cli("train-snn", "--spec", "s/spec.yaml", "-T", "4", "--out", "u", *quick, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert pipeline.load_snn(tmp_path / "u" / "snn.pt")[1]["timesteps"] == 4
+    notes = [line for line in r.stdout.splitlines() if line.startswith("note:")]
+    assert notes == ["note: s/spec.yaml was searched with student.timesteps = 6; this run uses 4, "
+                     "as set explicitly"]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,53 @@ def test_spec_shapes_and_round_trip(tmp_path):
     assert load_spec(f) == spec
 
 
+def test_a_spec_file_records_the_settings_it_was_searched_with(tmp_path):
+    """timesteps and encoder travel with the architecture; files without them load as before;
+    the run configuration takes them unless it sets its own, and then says so."""
+    import yaml
+
+    from neurokd.config import build_config
+    from neurokd.models.spec import read_spec_file, save_spec, spec_settings
+
+    spec = spec_from_dict(CONV)
+    searched = save_spec(tmp_path / "searched.yaml", spec, timesteps=16, encoder="direct")
+    assert yaml.safe_load(searched.read_text())["timesteps"] == 16
+    assert read_spec_file(searched) == (spec, {"timesteps": 16, "encoder": "direct"})
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(spec.model_dump()))
+    assert load_spec(old) == spec and spec_settings(old) == {}
+
+    notes = []
+    cfg = build_config(values={"student.spec": str(searched)}, log=notes.append)
+    assert (cfg.student.timesteps, cfg.student.encoder, notes) == (16, "direct", [])
+    assert build_config(values={"student.spec": str(old)}).student.timesteps == 24  # the default
+    cfg = build_config(overrides=[f"student.spec={searched}", "student.timesteps=8"], log=notes.append)
+    assert (cfg.student.timesteps, cfg.student.encoder) == (8, "direct")
+    assert notes == [f"note: {searched} was searched with student.timesteps = 16; this run uses 8, "
+                     "as set explicitly"]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"student:\n  spec: {searched}\n  encoder: rate\n")
+    notes.clear()
+    cfg = build_config(config, log=notes.append)
+    assert (cfg.student.timesteps, cfg.student.encoder) == (16, "rate") and len(notes) == 1
+    # a run's saved configuration is already resolved: the spec file is not read again
+    assert build_config(base={"student": {"spec": str(tmp_path / "gone.yaml")}}).student.timesteps == 24
+
+
+@pytest.mark.parametrize("extra, message", [("timesteps: 0", "timesteps: Input should be greater than 0"),
+                                            ("timesteps: true", "timesteps"),
+                                            ("encoder: ''", "encoder"),
+                                            ("window: 3", "window: unknown key")])
+def test_bad_spec_settings_get_one_line(tmp_path, extra, message):
+    import yaml
+
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(CONV) + extra + "\n")
+    with pytest.raises(NeurokdError, match=message) as err:
+        load_spec(f)
+    assert "\n" not in str(err.value) and str(f) in str(err.value)
+
+
 @pytest.mark.parametrize("data, message", [
     ({"input_shape": [64], "layers": [{"type": "conv", "channels": 2, "kernel": 3}]}, "needs a \\(C, H, W\\)"),
     ({"input_shape": [1, 4, 4], "layers": [{"type": "conv", "channels": 2, "kernel": 9}]}, "does not fit"),

@@ -75,3 +75,99 @@ def test_fine_tuning_keeps_the_start_when_no_epoch_beats_it():
     moved, res = runs[False]
     assert res.best_epoch >= 1 and res.best_val_accuracy < start_acc
     assert not torch.equal(moved.weight, model.weight)
+
+
+def _trained_linear(ds):
+    from neurokd.training import fit
+
+    ident = lambda x, _g: x  # noqa: E731
+    logits = lambda m, x: m(x.flatten(1))  # noqa: E731
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 10)
+    fit(model, ds.train, ds.val, ident, logits, epochs=30, lr=0.05, batch_size=32, patience=30, seed=0,
+        progress=False)
+    return model, ident, logits
+
+
+def test_diverging_fine_tuning_keeps_the_start_and_says_so():
+    """A learning rate far too large makes fine-tuning worse at every epoch: the start comes back,
+    and the log says in one line that fine-tuning did not beat it."""
+    import copy
+
+    from neurokd.training import fit
+
+    ds = pipeline.load_data(build_config(overrides=["data.limit=400"]))
+    model, ident, logits = _trained_linear(ds)
+    start_acc = accuracy(model, ds.val, ident, logits, seed=1)
+    assert start_acc > 0.8
+    tuned, lines = copy.deepcopy(model), []
+    res = fit(tuned, ds.train, ds.val, ident, logits, epochs=3, lr=50.0, batch_size=32, patience=3,
+              seed=0, keep_start=True, progress=False, log=lines.append, desc="tune")
+    assert res.best_epoch == 0 and res.start_val_accuracy == start_acc == res.best_val_accuracy
+    assert max(h["val_accuracy"] for h in res.history) < start_acc
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), model.state_dict().values()))
+    verdict = [line for line in lines if "did not beat" in line]
+    assert verdict == [lines[-1]]
+    assert verdict[0].startswith(f"tune: fine-tuning did not beat the starting weights (validation "
+                                 f"accuracy {start_acc:.4f}")
+    assert "kept the start" in verdict[0]
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero():
+    from neurokd.training import fit
+
+    ds = pipeline.load_data(build_config(overrides=["data.limit=200"]))
+    ident = lambda x, _g: x  # noqa: E731
+    logits = lambda m, x: m(x.flatten(1))  # noqa: E731
+    rates = []
+
+    class Spy(torch.optim.Adam):
+        def step(self, closure=None):
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    real, torch.optim.Adam = torch.optim.Adam, Spy
+    try:
+        fit(torch.nn.Linear(64, 10), ds.train, ds.val, ident, logits, epochs=2, lr=0.1,
+            batch_size=len(ds.train) // 2 + 1, patience=2, seed=0, progress=False, schedule="cosine")
+    finally:
+        torch.optim.Adam = real
+    # 2 epochs of 2 steps: the rate at each step is 0.1 * (1 + cos(pi * step / 4)) / 2
+    assert np.allclose(rates, [0.1, 0.1 * (1 + np.cos(np.pi / 4)) / 2, 0.05,
+                               0.1 * (1 + np.cos(3 * np.pi / 4)) / 2])
+
+
+def test_without_a_progress_bar_each_epoch_is_one_line_with_its_values():
+    """For logs and pipes: one line per epoch (loss, validation accuracy, seconds, time left),
+    carrying the values the history records; with the bar, only the outcome is logged."""
+    import re
+
+    from neurokd.training import fit
+
+    ds = pipeline.load_data(build_config(overrides=["data.limit=200"]))
+    ident = lambda x, _g: x  # noqa: E731
+    logits = lambda m, x: m(x.flatten(1))  # noqa: E731
+    lines = []
+    res = fit(torch.nn.Linear(64, 10), ds.train, ds.val, ident, logits, epochs=3, lr=0.05,
+              batch_size=32, patience=3, seed=0, progress=False, log=lines.append, desc="lin")
+    pattern = re.compile(r"lin: epoch (\d+)/3: loss ([\d.]+), validation accuracy ([\d.]+) "
+                         r"\(best ([\d.]+) at epoch \d+\), ([\d.]+) s; (about .+ left|done)$")
+    epochs = [pattern.match(line) for line in lines[:-1]]
+    assert len(epochs) == 3 and all(epochs), lines
+    for m, h in zip(epochs, res.history):
+        assert int(m.group(1)) == h["epoch"]
+        assert m.group(2) == f"{h['loss']:.4f}" and m.group(3) == f"{h['val_accuracy']:.4f}"
+    assert [m.group(6) == "done" for m in epochs] == [False, False, True]
+    assert lines[-1].startswith(f"lin: best validation accuracy {res.best_val_accuracy:.4f} at epoch "
+                                f"{res.best_epoch} (3 epochs")
+    quiet = []
+    fit(torch.nn.Linear(64, 10), ds.train, ds.val, ident, logits, epochs=2, lr=0.05, batch_size=32,
+        patience=2, seed=0, progress=True, log=quiet.append, desc="lin")
+    assert len(quiet) == 1 and quiet[0].startswith("lin: best validation accuracy")
+
+
+def test_durations_read_as_minutes_and_hours():
+    from neurokd.training import duration
+
+    assert [duration(s) for s in (0.4, 42, 65, 3599.6, 3725)] == ["0 s", "42 s", "1 min 05 s",
+                                                                  "1 h 00 min", "1 h 02 min"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -28,35 +28,67 @@ def _save(fig, path: str | Path) -> Path:
     return Path(path)
 
 
-def training_curves(histories: Dict[str, List[Dict[str, float]]], path: str | Path) -> Path:
-    """Validation accuracy and training loss per epoch, one line per model."""
+def training_curves(histories: Dict[str, List[Dict[str, float]]], path: str | Path,
+                    kept: Optional[Dict[str, int]] = None,
+                    start: Optional[Dict[str, Optional[float]]] = None) -> Path:
+    """Validation accuracy and training loss per epoch, one line per model. ``kept`` names the
+    epoch whose weights each model kept (0: the start), marked with a star; ``start`` gives the
+    validation accuracy of the starting weights of a fine-tuning, drawn at epoch 0."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
+    kept, start = kept or {}, start or {}
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, hist in histories.items():
-        epochs = [h["epoch"] for h in hist]
-        ax_acc.plot(epochs, [h["val_accuracy"] for h in hist], marker=".", label=name)
-        ax_loss.plot(epochs, [h["loss"] for h in hist], marker=".", label=name)
+        epochs = [int(h["epoch"]) for h in hist]
+        accs = [h["val_accuracy"] for h in hist]
+        if start.get(name) is not None:
+            epochs, accs = [0] + epochs, [start[name]] + accs
+        line, = ax_acc.plot(epochs, accs, marker=".", label=name)
+        ax_loss.plot([h["epoch"] for h in hist], [h["loss"] for h in hist], marker=".", label=name,
+                     color=line.get_color())
+        if name in kept and kept[name] in epochs:
+            at = kept[name]
+            ax_acc.plot([at], [accs[epochs.index(at)]], marker="*", markersize=14, linestyle="none",
+                        color=line.get_color(), markeredgecolor="black",
+                        label=f"{name}: kept {'the start' if at == 0 else f'epoch {at}'}")
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss", yscale="log")
-    ax_acc.legend()
-    ax_acc.grid(alpha=0.3)
-    ax_loss.grid(alpha=0.3)
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=8)
     return _save(fig, path)
 
 
 def spike_raster(torch_spikes: np.ndarray, lava_spikes: np.ndarray, path: str | Path,
-                 sample: int = 0) -> Path:
-    """Output spikes of one sample: PyTorch as dots, Lava as rings; a mismatch shows as a lone mark."""
+                 sample: int = 0, labels: Optional[Sequence[int]] = None,
+                 class_names: Optional[Sequence[str]] = None) -> Path:
+    """Output spikes of one sample: PyTorch as dots, Lava as rings; a mismatch shows as a lone mark.
+    With ``labels`` (the true class of each sample), the true class's row is shaded and the title
+    names it beside both predictions (the neuron with the most spikes)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     n_t, t_t = np.nonzero(torch_spikes[sample])
     n_l, t_l = np.nonzero(lava_spikes[sample])
+
+    def name(k: int) -> str:
+        return f"{k} ({class_names[k]})" if class_names and k < len(class_names) else str(k)
+
+    title = f"Output spikes, test sample {sample}"
+    if labels is not None:
+        true = int(labels[sample])
+        ax.axhspan(true - 0.4, true + 0.4, color="tab:green", alpha=0.15, label=f"true class {name(true)}")
+        pt = int(torch_spikes[sample].sum(-1).argmax())
+        pl = int(lava_spikes[sample].sum(-1).argmax())
+        title += f": true {name(true)}, predicted {name(pt)} (PyTorch), {name(pl)} (Lava)"
     ax.scatter(t_t, n_t, s=18, marker="o", color="tab:blue", label="PyTorch (slayer)")
     ax.scatter(t_l, n_l, s=70, marker="o", facecolors="none", edgecolors="tab:orange", label="Lava")
     mismatch = int((torch_spikes[sample] != lava_spikes[sample]).sum())
     ax.set(xlabel="time step", ylabel="output neuron (class)",
-           title=f"Output spikes, test sample {sample}: {mismatch} mismatched bins",
+           title=f"{title}\n{mismatch} mismatched bins",
            yticks=range(torch_spikes.shape[1]), xlim=(-0.5, torch_spikes.shape[2] - 0.5))
+    ax.title.set_fontsize(9)
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -84,16 +116,23 @@ def rate_scatter(pairs, path: str | Path, names=None, points: int = 3000) -> Pat
 
 
 def pareto(points, front, path: str | Path, proxy: str) -> Path:
-    """Proxy score against estimated cores, colour = synaptic operations; the front circled.
+    """Proxy score against estimated cores, colour = synaptic operations; the Pareto front (a
+    higher score with fewer cores: ``neurokd.nas.search.pareto_front``) circled and joined.
     ``points`` and ``front``: lists of (cores, synops, score)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     c, o, s = (np.array(v, dtype=float) for v in zip(*points))
     sc = ax.scatter(c, s, c=np.log10(np.maximum(o, 1)), cmap="viridis", s=14)
-    fc, _, fs = (np.array(v, dtype=float) for v in zip(*front))
-    ax.scatter(fc, fs, s=80, facecolors="none", edgecolors="tab:red", label="Pareto front")
+    fc, _, fs = (np.array(v, dtype=float) for v in zip(*sorted(front)))
+    ax.step(fc, fs, where="post", color="tab:red", lw=0.8, alpha=0.6)
+    ax.scatter(fc, fs, s=80, facecolors="none", edgecolors="tab:red",
+               label=f"Pareto front ({len(front)} of {len(points)})")
     fig.colorbar(sc, ax=ax, label="log10 synaptic ops / inference")
-    ax.set(xlabel="estimated cores", ylabel=f"proxy {proxy}", title="Candidates")
+    ax.set(xlabel="estimated cores", ylabel=f"proxy {proxy}",
+           title="Candidates: higher score with fewer cores")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -11,12 +11,19 @@ Example (YAML)::
       - {type: conv, channels: 8, kernel: 3, stride: 2, padding: 1}
       - {type: flatten}
       - {type: dense, units: 10}
+    timesteps: 16   # optional: the window the architecture was searched at
+    encoder: rate   # optional: the input encoding it was searched with
+
+A spec file may record, beside the architecture, the settings it was chosen with
+(:class:`SpecSettings`: ``timesteps``, ``encoder``); the search writes them, and training uses
+them unless the run sets its own (``neurokd.config.build_config``). Files without them load as
+before.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Literal, Sequence, Tuple, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -154,10 +161,49 @@ def spec_from_dict(data: object, where: str = "spec") -> ArchSpec:
     return spec
 
 
-def load_spec(path: str | Path) -> ArchSpec:
-    from neurokd.fileio import read_yaml
+class SpecSettings(_Strict):
+    """What a spec file records beside the architecture: the settings it was searched with, so
+    that the network trained from it is the one the search scored."""
 
-    return spec_from_dict(read_yaml(path), where=str(path))
+    timesteps: Optional[int] = Field(None, gt=0, le=100_000, strict=True,
+                                     description="input time steps (student.timesteps)")
+    encoder: Optional[str] = Field(None, min_length=1, description="input encoder (student.encoder)")
+
+
+def read_spec_file(path: str | Path) -> Tuple[ArchSpec, Dict[str, Any]]:
+    """The architecture in the spec file at ``path`` and the settings it records (only those
+    present: ``{}`` for a file written before specs recorded any)."""
+    from neurokd.fileio import read_yaml
+    from neurokd.hardware import format_validation_error
+
+    data = read_yaml(path)
+    settings: Dict[str, Any] = {}
+    if isinstance(data, dict):
+        data = dict(data)
+        recorded = {k: data.pop(k) for k in SpecSettings.model_fields if k in data}
+        try:
+            settings = SpecSettings(**recorded).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            raise NeurokdError(f"{path}: {format_validation_error(exc)}") from None
+    return spec_from_dict(data, where=str(path)), settings
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    return read_spec_file(path)[0]
+
+
+def spec_settings(path: str | Path) -> Dict[str, Any]:
+    """The settings (``timesteps``, ``encoder``) the spec file at ``path`` records, if any."""
+    return read_spec_file(path)[1]
+
+
+def save_spec(path: str | Path, spec: ArchSpec, **settings: Any) -> Path:
+    """Write ``spec`` as YAML with the settings it was chosen with (``timesteps``, ``encoder``)."""
+    from neurokd.fileio import write_yaml
+
+    recorded = SpecSettings(**settings).model_dump(exclude_none=True)
+    write_yaml(path, {**spec.model_dump(), **recorded})
+    return Path(path)
 
 
 def default_spec(input_shape: Tuple[int, ...], num_classes: int,

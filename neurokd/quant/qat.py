@@ -107,8 +107,14 @@ def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, 
     model = QuantSpikingNet.from_snn(snn, bits, "lsq" if trainable else "fixed",
                                      step_rule="mse" if trainable else "max", profile=profile)
     fp = full_precision(snn, bits)
-    metrics: Dict[str, Any] = {"method": q.method, "bits": bits,
-                               "float_snn_accuracy": accuracy(fp, ds.test, prepare, counts, seed=seed)}
+    # The checkpoint itself, evaluated exactly as training evaluated it (same test split, encoding
+    # seed and batches): the number ``train-snn`` reported. ``fp`` is another network, the same
+    # weights in float arithmetic without slayer's 8-bit weight rounding: the distillation
+    # reference, reported under its own name.
+    metrics: Dict[str, Any] = {
+        "method": q.method, "bits": bits,
+        "float_snn_accuracy": accuracy(snn, ds.test, prepare, counts, seed=seed),
+        "float_unrounded_accuracy": accuracy(fp, ds.test, prepare, counts, seed=seed)}
     if q.method in TRAINED:
         schedule = (ProbSchedule(len(bits), q.ramp) if q.method.startswith("lsq_prob")
                     else ConstantSchedule(len(bits)))
@@ -122,10 +128,12 @@ def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, 
         res = fit(wrapper, ds.train, ds.val, prepare, lambda m, x: counts(m.student, x),
                   epochs=q.epochs, lr=q.lr, batch_size=q.batch_size, patience=q.patience, seed=seed,
                   desc=f"quantize {q.method}", progress=progress, log=log,
-                  objective=lambda m, raw, x, y: m.objective(raw, x, y), keep_start=True)
+                  objective=lambda m, raw, x, y: m.objective(raw, x, y), keep_start=True,
+                  schedule=q.schedule)
         model.quant_prob.fill_(1.0)
         metrics.update({"qat_val_accuracy": res.best_val_accuracy, "qat_epochs": res.epochs_run,
                         "qat_best_epoch": res.best_epoch,
+                        "qat_start_val_accuracy": res.start_val_accuracy,
                         "qat_epoch_seconds": res.epoch_seconds, "qat_history": res.history,
                         "train_overflow": overflow_rows(wrapper.stats, model.profile.state_limit)})
     model.eval()
