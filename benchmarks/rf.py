@@ -309,6 +309,7 @@ def summarize_symbols(task: str, ds, cells: Dict[str, Dict[int, Dict]], seeds: L
     goals: Dict[str, Any] = {
         "qat8_minus_ls_lmmse_ebn0_at_ber_1e-2_db": _paired(per_seed, LABELS["qat8"], LS_LMMSE, at),
         "colearn_minus_direct_ebn0_at_ber_1e-2_db": _paired(per_seed, LABELS["colearn"], LABELS["direct"], at),
+        "colearn_minus_direct_ber_at_20db": _paired(per_seed, LABELS["colearn"], LABELS["direct"], b20),
         "qat8_minus_ls_lmmse_ber_at_20db": _paired(per_seed, LABELS["qat8"], LS_LMMSE, b20),
         "convert_minus_ls_lmmse_ebn0_at_ber_1e-2_db": _paired(per_seed, LABELS["convert"], LS_LMMSE, at),
         "convert_minus_ls_lmmse_ber_at_20db": _paired(per_seed, LABELS["convert"], LS_LMMSE, b20)}
