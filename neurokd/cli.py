@@ -7,6 +7,7 @@ that notebooks call too. A NeurokdError becomes one line on stderr and exit stat
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -181,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "checkpoint (default: the float SNN itself)")
     p.add_argument("--epochs", type=int, metavar="N",
                    help=f"most QAT epochs (quant.epochs, default {_defaults().quant.epochs})")
+    p.add_argument("--fit-state", choices=["off", "measured", "bound"],
+                   help="keep each layer's current and voltage inside the chip's state bits (24 on "
+                        "Loihi) by "
+                        "coarsening its weight step (fewer weight levels): measured, on up to 1024 "
+                        "training samples; bound, for every admissible input; off (default): Lava "
+                        "clips as the quantized model does, and the run reports what 'measured' "
+                        "would cost (quant.fit_state; quant.state_target, default 0.75, is the "
+                        "fraction of the limit kept)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the SNN was trained")
     _run_args(p, "quant.lr=1e-3")
 
@@ -376,6 +385,31 @@ def _layer_bits(text: Optional[str]) -> Optional[List[int]]:
         raise NeurokdError(f"--layer-bits {text!r}: expected integers separated by commas, e.g. 8,4") from None
 
 
+def _fit_cost(rows) -> str:
+    return ", ".join(f"layer {r['layer']} step ×{r['step_factor']:.2f} (|m| up to "
+                     f"{r['levels_before']} → {r['levels_after']}, {math.log2(r['step_factor']):.1f} "
+                     "bits of weight precision)" for r in rows if r["step_factor"] > 1)
+
+
+def _state_fit_lines(metrics, q, state_bits: int) -> List[str]:
+    """What ``quant.fit_state`` did, or what it would cost where the state passed the chip's bits."""
+    if metrics.get("state_fit"):
+        cost = _fit_cost(metrics["state_fit"])
+        return [f"state fit (quant.fit_state={q.fit_state}): "
+                f"{cost or 'no layer needed it'}; states kept within {q.state_target:g} of the "
+                f"{state_bits}-bit limit" + (" on the training samples measured"
+                                             if q.fit_state == "measured" else " for every input")]
+    option = metrics.get("state_fit_option")
+    if not option:
+        return []
+    clips = sum(r["current_wraps"] + r["voltage_clips"] for r in option["test_overflow"])
+    return [f"remedy: --fit-state measured (quant.fit_state) keeps the state inside "
+            f"{state_bits} bits by coarsening the weight steps: {_fit_cost(option['layers'])}; "
+            f"test accuracy {metrics['quant_accuracy']:.4f} → {option['quant_accuracy']:.4f}, "
+            f"wraps and clips on the first test batch {clips} after it (--fit-state bound: "
+            "for every input, at a larger cost)"]
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from neurokd import pipeline
     from neurokd.config import build_config, config_to_dict
@@ -389,7 +423,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir, where=args.snn))
     base.pop("quant", None)
     values = {"hardware": args.hardware, "quant.bits": args.bits, "quant.method": args.method,
-              "quant.epochs": args.epochs, "quant.layer_bits": _layer_bits(args.layer_bits)}
+              "quant.epochs": args.epochs, "quant.layer_bits": _layer_bits(args.layer_bits),
+              "quant.fit_state": args.fit_state}
     cfg = build_config(None, args.set, values, base=base)
     pipeline.check_names(cfg)
     if args.kd_from is not None:
@@ -420,8 +455,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                       f"state ({name.split('_')[0]}): |u| {row['max_abs_current']}, "
                       f"|v| {row['max_abs_voltage']}, {row['current_wraps']} current wraps, "
                       f"{row['voltage_clips']} voltage clips; Lava does the same")
+    for line in _state_fit_lines(metrics, cfg.quant, qmodel.profile.state_bits):
+        print(line)
     shown = [(k, v) for k, v in metrics.items()
-             if k not in ("layers", "test_overflow", "train_overflow", "radio")]
+             if k not in ("layers", "test_overflow", "train_overflow", "radio", "state_fit",
+                          "state_fit_option")]
     print(table(shown, title=f"quantize: {args.snn} → {cfg.hardware}"))
     print("float_snn_accuracy is the checkpoint as train-snn evaluated it (same test split and "
           "encoding); float_unrounded_accuracy: its weights without slayer's 8-bit rounding, in "

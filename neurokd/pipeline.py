@@ -6,6 +6,7 @@ and ``run_*`` functions, always atomically.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -352,7 +353,8 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
         reference = kd_reference(kd_from, ds, meta, bits)
     prepare = make_prepare(meta["encoder"], meta["timesteps"], snn.window_pad)
     model, metrics = quantize_snn(snn, ds, prepare, cfg.quant, seed=cfg.seed, reference=reference,
-                                  profile=profile, progress=progress, log=log)
+                                  profile=profile, progress=progress, log=log,
+                                  encoder=meta["encoder"], timesteps=meta["timesteps"])
     metrics["hardware"] = profile.name
     metrics["float_weight_bytes"] = 4 * sum(int(w.numel()) for w in model.weights)
     return model, metrics
@@ -384,6 +386,8 @@ def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Op
     from neurokd.deploy.export import export_netx
 
     emulated = hasattr(model, "to_slayer")  # a QuantSpikingNet wraps and clips as Lava does
+    # The remedy for a network from `neurokd quantize` (a converted one has biases).
+    remedy = emulated and not model.has_bias
     profile = model.profile
     measured: Dict[int, Dict[str, Any]] = {}
     if ds is not None:
@@ -397,7 +401,9 @@ def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Op
                                "Lava will wrap or clip it and may differ from PyTorch")
                 log(f"warning: layer {row['layer']} reaches |u| = {row['max_abs_current']}, "
                     f"|v| = {row['max_abs_voltage']}, beyond the {profile.state_bits}-bit "
-                    f"state of {profile.name}: {consequence}")
+                    f"state of {profile.name}: {consequence}"
+                    + ("; 'neurokd quantize --fit-state measured' keeps it inside by coarsening "
+                       "the layer's weight step (fewer weight levels)" if remedy else ""))
     for row in model.state_bound(meta["encoder"], meta["timesteps"]):
         seen = measured.get(row["layer"])
         where = (f"measured on {len(xb)} test samples |u| = {seen['max_abs_current']}, "
@@ -411,11 +417,16 @@ def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Op
                     if row[key] > profile.state_limit]
             consequence = ("the quantized model wraps and clips as Lava does, so the two still "
                            "agree" if emulated else "Lava may then differ from PyTorch")
+            # The step factor fit_state 'bound' needs at its default state_target of 0.75.
+            factor = max(row["max_abs_current"], row["max_abs_voltage"]) / (0.75 * profile.state_limit)
             log(f"warning: layer {row['layer']}: some admissible input can {' and '.join(what)} "
                 f"in Lava (worst case |u| = {row['max_abs_current']}, |v| = "
                 f"{row['max_abs_voltage']}, beyond the {profile.state_bits}-bit state of "
                 f"{profile.name}{', though the test samples stay within it' if seen else ''}): "
-                f"{consequence}")
+                f"{consequence}"
+                + ("; 'neurokd quantize --fit-state bound' keeps every input inside by coarsening "
+                   f"the layer's weight step about ×{factor:.1f} ({math.log2(factor):.1f} bits "
+                   "of weight precision)" if remedy else ""))
     if emulated:
         meta = dict(meta, quant=model.arch()["quant"])
         return export_netx(model.to_slayer(), path, meta, replace=replace)

@@ -283,3 +283,118 @@ def test_every_registered_quantizer_builds_an_exportable_model(name):
     assert [layer["bits"] for layer in ints] == [6, 3]
     x = (torch.rand(4, 1, 8, 8, 10, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     assert torch.equal(q(x), q.to_slayer()(x))
+
+
+def _saturated(snn, seed=0, negative=0.7, firing=0):
+    """``snn`` at 8 bits with its output layer pushed past 24 bits: the largest threshold mantissa
+    the profile has and mostly negative weights (a fraction ``negative``), so that inhibited
+    voltages run into the clip; the last ``firing`` output neurons get mostly positive ones."""
+    q = QuantSpikingNet.from_snn(snn, [8, 8], "fixed", step_rule="max").eval()
+    with torch.no_grad():
+        theta = q.vth_float / LOIHI2.weight_scale
+        s = theta * (1 << LOIHI2.weight_shift(8)) / LOIHI2.threshold_mantissa_max
+        q.quantizers[1].step.fill_(s)
+        draw = torch.rand(q.weights[1].shape, generator=torch.Generator().manual_seed(seed))
+        share = torch.full((draw.shape[0], 1), negative)
+        share[draw.shape[0] - firing:] = 1 - negative
+        q.weights[1].copy_(torch.where(draw < share, -120 * s, 120 * s))
+        q.weights[0].abs_()  # a busy hidden layer
+    return q
+
+
+def test_fit_state_removes_the_clips_that_round_to_nearest_causes():
+    from neurokd.quant.qat import fit_state
+
+    limit = LOIHI2.state_limit
+    x = (torch.rand(64, 1, 8, 8, 12, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    q = _saturated(_snn(32))
+    before = q.state_extremes(x)
+    assert before[1]["overflow"] and before[1]["voltage_clips"] > 100, before
+    ratio = [layer["weight"].double() / layer["vth"] for layer in q.export_integers()]
+    rows = fit_state(q, "measured", 0.75, x)
+    after = q.state_extremes(x)
+    assert [r["voltage_clips"] + r["current_wraps"] for r in after] == [0, 0]
+    assert max(after[1]["max_abs_current"], after[1]["max_abs_voltage"]) <= 0.75 * limit
+    # The peak is measured without the clip, so it is above what the clipped register showed.
+    assert rows[1]["peak_before"] > max(limit, before[1]["max_abs_voltage"])
+    assert rows[1]["peak_after"] <= 0.75 * limit
+    assert rows[1]["step_factor"] > 1.3 and rows[1]["levels_before"] == 120
+    assert rows[1]["levels_after"] < 120 / 1.3
+    assert rows[0]["step_factor"] == 1.0  # layer 0 stayed inside: untouched
+    # Weights and threshold shrank together: W / vth is kept up to the coarser rounding.
+    new = [layer["weight"].double() / layer["vth"] for layer in q.export_integers()]
+    assert torch.equal(new[0], ratio[0])
+    assert float((new[1] - ratio[1]).abs().max()) < 0.01 * float(ratio[1].abs().max())
+
+
+def test_fit_state_bound_keeps_every_admissible_input_inside():
+    from neurokd.quant.qat import fit_state
+
+    q = _saturated(_snn(32))
+    assert any(r["overflow"] for r in q.state_bound("rate", 12))
+    rows = fit_state(q, "bound", 0.5, encoder="rate", timesteps=12)
+    bound = q.state_bound("rate", 12)
+    assert all(max(r["max_abs_current"], r["max_abs_voltage"]) <= 0.5 * LOIHI2.state_limit
+               for r in bound), bound
+    assert rows[0]["step_factor"] == 1.0 and rows[1]["step_factor"] > 2  # layer 0 was inside
+    with pytest.raises(NeurokdError, match="'bound' needs the encoder"):
+        fit_state(q, "bound", 0.5)
+
+
+def test_quantize_with_fit_state_reports_what_it_changed(tmp_path):
+    cfg, ds, snn = _small_run(tmp_path, "student.epochs=1")
+    prepare = pipeline.make_prepare("rate", 8, snn.window_pad)
+    limit = LOIHI2.state_limit
+    # A tiny target forces a fit on this small network, whose states stay far inside 24 bits.
+    q = QuantConfig(method="ptq", bits=8, fit_state="measured", state_target=0.01)
+    model, m = quantize_snn(snn, ds, prepare, q, progress=False)
+    assert [r["layer"] for r in m["state_fit"]] == [0, 1]
+    for r in m["state_fit"]:
+        assert r["peak_after"] <= 0.01 * limit < r["peak_before"]
+        assert r["step_factor"] > 1 and r["levels_after"] < r["levels_before"] == 127
+    off, m_off = quantize_snn(snn, ds, prepare, QuantConfig(method="ptq", bits=8), progress=False)
+    assert "state_fit" not in m_off and "state_fit_option" not in m_off  # nothing clipped
+    for a, b in zip(model.quantizers, off.quantizers):
+        assert float(a.step) > float(b.step)
+
+
+@pytest.mark.lava
+def test_fitted_network_has_no_clips_and_still_matches_lava(tmp_path):
+    from neurokd.quant.qat import fit_state
+
+    cfg, ds, snn = _small_run(tmp_path)
+    meta = pipeline.snn_meta(cfg, ds)
+    prepare = pipeline.make_prepare("rate", 8, snn.window_pad)
+    train, _ = next(pipeline.encoded_batches(ds.train, prepare, seed=0))
+    test, _ = next(pipeline.encoded_batches(ds.test, prepare, seed=0, limit=20))  # verify's
+    q = _saturated(snn, negative=0.9, firing=3)
+    assert q.state_extremes(test)[1]["voltage_clips"] > 50
+    fit_state(q, "measured", 0.75, train)
+    net = pipeline.export_snn(q, tmp_path / "q.net", meta, ds)
+    res = pipeline.verify(q, net, ds, read_meta(net), 20, "sim", progress=False)
+    assert not res["state_overflow"], res["state_extremes"]
+    assert res["lava_spike_match"] == 1.0 and res["_torch_spikes"].sum() > 0
+
+
+def test_quantize_names_the_remedy_and_its_cost():
+    from neurokd.cli import _state_fit_lines
+
+    rows = [{"layer": 0, "step_factor": 1.0, "peak_before": 10, "peak_after": 10,
+             "levels_before": 127, "levels_after": 127},
+            {"layer": 1, "step_factor": 2.8331, "peak_before": 17897035, "peak_after": 6273357,
+             "levels_before": 127, "levels_after": 45}]
+    clipped = [{"current_wraps": 0, "voltage_clips": 0}] * 2
+    off = QuantConfig(method="ptq")
+    lines = _state_fit_lines({"quant_accuracy": 0.9131, "state_fit_option": {
+        "layers": rows, "quant_accuracy": 0.9065, "test_overflow": clipped}}, off, 24)
+    assert lines == ["remedy: --fit-state measured (quant.fit_state) keeps the state inside 24 "
+                     "bits by coarsening the weight steps: layer 1 step ×2.83 (|m| up to 127 → 45, "
+                     "1.5 bits of weight precision); test accuracy 0.9131 → 0.9065, wraps and "
+                     "clips on the first test batch 0 after it (--fit-state bound: for every "
+                     "input, at a larger cost)"]
+    on = QuantConfig(method="ptq", fit_state="measured")
+    assert _state_fit_lines({"state_fit": rows}, on, 24) == [
+        "state fit (quant.fit_state=measured): layer 1 step ×2.83 (|m| up to 127 → 45, 1.5 bits "
+        "of weight precision); states kept within 0.75 of the 24-bit limit on the training "
+        "samples measured"]
+    assert _state_fit_lines({"quant_accuracy": 0.9}, off, 24) == []

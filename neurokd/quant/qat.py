@@ -86,6 +86,69 @@ def overflow_rows(stats: List[StateStats], limit: int) -> List[Dict[str, Any]]:
             for i, st in enumerate(stats)]
 
 
+FIT_SAMPLES = 1024  # training samples on which ``fit_state(mode="measured")`` measures states
+
+
+def _state_peaks(model: QuantSpikingNet, mode: str, x: Optional[torch.Tensor],
+                 encoder: Optional[str], timesteps: Optional[int]) -> List[int]:
+    if mode == "bound":
+        rows = model.state_bound(encoder, timesteps)
+    else:
+        # Measured in registers wide enough never to wrap or clip: the state the layer asks for,
+        # which scales as 1 / step (a clipped voltage would understate it).
+        profile = model.profile
+        model.profile = profile.model_copy(update={"state_bits": 48})
+        try:
+            stats = [StateStats() for _ in model.weights]
+            for start in range(0, len(x), 256):
+                model(x[start:start + 256], stats)
+        finally:
+            model.profile = profile
+        rows = [s.as_dict() for s in stats]
+    return [max(r["max_abs_current"], r["max_abs_voltage"]) for r in rows]
+
+
+@torch.no_grad()
+def fit_state(model: QuantSpikingNet, mode: str, target: float, x: Optional[torch.Tensor] = None,
+              encoder: Optional[str] = None, timesteps: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Coarsen the weight step of every layer whose state passes ``target`` times the profile's
+    state limit, first layer first, until it does not; returns per layer the step factor, the
+    peak state before and after and the largest integer ``|m|`` before and after.
+
+    A layer's integers are ``W = m·2^g`` with ``m = round(w / s)`` and its threshold mantissa is
+    ``θ·2^g / s``: multiplying ``s`` by ``f`` divides the weights, the threshold and so the whole
+    state (current and voltage) by about ``f`` and leaves ``W / vth`` as it was, up to the rounding
+    of the ``m``, which now take about ``f`` times fewer levels (``log2 f`` bits of weight
+    precision). ``mode``: ``measured`` (the states of the batch ``x``), ``bound`` (the worst case
+    over every input of ``encoder`` on ``timesteps`` frames, ``QuantSpikingNet.state_bound``)."""
+    if mode == "bound" and (encoder is None or timesteps is None):
+        raise NeurokdError("fit_state 'bound' needs the encoder and the number of time steps")
+    if mode == "measured" and x is None:
+        raise NeurokdError("fit_state 'measured' needs samples to measure the states on")
+    was = model.training
+    model.eval()
+    limit = target * model.profile.state_limit
+    before = _state_peaks(model, mode, x, encoder, timesteps)
+    levels = [int(r["weight"].abs().max()) >> model.profile.weight_shift(r["bits"])
+              for r in model.export_integers()]
+    factors = [1.0] * len(model.weights)
+    peaks = list(before)
+    for i in range(len(model.weights)):
+        for _ in range(32):
+            if peaks[i] <= limit:
+                break
+            f = max(peaks[i] / limit, 1.02)  # the state scales as 1 / step
+            model.quantizers[i].step.mul_(f)
+            factors[i] *= f
+            peaks = _state_peaks(model, mode, x, encoder, timesteps)
+    after = [int(r["weight"].abs().max()) >> model.profile.weight_shift(r["bits"])
+             for r in model.export_integers()]
+    model.train(was)
+    return [{"layer": i, "step_factor": round(factors[i], 4), "peak_before": before[i],
+             "peak_after": peaks[i], "levels_before": levels[i], "levels_after": after[i]}
+            for i in range(len(model.weights))]
+
+
 def full_precision(snn: nn.Module, bits: List[int]) -> QuantSpikingNet:
     """The float reference of ``snn`` in the same code path (no rounding, no wrap)."""
     fp = QuantSpikingNet.from_snn(snn, bits, "fixed", step_rule="max").eval()
@@ -95,10 +158,15 @@ def full_precision(snn: nn.Module, bits: List[int]) -> QuantSpikingNet:
 
 def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, seed: int = 0,
                  reference: Optional[Reference] = None, profile: Optional[HardwareProfile] = None,
-                 progress: bool = True, log: Callable[[str], None] = lambda _m: None
+                 progress: bool = True, log: Callable[[str], None] = lambda _m: None,
+                 encoder: Optional[str] = None, timesteps: Optional[int] = None
                  ) -> Tuple[QuantSpikingNet, Dict[str, Any]]:
     """Quantize the trained slayer student ``snn`` for ``profile`` (default: the SNN's own);
-    returns the quantized model and metrics."""
+    returns the quantized model and metrics. ``q.fit_state`` (not ``off``) fits the states to
+    the chip after rounding and any QAT, before the final evaluation (``fit_state``; ``bound``
+    needs ``encoder`` and ``timesteps``); metrics ``state_fit`` say per layer what it changed.
+    With ``off``, a network whose state passes the chip's bits on the first test batch also gets
+    ``state_fit_option``: what ``measured`` would change and its test accuracy."""
     profile = profile or snn.profile
     bits = layer_bits(q, snn.spec.num_spiking_layers)
     check_bits(bits, profile)
@@ -137,8 +205,29 @@ def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, 
                         "qat_epoch_seconds": res.epoch_seconds, "qat_history": res.history,
                         "train_overflow": overflow_rows(wrapper.stats, model.profile.state_limit)})
     model.eval()
+
+    def calibration() -> torch.Tensor:
+        return torch.cat([xb for xb, _ in encoded_batches(ds.train, prepare, seed=seed,
+                                                          limit=FIT_SAMPLES)])
+
+    if q.fit_state != "off":
+        metrics["state_fit"] = fit_state(model, q.fit_state, q.state_target,
+                                         calibration() if q.fit_state == "measured" else None,
+                                         encoder, timesteps)
     xb = next(iter(encoded_batches(ds.test, prepare, seed=seed)))[0]
     metrics["test_overflow"] = model.state_extremes(xb)
+    if q.fit_state == "off" and any(r["overflow"] for r in metrics["test_overflow"]):
+        # What the remedy would cost: the same network with fit_state "measured" (the fit
+        # changes the steps only; they are put back).
+        steps = [qz.step.detach().clone() for qz in model.quantizers]
+        rows = fit_state(model, "measured", q.state_target, calibration())
+        metrics["state_fit_option"] = {
+            "fit_state": "measured", "state_target": q.state_target, "layers": rows,
+            "quant_accuracy": accuracy(model, ds.test, prepare, counts, seed=seed),
+            "test_overflow": model.state_extremes(xb)}
+        with torch.no_grad():
+            for qz, st in zip(model.quantizers, steps):
+                qz.step.copy_(st)
     ints = model.export_integers()  # raises if a layer cannot be represented
     metrics.update({
         "quant_accuracy": accuracy(model, ds.test, prepare, counts, seed=seed),
