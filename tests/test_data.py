@@ -17,7 +17,7 @@ def test_every_dataset_gives_seeded_disjoint_splits(name, mnist_dir):
     a = load_dataset(name, seed=3, **kwargs)
     b = load_dataset(name, seed=3, **kwargs)
     c = load_dataset(name, seed=4, **kwargs)
-    assert a.num_classes == {"sensing": 2, "modulation": 8}.get(name, 10)
+    assert a.num_classes == {"sensing": 2, "modulation": 8, "symbols": 4}.get(name, 10)
     for split in (a.train, a.val, a.test):
         assert split.x.dtype == np.float32 and split.x.shape[1:] == a.input_shape
         assert 0.0 <= split.x.min() and split.x.max() <= 1.0
