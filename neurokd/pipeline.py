@@ -7,7 +7,6 @@ and ``run_*`` functions, always atomically.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from neurokd import pipeline
 from neurokd.config import DistillConfig, build_config

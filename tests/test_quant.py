@@ -12,7 +12,7 @@ from neurokd.deploy.export import read_meta
 from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
 from neurokd.models.snn import SpikingNet
-from neurokd.models.spec import default_spec, spec_from_dict
+from neurokd.models.spec import default_spec
 from neurokd.quant.numerics import StateStats, cuba_dynamics
 from neurokd.quant.qat import quantize_snn
 from neurokd.quant.qsnn import QuantSpikingNet, check_bits

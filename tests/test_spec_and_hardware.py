@@ -2,7 +2,7 @@ import pytest
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import available_profiles, load_profile
-from neurokd.models.spec import ArchSpec, default_spec, load_spec, spec_from_dict
+from neurokd.models.spec import default_spec, load_spec, spec_from_dict
 
 CONV = {"input_shape": [1, 8, 8], "layers": [
     {"type": "conv", "channels": 4, "kernel": 3, "stride": 2, "padding": 1},

@@ -19,7 +19,6 @@ import io
 import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from tqdm.auto import tqdm
