@@ -280,15 +280,16 @@ def summarize_symbols(task: str, ds, cells: Dict[str, Dict[int, Dict]], seeds: L
                       ) -> Dict[str, Any]:
     """BER against Eb/N0 of every receiver per seed, Eb/N0 at BER 1e-2 and BER at 20 dB over
     seeds, and the issue's goals as paired differences."""
-    from neurokd.radio.report import CLASSICAL_SYMBOL_RECEIVERS, LS_LMMSE, symbols_report
+    from neurokd.radio.report import LS_LMMSE, classical_symbol_decisions, symbols_report
 
+    classical = classical_symbol_decisions(ds)  # the same test samples for every seed (split_seed 0)
     per_seed: Dict[int, Dict[str, Any]] = {}
-    for s in seeds:  # the same test samples for every seed (data.split_seed=0)
+    for s in seeds:
         receivers = {LABELS[m]: np.array(cells[m][s]["receiver"]) for m in METHODS
                      if s in cells.get(m, {})}
         if receivers:
-            per_seed[s] = symbols_report(ds, receivers)
-    names = list(CLASSICAL_SYMBOL_RECEIVERS) + [LABELS[m] for m in METHODS]
+            per_seed[s] = symbols_report(ds, receivers, classical=classical)
+    names = list(classical) + [LABELS[m] for m in METHODS]
     nan = float("nan")
     rows: Dict[str, Any] = {}
     for name in names:
@@ -319,25 +320,17 @@ def summarize_symbols(task: str, ds, cells: Dict[str, Dict[int, Dict]], seeds: L
             "receivers": rows, "goals": goals}
 
 
-def _fmt(stat: Optional[Dict[str, Any]], digits: int = 2) -> str:
+def _fmt(stat: Optional[Dict[str, Any]], digits: int = 2, sci: bool = False) -> str:
+    """Mean [95% interval] over seeds; ``sci``: a rate in scientific notation, interval floored at 0."""
     if not stat or stat.get("mean") is None:
         return "n/a"
     ci = stat.get("ci95")
-    text = f"{stat['mean']:.{digits}f}"
+    text = f"{stat['mean']:.2e}" if sci else f"{stat['mean']:.{digits}f}"
     if ci and np.isfinite(ci[0]):
-        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+        text += (f" [{max(ci[0], 0):.1e}, {ci[1]:.1e}]" if sci
+                 else f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]")
     if stat.get("n") is not None and stat["n"] < len(stat.get("per_seed", [])):
         text += f" ({stat['n']}/{len(stat['per_seed'])} seeds reach it)"
-    return text
-
-
-def _fmt_sci(stat: Optional[Dict[str, Any]]) -> str:
-    if not stat or stat.get("mean") is None:
-        return "n/a"
-    ci = stat.get("ci95")
-    text = f"{stat['mean']:.2e}"
-    if ci and np.isfinite(ci[0]):
-        text += f" [{max(ci[0], 0):.1e}, {ci[1]:.1e}]"
     return text
 
 
@@ -367,7 +360,7 @@ def markdown(results: Dict[str, Any]) -> str:
                       "synops/inference | bytes |", "|---|---|---|---|---|---|"]
             for name, row in r["receivers"].items():
                 lines.append(f"| {name} | {_fmt(row['ebn0_at_ber_1e-2_db'])} | "
-                             f"{_fmt_sci(row['ber_at_20db'])} | {row.get('lava_spike_match', '')} | "
+                             f"{_fmt(row['ber_at_20db'], sci=True)} | {row.get('lava_spike_match', '')} | "
                              f"{_synops(row)} | {row.get('model_bytes', '')} |")
         elif task.startswith("sensing"):
             lines += ["| receiver | SNR at Pd 0.9, Pfa 0.1 (dB) | SNR at Pd 0.9, Pfa 0.01 (dB) | "

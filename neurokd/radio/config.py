@@ -146,18 +146,19 @@ class RadioConfig(StrictModel):
 
 def radio_config(**options: Any) -> RadioConfig:
     """:class:`RadioConfig` from keyword options; any problem is one NeurokdError line."""
+    return _validated(RadioConfig, "radio config", options)
+
+
+def _validated(model: Any, what: str, options: Dict[str, Any]) -> Any:
+    """``model(**options)``, its first validation problem as one NeurokdError line."""
     try:
-        return RadioConfig(**options)
+        return model(**options)
     except ValidationError as exc:
-        raise NeurokdError(_one_line("radio config", exc)) from None
-
-
-def _one_line(what: str, exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-    msg = msg.removeprefix("Value error, ")
-    return f"{what}: {loc + ': ' if loc else ''}{msg}"
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        raise NeurokdError(f"{what}: {loc + ': ' if loc else ''}{msg}") from None
 
 
 # ---------------------------------------------------------------- MIMO-OFDM symbol detection
@@ -247,7 +248,4 @@ class SymbolsConfig(StrictModel):
 
 def symbols_config(**options: Any) -> SymbolsConfig:
     """:class:`SymbolsConfig` from keyword options; any problem is one NeurokdError line."""
-    try:
-        return SymbolsConfig(**options)
-    except ValidationError as exc:
-        raise NeurokdError(_one_line("symbols config", exc)) from None
+    return _validated(SymbolsConfig, "symbols config", options)

@@ -194,17 +194,22 @@ def ebn0_at_ber(ebn0_db, ber, target: float = BER_TARGET) -> Optional[float]:
 
 
 def symbols_report(ds: Dataset, predictions: Mapping[str, np.ndarray],
-                   out_dir: Optional[Path] = None) -> Dict[str, Any]:
+                   out_dir: Optional[Path] = None,
+                   classical: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, Any]:
     """Uncoded BER and SER per Eb/N0 of the classical receivers and of ``predictions``
     (``{name: decided symbol index per test sample}``), the Eb/N0 where each reaches BER 1e-2 and
-    each one's BER at 20 dB, with the textbook curve where one applies; writes ``ber_vs_ebn0.png``."""
+    each one's BER at 20 dB, with the textbook curve where one applies; writes ``ber_vs_ebn0.png``.
+    ``classical``: the decisions of :func:`classical_symbol_decisions` on ``ds``, when the caller
+    reports several sets of predictions on the same test samples (computed here otherwise)."""
     from neurokd.radio.mimo import theory_curve
     from neurokd.radio.ofdm import bit_errors, bits_per_symbol
 
     test = ds.test
     _require(test, "snr")
     k = bits_per_symbol(ds.radio["modulation"])
-    decisions = {**classical_symbol_decisions(ds), **{n: np.asarray(p) for n, p in predictions.items()}}
+    if classical is None:
+        classical = classical_symbol_decisions(ds)
+    decisions = {**classical, **{n: np.asarray(p) for n, p in predictions.items()}}
     grid = np.unique(test.snr)
     at = [test.snr == g for g in grid]
     out: Dict[str, Any] = {"samples": int(len(test)), "bits": int(len(test) * k),
