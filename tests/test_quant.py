@@ -13,7 +13,7 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
 from neurokd.models.snn import SpikingNet
 from neurokd.models.spec import default_spec
-from neurokd.quant.numerics import StateStats, cuba_dynamics
+from neurokd.quant.numerics import StateStats, cuba_dynamics, cuba_dynamics_reference
 from neurokd.quant.qat import quantize_snn
 from neurokd.quant.qsnn import QuantSpikingNet, check_bits
 from neurokd.quant.quantizers import FixedQuantizer, LSQQuantizer, init_step, int_range
@@ -149,6 +149,56 @@ def test_numerics_equal_lavas_fixed_point_lif_including_wrap_and_clip():
     ref = _lava_cuba(a.numpy(), 1024, 512, 90000)
     assert np.array_equal(ours.numpy(), ref)
     assert stats.current_wraps > 0 and stats.voltage_clips > 0 and ref.sum() > 0
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("conv", [False, True])
+def test_fused_kernel_equals_the_step_by_step_reference_spikes_states_and_gradients(exact, conv):
+    """The fused time loop gives the reference's spikes and state statistics bit for bit (wraps
+    and clips included) and its gradients for the input, the threshold and the bias."""
+    gen = torch.Generator().manual_seed(5)
+    shape, bias_shape = ((4, 3, 5, 5, 12), (1, 3, 1, 1)) if conv else ((8, 30, 20), (1, 30))
+    a = torch.randint(-300, 600, shape, generator=gen).double()
+    if exact:
+        a[0, 0] = 2 ** 17  # drives the current past 24 bits (wraps) and the voltage to the clip
+    else:
+        a = a * 1.37
+    bias0 = (torch.randn(bias_shape, generator=gen, dtype=torch.float64) * 40).round()
+    weights = torch.randn(shape, generator=gen, dtype=torch.float64)
+    results = []
+    for fn in (cuba_dynamics, cuba_dynamics_reference):
+        x = a.clone().requires_grad_(True)
+        vth = torch.tensor(3000.0, dtype=torch.float64, requires_grad=True)
+        bias = bias0.clone().requires_grad_(True)
+        stats = StateStats()
+        out = fn(x, 1024, 512, vth * 1.0, LOIHI2, exact=exact, stats=stats, bias=bias,
+                 tau_grad=0.7, scale_grad=1.3)
+        (out * weights).sum().backward()
+        results.append((out.detach(), x.grad, vth.grad, bias.grad, stats.as_dict()))
+    (out, gx, gth, gb, st), (out_r, gx_r, gth_r, gb_r, st_r) = results
+    assert torch.equal(out, out_r) and 0.02 < float(out.mean()) < 0.5
+    assert st == st_r
+    if exact:  # the dense case clips the voltage too
+        assert st["current_wraps"] > 0 and (conv or st["voltage_clips"] > 0)
+    for g, g_r in ((gx, gx_r), (gth, gth_r), (gb, gb_r)):
+        assert float(g_r.abs().max()) > 0
+        torch.testing.assert_close(g, g_r, rtol=1e-9, atol=1e-12)
+
+
+def test_fused_kernel_backward_in_float32_follows_the_float64_gradients():
+    """A float32 input (as the quantized student gives it) keeps the exact float64 state and
+    returns float32 gradients within float32 rounding of the float64 ones."""
+    gen = torch.Generator().manual_seed(6)
+    a = torch.randint(-200, 500, (16, 40, 16), generator=gen).float()
+    grads = []
+    for dtype in (torch.float32, torch.float64):
+        x = a.to(dtype, copy=True).requires_grad_(True)
+        out = cuba_dynamics(x, 1024, 512, torch.tensor(2500.0), LOIHI2)
+        assert out.dtype == dtype
+        (out * torch.linspace(-1, 1, out.shape[-1], dtype=dtype)).sum().backward()
+        grads.append((out.detach().double(), x.grad.double()))
+    assert torch.equal(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-7)
 
 
 def test_quantized_model_equals_slayer_on_its_integers_without_overflow():
