@@ -22,6 +22,12 @@ FORCE_HELP = ("replace --out if it is a previous neurokd run directory (nothing 
               "replaced)")
 
 
+IGNORE_FIT_HELP = ("export a network even if it does not fit one chip of its hardware profile "
+                   "(more cores than cores_per_chip, a neuron reading more inputs than a core's "
+                   "input axons, or more synaptic memory than a core holds); without it such a "
+                   "network is refused, with the layer and the limit it breaks")
+
+
 DATASET_HELP = ("dataset: digits (scikit-learn's 8x8 digits, bundled), mnist (IDX files in "
                 "--data-dir), sensing, modulation, symbols (generated radio data, with their own "
                 "default T, epochs and Lava samples); default digits")
@@ -103,6 +109,41 @@ def _run_args(p: argparse.ArgumentParser, example: str, training: bool = True) -
     _progress_args(p, training=training)
 
 
+def _teacher_args(p: argparse.ArgumentParser, required: bool, note: str = "") -> None:
+    """--teacher and the options of a DNN brought from elsewhere (``neurokd.models.byo``)."""
+    p.add_argument("--teacher", required=required, metavar="TEACHER",
+                   help="the DNN: a neurokd teacher checkpoint (teacher.pt), an ONNX file "
+                        "(*.onnx: Gemm, MatMul+Add, Conv, Relu, BatchNormalization, AveragePool, "
+                        "GlobalAveragePool, Flatten/Reshape, Dropout), or MODULE:FACTORY with "
+                        "--teacher-weights: MODULE is imported from the current folder or the "
+                        "Python path, which runs its code (name only code you trust), and "
+                        "FACTORY() builds the nn.Module" + note)
+    p.add_argument("--teacher-weights", metavar="FILE",
+                   help="state_dict of a MODULE:FACTORY teacher (saved with torch.save; read as "
+                        "tensors only, with torch.load(weights_only=True) after an archive check "
+                        "that refuses TorchScript and other code, and loaded strictly); for an "
+                        "ONNX teacher, "
+                        "weights that replace the file's (e.g. the teacher_weights.pt of a "
+                        "co-learning run)")
+    p.add_argument("--teacher-kwargs", metavar="YAML",
+                   help="keyword arguments of FACTORY, a YAML or JSON mapping, e.g. "
+                        "'{hidden: 64}' (default: none)")
+
+
+def _teacher_ref(args: argparse.Namespace):
+    """The --teacher options as a ``TeacherRef`` (None without --teacher), checked to go together."""
+    import os
+
+    from neurokd.models.byo import parse_kwargs, teacher_ref
+
+    if args.teacher is None:
+        if args.teacher_weights is not None or args.teacher_kwargs is not None:
+            raise NeurokdError("--teacher-weights and --teacher-kwargs go with --teacher")
+        return None
+    return teacher_ref(args.teacher, args.teacher_weights, parse_kwargs(args.teacher_kwargs),
+                       search_path=os.getcwd())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurokd",
@@ -124,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "sim", "loihi2"],
                    help="Lava backend (lava.backend, default auto: Loihi 2 if lava-loihi reports "
                         "one, else the CPU simulator)")
+    p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
     _progress_args(p)
 
     p = sub.add_parser("train-teacher", help="train a DNN teacher",
@@ -145,8 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ensemble, or none. Writes DIR/snn.pt (and the co-learned "
                                    "teacher.pt), config.yaml, metrics.json and "
                                    "training_curves.png.")
-    p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint (teacher.pt); every "
-                                                      "method but none needs one")
+    _teacher_args(p, required=False, note="; every method but none needs one")
     p.add_argument("--method", choices=["colearn", "kd", "fitnet", "relational", "ensemble", "none"],
                    help="distillation method (distill.method; default colearn)")
     # the student's spec is --spec, as for demo and train-snn; --student is kept for old scripts
@@ -163,6 +204,40 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "not where the SNN was trained")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it is a network neurokd exported")
+    p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
+    p.add_argument("--format", choices=["netx", "nir"], default="netx",
+                   help="netx (default): HDF5 for Lava; nir: a NIR graph (nir.read, snntorch's "
+                        "import_from_nir), see neurokd/deploy/nir_io.py")
+    p.add_argument("--dt", type=float, default=1e-4, metavar="SECONDS",
+                   help="nir: the time step the graph's time constants are written for "
+                        "(tau = dt / decay; default %(default)s, snntorch's)")
+
+    p = sub.add_parser("import", help="import a NIR graph (e.g. from snntorch) as an SNN checkpoint",
+                       description="Read a NIR graph whose nodes form one feed-forward chain of "
+                                   "Affine/Linear, Conv2d, Flatten and LIF/CubaLIF/IF nodes and "
+                                   "write it as a float SNN checkpoint that 'neurokd quantize' "
+                                   "takes. Writes snn.pt, spec.yaml, config.yaml and metrics.json "
+                                   "(test accuracy of the graph as written and after import, and "
+                                   "every approximation of the mapping).")
+    p.add_argument("graph", metavar="GRAPH.nir", help="NIR graph file (nir.write's HDF5)")
+    p.add_argument("--dataset", help=DATASET_HELP)
+    p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    p.add_argument("--timesteps", "-T", type=int, metavar="T",
+                   help=f"input time steps the graph's network reads (default "
+                        f"{_defaults().student.timesteps})")
+    p.add_argument("--encoder", help=f"input encoder the network was trained with: rate, direct, "
+                                     f"direct8 (default {_defaults().student.encoder})")
+    p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML "
+                                      "(default loihi2)")
+    p.add_argument("--dt", type=float, default=1e-4, metavar="SECONDS",
+                   help="time step the graph's time constants are read with (decay = dt/tau; "
+                        "default %(default)s, snntorch's)")
+    p.add_argument("--seed", type=int, help="seed of the data split and encoding (default 0)")
+    p.add_argument("--config", metavar="YAML", help="configuration file (configs/demo.yaml)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config value, e.g. --set data.limit=500 (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     p = sub.add_parser("quantize", help="quantization-aware training of an SNN for the chip",
                        description="Quantize a trained SNN to the integers of a Loihi profile: "
@@ -191,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "would cost (quant.fit_state; quant.state_target, default 0.75, is the "
                         "fraction of the limit kept)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the SNN was trained")
+    p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
     _run_args(p, "quant.lr=1e-3")
 
     p = sub.add_parser("convert", help="convert a trained DNN into a quantized Loihi SNN",
@@ -201,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--method qkd (default) after quantization through "
                                    "distillation. Writes snn.pt (verify it with 'neurokd verify'), "
                                    "network.net, metrics.json and a rate-tracking plot.")
-    p.add_argument("--teacher", required=True, metavar="CKPT", help="trained DNN (teacher.pt)")
+    _teacher_args(p, required=True)
+    p.add_argument("--dataset", help="dataset: digits, mnist, sensing, modulation, symbols "
+                                     "(default: the teacher run's for a neurokd checkpoint, digits "
+                                     "for an ONNX or MODULE:FACTORY teacher)")
     p.add_argument("--timesteps", "-T", required=True, type=int, metavar="T",
                    help="SNN input time steps")
     p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML "
@@ -211,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"most qkd fine-tuning epochs (convert.epochs, default "
                         f"{_defaults().convert.epochs})")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the teacher was trained")
+    p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
     _run_args(p, "convert.percentile=99.5")
 
     p = sub.add_parser("search", help="training-free search for an SNN that fits the chip",
@@ -249,6 +329,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the sampling and the data batches (default 0)")
     _run_args(p, "data.limit=500", training=False)
 
+    p = sub.add_parser("report", help="what a network costs on the chip: resources, activity, energy",
+                       description="Per layer and in total: neurons, synapses, weight memory and "
+                                   "cores on the SNN's hardware profile, whether it fits one chip, "
+                                   "synaptic operations, neuron updates and activation sparsity "
+                                   "measured on its test data, and its energy per inference on the "
+                                   "chip against the DNN teacher's MACs on a conventional "
+                                   "processor (figures and sources from the profile). With --out, "
+                                   "writes report.json, report.md and energy_vs_accuracy.png.")
+    p.add_argument("--snn", required=True, metavar="CKPT",
+                   help="SNN checkpoint (snn.pt), float or quantized")
+    p.add_argument("--teacher", metavar="CKPT", help="DNN teacher checkpoint (teacher.pt) to compare with")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="measure on the first N test samples (default: the whole test split)")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the SNN was trained")
+    p.add_argument("--out", metavar="DIR", help="run directory to create with the report files")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+
     p = sub.add_parser("run-lava", help="run an exported network in Lava and report accuracy",
                        description="Run a netx network on Loihi 2 or Lava's CPU simulator over "
                                    "test samples, one run with a reset between samples.")
@@ -286,8 +383,8 @@ def _config(args: argparse.Namespace):
 def _inputs(args: argparse.Namespace, cfg=None) -> List[Optional[str]]:
     """Every file or folder a command reads, so that no output can hold or replace one."""
     found: List[Optional[str]] = [getattr(args, name, None) for name in
-                                  ("config", "spec", "student", "teacher", "snn", "kd_from", "net",
-                                   "space", "data_dir")]
+                                  ("config", "spec", "student", "teacher", "teacher_weights", "snn",
+                                   "kd_from", "net", "space", "data_dir", "graph")]
     if cfg is not None:
         found += [cfg.student.spec, cfg.data.data_dir, *cfg.distill.ensemble]
     return found
@@ -316,7 +413,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in ("--samples", "--epochs", "--teacher-epochs"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
     cfg = _config(args)
-    run_demo(cfg, args.out, force=args.force, progress=_progress(args), inputs=_inputs(args, cfg))
+    run_demo(cfg, args.out, force=args.force, progress=_progress(args), inputs=_inputs(args, cfg),
+             ignore_fit=args.ignore_fit)
     return 0
 
 
@@ -324,7 +422,7 @@ def _train(args: argparse.Namespace, which: str) -> int:
     from neurokd import pipeline
     from neurokd.config import config_to_dict
     from neurokd.fileio import write_json, write_yaml
-    from neurokd.metrics import plots
+    from neurokd.metrics import energy, plots
     from neurokd.metrics.report import table
 
     _positive("--epochs", args.epochs)
@@ -332,14 +430,15 @@ def _train(args: argparse.Namespace, which: str) -> int:
     if which == "snn":
         cfg = pipeline.as_direct_training(cfg)
     pipeline.check_config(cfg)
+    teacher_ref = _teacher_ref(args) if which == "distill" else None
     with _run_dir(args, cfg) as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         ds = pipeline.load_data(cfg, print)
         if which == "distill":
-            model, teacher, metrics = pipeline.train_distilled(cfg, ds, args.teacher, _progress(args), print)
+            model, teacher, metrics = pipeline.train_distilled(cfg, ds, teacher_ref, _progress(args), print)
             pipeline.save_snn(run / "snn.pt", model, cfg, ds)
             if "teacher_accuracy_after" in metrics:
-                pipeline.save_teacher(run / "teacher.pt", teacher, cfg, ds)
+                _save_colearned(run, teacher, cfg, ds, args.out)
             history = metrics.pop("snn_history")
         elif which == "teacher":
             model, metrics = pipeline.train_teacher(cfg, ds, _progress(args), print)
@@ -356,16 +455,50 @@ def _train(args: argparse.Namespace, which: str) -> int:
             receivers = {}
             if which == "teacher" or (which == "distill" and teacher is not None):
                 dnn = model if which == "teacher" else teacher
-                receivers[f"DNN teacher ({cfg.teacher.model})"] = (dnn, {})
+                receivers[f"DNN teacher ({_teacher_label(cfg, dnn)})"] = (dnn, {})
             if which != "teacher":
                 receivers["SNN"] = (model, pipeline.snn_meta(cfg, ds))
             radio = pipeline.radio_report(ds, receivers, run, cfg.seed)
             metrics["radio"] = radio
+        if which != "teacher":  # what the SNN costs on the chip: report.json, .md and the plot
+            energy.run_report(run, ds, energy.networks([(model, pipeline.snn_meta(cfg, ds))],
+                                                       teacher if which == "distill" else None,
+                                                       _teacher_label(cfg, teacher)
+                                                       if which == "distill" and teacher is not None
+                                                       else cfg.teacher.model), cfg.seed)
         write_json(run / "metrics.json", metrics)
-    print(table([(k, v) for k, v in metrics.items() if k != "radio"], title=f"{which}: {ds.name}"))
+    print(table([(k, v) for k, v in metrics.items() if k not in ("radio", *SOURCE_KEYS)],
+                title=f"{which}: {ds.name}"))
     _radio_lines(radio)
     print(f"run directory: {args.out}")
     return 0
+
+
+SOURCE_KEYS = ("teacher_source", "ensemble_sources")  # recorded in metrics.json, not tabled
+
+
+def _teacher_label(cfg, model) -> str:
+    """The teacher's name in tables and plots: its file or factory when it was brought from
+    elsewhere, else its architecture."""
+    from neurokd.models.byo import is_foreign, source_label
+
+    return source_label(model.neurokd_source) if is_foreign(model) else cfg.teacher.model
+
+
+def _save_colearned(run: Path, teacher, cfg, ds, out: str) -> None:
+    """The co-learned teacher: a neurokd checkpoint, or, for a DNN brought from elsewhere (its
+    architecture is not neurokd's to rebuild), its weights for --teacher-weights."""
+    from neurokd import pipeline
+    from neurokd.models.byo import is_foreign, save_weights
+
+    if not is_foreign(teacher):
+        pipeline.save_teacher(run / "teacher.pt", teacher, cfg, ds)
+        return
+    save_weights(run / "teacher_weights.pt", teacher)
+    source = teacher.neurokd_source
+    ref = source.get("factory") or source.get("path")
+    print(f"co-learned teacher weights: {out}/teacher_weights.pt (use them with --teacher {ref} "
+          f"--teacher-weights {out}/teacher_weights.pt)")
 
 
 def _radio_lines(report: Optional[Dict[str, Any]]) -> None:
@@ -414,7 +547,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from neurokd import pipeline
     from neurokd.config import build_config, config_to_dict
     from neurokd.fileio import write_json, write_yaml
-    from neurokd.metrics import plots
+    from neurokd.metrics import energy, plots
     from neurokd.metrics.report import table
 
     _positive("--epochs", args.epochs)
@@ -432,12 +565,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     ds = pipeline.load_data(cfg)
     with run_dir as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
-        qmodel, metrics = pipeline.quantize(model, meta, cfg, ds, args.kd_from, _progress(args), print)
+        qmodel, metrics = pipeline.quantize(model, meta, cfg, ds, args.kd_from, _progress(args), print,
+                                            check_fit=not args.ignore_fit)
         new_meta = pipeline.snn_meta(cfg, ds)
         from neurokd.models.checkpoint import save_checkpoint
 
         save_checkpoint(run / "snn.pt", "snn", qmodel.arch(), qmodel.state_dict(), new_meta)
-        pipeline.export_snn(qmodel, run / "network.net", new_meta, ds, log=print)
+        pipeline.export_snn(qmodel, run / "network.net", new_meta, ds, log=print,
+                            check_fit=not args.ignore_fit)
         if "qat_history" in metrics:
             plots.training_curves({"quantize": metrics.pop("qat_history")}, run / "training_curves.png",
                                   kept={"quantize": metrics["qat_best_epoch"]},
@@ -447,6 +582,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 ds, {"SNN, float": (model, meta),
                      f"SNN, {'/'.join(str(b) for b in qmodel.bits)} bits (PyTorch = Lava)": (qmodel, new_meta)},
                 run, cfg.seed)
+        energy.run_report(run, ds, energy.networks([(model, meta), (qmodel, new_meta)]), cfg.seed)
         write_json(run / "metrics.json", metrics)
     for name in ("test_overflow", "train_overflow"):
         for row in metrics.get(name, []):
@@ -474,30 +610,38 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from neurokd import pipeline
     from neurokd.config import build_config, config_to_dict
     from neurokd.fileio import write_json, write_yaml
-    from neurokd.metrics import plots
+    from neurokd.metrics import energy, plots
     from neurokd.metrics.report import table
+    from neurokd.models.byo import load_dnn
     from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
 
     _positive("--timesteps", args.timesteps)
     _positive("--epochs", args.epochs)
+    ref = _teacher_ref(args)
     run_dir = _run_dir(args)
-    payload = load_checkpoint(args.teacher, "teacher")
-    meta = payload.get("meta") or {}
-    base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir, where=args.teacher))
-    base.pop("convert", None)
+    base: Dict[str, Any] = {}  # a DNN from elsewhere: the defaults and the --dataset's presets
+    if ref.kind == "checkpoint":  # a neurokd teacher: its run's configuration
+        payload = load_checkpoint(args.teacher, "teacher")
+        meta = payload.get("meta") or {}
+        base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir, where=args.teacher))
+        base.pop("convert", None)
     values = {"hardware": args.hardware, "student.timesteps": args.timesteps,
               "student.encoder": "direct", "convert.method": args.method,
-              "convert.epochs": args.epochs}
+              "convert.epochs": args.epochs, "data.dataset": args.dataset,
+              "data.data_dir": args.data_dir}
     cfg = build_config(None, args.set, values, base=base)
     pipeline.check_names(cfg)
     ds = pipeline.load_data(cfg)
     with run_dir as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
-        snn, metrics = pipeline.convert(cfg, ds, args.teacher, _progress(args), print)
+        snn, metrics = pipeline.convert(cfg, ds, ref, _progress(args), print,
+                                        check_fit=not args.ignore_fit)
+        dnn = load_dnn(ref, ds.input_shape, ds.num_classes)[0]
         pairs = metrics.pop("_rate_pairs")
         snn_meta = pipeline.snn_meta(cfg, ds)
         save_checkpoint(run / "snn.pt", "snn", snn.arch(), snn.state_dict(), snn_meta)
-        pipeline.export_snn(snn, run / "network.net", snn_meta, ds, log=print)
+        pipeline.export_snn(snn, run / "network.net", snn_meta, ds, log=print,
+                            check_fit=not args.ignore_fit)
         plots.rate_scatter(pairs, run / "rate_tracking.png",
                            names=[f"{row['kind']} {i}" for i, row in enumerate(metrics["layers"])])
         if "qkd_history" in metrics:
@@ -506,11 +650,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
                                   start={"qkd": metrics["qkd_start_val_accuracy"]})
         if pipeline.is_radio(ds):
             metrics["radio"] = pipeline.radio_report(
-                ds, {f"DNN teacher ({cfg.teacher.model})": (pipeline.load_teacher(args.teacher), {}),
+                ds, {f"DNN teacher ({_teacher_label(cfg, dnn)})": (dnn, {}),
                      f"converted SNN, T = {args.timesteps} (PyTorch = Lava)": (snn, snn_meta)},
                 run, cfg.seed)
+        energy.run_report(run, ds, energy.networks([(snn, snn_meta)], dnn, _teacher_label(cfg, dnn)),
+                          cfg.seed)
         write_json(run / "metrics.json", metrics)
-    shown = [(k, v) for k, v in metrics.items() if k not in ("layers", "converted_layers", "radio")]
+    shown = [(k, v) for k, v in metrics.items()
+             if k not in ("layers", "converted_layers", "radio", *SOURCE_KEYS)]
     shown += [(f"layer {i} ({row['kind']}) rate corr.", row["correlation"])
               for i, row in enumerate(metrics["layers"])]
     print(table(shown, title=f"convert: {args.teacher} → {cfg.hardware}, T = {args.timesteps}"))
@@ -588,6 +735,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from neurokd.deploy.export import is_neurokd_network
     from neurokd.fileio import check_output_file
 
+    if args.format == "nir":
+        return _export_nir(args)
     check_output_file(args.out, _inputs(args), args.force, ours=is_neurokd_network)
     model, meta = pipeline.load_snn(args.snn)
     cfg = pipeline.config_from_meta(meta, args.data_dir, where=args.snn)
@@ -596,9 +745,99 @@ def cmd_export(args: argparse.Namespace) -> int:
     except NeurokdError as exc:
         ds = None
         print(f"note: 24-bit overflow check skipped, no data ({exc})")
-    path = pipeline.export_snn(model, args.out, meta, ds, log=print, replace=args.force)
+    path = pipeline.export_snn(model, args.out, meta, ds, log=print, replace=args.force,
+                               check_fit=not args.ignore_fit)
     print(f"exported {args.snn} → {path} (netx HDF5, {model.window_pad} trailing zero frames "
           f"per sample, window {meta['timesteps'] + model.window_pad} steps)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from neurokd import pipeline
+    from neurokd.distill.colearn import check_teacher_fits
+    from neurokd.metrics import energy
+    from neurokd.models.teachers import teacher_from_checkpoint
+
+    _positive("--samples", args.samples)
+    run_dir = _run_dir(args) if args.out is not None else None  # --out is checked before any work
+    model, meta = pipeline.load_snn(args.snn)
+    cfg = pipeline.config_from_meta(meta, args.data_dir, where=args.snn)
+    payload = pipeline.load_checkpoint(args.teacher, "teacher") if args.teacher else None
+    ds = pipeline.load_data(cfg)
+    teacher = None
+    if payload is not None:
+        check_teacher_fits(payload["arch"], ds.num_classes, ds.input_shape, str(args.teacher))
+        teacher = teacher_from_checkpoint(payload, where=str(args.teacher))
+    nets = energy.networks([(model, meta)], teacher, str(payload["arch"].get("model", "")) if payload else "")
+    report = energy.build_report(ds, nets, cfg.seed, args.samples)
+    report["neurokd"] = {"version": __version__, "command": "report", "snn": str(args.snn),
+                         "teacher": None if args.teacher is None else str(args.teacher)}
+    written: List[str] = []
+    if run_dir is not None:
+        with run_dir as run:
+            written = [path.name for path in energy.write_report(run, report)]
+    print(energy.report_markdown(report), end="")
+    if args.out is not None:
+        print(f"run directory: {args.out} ({', '.join(written)})")
+    return 0
+
+
+def _positive_dt(dt: float) -> None:
+    if not (math.isfinite(dt) and dt > 0):
+        raise NeurokdError(f"--dt must be a positive number of seconds, got {dt}")
+
+
+def _export_nir(args: argparse.Namespace) -> int:
+    from neurokd import pipeline
+    from neurokd.deploy.nir_io import export_nir, is_neurokd_nir
+    from neurokd.fileio import check_output_file
+
+    _positive_dt(args.dt)
+    check_output_file(args.out, _inputs(args), args.force, ours=is_neurokd_nir)
+    model, meta = pipeline.load_snn(args.snn)
+    path = export_nir(model, args.out, meta, dt=args.dt, replace=args.force)
+    kind = "quantized" if hasattr(model, "export_integers") else "float"
+    print(f"exported {args.snn} → {path} (NIR graph of the {kind} network, dt = {args.dt:g}; "
+          f"it reads {meta['timesteps']} input frames without Loihi's per-layer delay, so its "
+          f"output at step t is the network's at step t + {model.window_pad})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from neurokd import pipeline
+    from neurokd.config import build_config, config_to_dict
+    from neurokd.deploy.nir_io import import_nir, read_graph
+    from neurokd.fileio import write_json, write_yaml
+    from neurokd.metrics.report import table
+    from neurokd.models.checkpoint import save_checkpoint
+    from neurokd.models.spec import save_spec
+
+    _positive("--timesteps", args.timesteps)
+    _positive_dt(args.dt)
+    cfg = build_config(args.config, args.set, {
+        "data.dataset": args.dataset, "data.data_dir": args.data_dir, "seed": args.seed,
+        "student.timesteps": args.timesteps, "student.encoder": args.encoder,
+        "hardware": args.hardware}, log=print)
+    cfg = pipeline.as_direct_training(cfg)  # the run trains nothing: no distillation method
+    pipeline.check_names(cfg)
+    run_dir = _run_dir(args, cfg)
+    read_graph(args.graph)  # a bad graph fails before the data is loaded
+    ds = pipeline.load_data(cfg, print)
+    with run_dir as run:
+        write_yaml(run / "config.yaml", config_to_dict(cfg))
+        model, meta, metrics = import_nir(args.graph, cfg, ds, dt=args.dt, log=print)
+        save_checkpoint(run / "snn.pt", "snn", model.arch(), model.state_dict(), meta)
+        save_spec(run / "spec.yaml", model.spec, timesteps=cfg.student.timesteps,
+                  encoder=cfg.student.encoder)
+        write_json(run / "metrics.json", metrics)
+    shown = [(k, v) for k, v in metrics.items()
+             if k not in ("layers", "approximations", "nir_nodes", "source")]
+    print(table(shown, title=f"import: {args.graph} → {ds.name}, T = {cfg.student.timesteps}"))
+    print(f"{len(metrics['approximations'])} approximations (listed above and in "
+          f"{args.out}/metrics.json); nir_reference_accuracy is the graph as written (float64 "
+          "Euler steps, biases included), snn_accuracy the imported float network")
+    print(f"run directory: {args.out} (quantize it with: neurokd quantize --snn {args.out}/snn.pt "
+          f"--method ptq --out RUN)")
     return 0
 
 
@@ -679,7 +918,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     cfg, ds = _lava_data(meta, args.data_dir, args.snn)
     samples = args.samples or cfg.lava.samples
     with tempfile.TemporaryDirectory(prefix="neurokd-verify-") as tmp:
-        net = Path(args.net) if args.net else pipeline.export_snn(model, Path(tmp) / "network.net", meta)
+        net = Path(args.net) if args.net else pipeline.export_snn(model, Path(tmp) / "network.net", meta,
+                                                                  check_fit=False)
         res = pipeline.verify(model, net, ds, read_meta(net), samples, args.backend, seed=cfg.seed,
                               progress=_progress(args))
     shown = {k: v for k, v in res.items() if not k.startswith("_") and k != "state_extremes"}
@@ -694,8 +934,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 COMMANDS = {"demo": cmd_demo, "train-teacher": lambda a: _train(a, "teacher"),
             "train-snn": lambda a: _train(a, "snn"), "distill": lambda a: _train(a, "distill"),
-            "export": cmd_export, "quantize": cmd_quantize, "convert": cmd_convert,
-            "search": cmd_search,
+            "export": cmd_export, "import": cmd_import, "quantize": cmd_quantize,
+            "convert": cmd_convert,
+            "search": cmd_search, "report": cmd_report,
             "run-lava": cmd_run_lava, "verify": cmd_verify}
 
 

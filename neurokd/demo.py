@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Sequence
 from neurokd import pipeline
 from neurokd.config import RunConfig, config_to_dict
 from neurokd.fileio import RunDir, write_json, write_yaml
+from neurokd.hardware import load_profile
 from neurokd.metrics import plots
 from neurokd.metrics.report import demo_table
 
@@ -16,11 +17,15 @@ Log = pipeline.Log
 
 
 def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: bool = True,
-             log: Log = print, inputs: Sequence[Optional[str]] = ()) -> Dict[str, Any]:
+             log: Log = print, inputs: Sequence[Optional[str]] = (), ignore_fit: bool = False
+             ) -> Dict[str, Any]:
     """Run every stage and write ``out/`` with config.yaml, teacher.pt, snn.pt, network.net,
-    metrics.json and plots. ``out`` appears only when the whole run succeeded; ``inputs`` (files
-    the run reads) may not lie inside it."""
+    metrics.json, report.json/.md (what the SNN costs on the chip) and plots. ``out`` appears only
+    when the whole run succeeded; ``inputs`` (files the run reads) may not lie inside it. A student
+    that does not fit one chip of the profile is refused before training, unless ``ignore_fit``."""
     from neurokd.deploy.lava_run import resolve_backend
+    from neurokd.metrics import energy
+    from neurokd.nas.resources import check_fit
 
     seconds: Dict[str, float] = {}
     cfg = pipeline.as_direct_training(cfg)  # the demo trains its student directly
@@ -32,6 +37,8 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
         ds = pipeline.load_data(cfg, log)
         # a spec that does not fit the data, or the machine's memory, fails before training
         pipeline.check_memory(cfg, ds, pipeline.student_spec(cfg, ds), ("training", "lava"))
+        if not ignore_fit:
+            check_fit(pipeline.student_spec(cfg, ds), load_profile(cfg.hardware))
         seconds["data"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -48,7 +55,7 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
 
         t0 = time.perf_counter()
         meta = pipeline.snn_meta(cfg, ds)
-        net_path = pipeline.export_snn(snn, run / "network.net", meta, ds, log)
+        net_path = pipeline.export_snn(snn, run / "network.net", meta, ds, log, check_fit=not ignore_fit)
         seconds["export"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -74,6 +81,8 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
             radio = pipeline.radio_report(ds, {f"DNN teacher ({cfg.teacher.model})": (teacher, {}),
                                                "SNN (PyTorch = Lava)": (snn, meta)}, run, cfg.seed)
             seconds["radio_report"] = time.perf_counter() - t0
+        energy.run_report(run, ds, energy.networks([(snn, meta)], teacher, cfg.teacher.model),
+                          cfg.seed, log=log)
 
         metrics: Dict[str, Any] = {"dataset": ds.name, "encoder": cfg.student.encoder,
                                    "timesteps": cfg.student.timesteps, "seed": cfg.seed,

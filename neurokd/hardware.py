@@ -9,12 +9,40 @@ from __future__ import annotations
 import functools
 from importlib import resources
 from pathlib import Path
-from typing import List
+from typing import Annotated, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neurokd.errors import NeurokdError
 from neurokd.fileio import read_yaml
+
+
+# A positive, finite number of picojoules (true/false and strings refused).
+Picojoules = Annotated[float, Field(gt=0, strict=True)]
+
+
+class EnergyFigures(BaseModel):
+    """Energy per operation, in picojoules, that ``neurokd report`` prices a network with; each
+    profile names its published sources in ``source`` and ``baseline_source`` (and, figure by
+    figure, in comments of its YAML file).
+
+    The chip: a synaptic operation (one input event reaching one synapse), a neuron update (every
+    neuron, every time step; *active* when the neuron received an input event that step), a spike
+    message a neuron sends. The conventional processor the DNN teacher is compared on: a
+    multiply-accumulate in 32-bit float and in 8-bit integers (arithmetic only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    synop_pj: Picojoules
+    neuron_update_active_pj: Picojoules
+    neuron_update_inactive_pj: Picojoules
+    spike_pj: float = Field(ge=0, strict=True, description="picojoules")
+    source: str = Field(min_length=1, description="where the chip's figures come from")
+    proxy: bool = Field(False, strict=True,
+                        description="true: the figures are another chip's, standing in (source says which)")
+    mac_fp32_pj: Picojoules
+    mac_int8_pj: Picojoules
+    baseline_source: str = Field(min_length=1, description="where the MAC figures come from")
 
 
 class HardwareProfile(BaseModel):
@@ -41,6 +69,8 @@ class HardwareProfile(BaseModel):
     neurons_per_core: int = Field(gt=0)
     synaptic_memory_bytes_per_core: int = Field(gt=0)
     max_fan_in_per_core: int = Field(gt=0)
+    energy: Optional[EnergyFigures] = Field(None, description="energy per operation (None: the "
+                                                              "report gives no energy estimate)")
 
     @model_validator(mode="after")
     def _ranges(self) -> "HardwareProfile":

@@ -19,10 +19,12 @@ from neurokd.data.datasets import Dataset, Split, load_dataset
 from neurokd.data.encoders import encode_window, get_encoder
 from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
+from neurokd.models.byo import TeacherRef
 from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
 from neurokd.models.snn import SpikingNet, snn_from_checkpoint
 from neurokd.models.spec import ArchSpec, default_spec, load_spec
 from neurokd.models.teachers import build_teacher, teacher_arch, teacher_from_checkpoint
+from neurokd.nas.resources import check_fit as check_fit_chip
 from neurokd.training import Prepare, accuracy, encoded_batches, fit, seed_everything
 
 Log = Callable[[str], None]
@@ -217,9 +219,13 @@ def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _qu
                    "snn_epoch_seconds": res.epoch_seconds, "snn_history": res.history}
 
 
-def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path]) -> List[nn.Module]:
-    """The teacher checkpoints a distillation method needs, each checked against the data."""
-    from neurokd.distill.colearn import check_teacher_fits, uses_teacher
+def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | TeacherRef]
+                  ) -> List[nn.Module]:
+    """The teachers a distillation method needs (neurokd checkpoints, ONNX files or a
+    ``module:factory``, see ``neurokd.models.byo``), each checked against the data and carrying
+    its ``neurokd_source``."""
+    from neurokd.distill.colearn import uses_teacher
+    from neurokd.models.byo import load_dnn
 
     d = cfg.distill
     if not uses_teacher(d):
@@ -229,15 +235,10 @@ def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path]) ->
     paths = [teacher] + (list(d.ensemble) if d.method == "ensemble" else [])
     if d.method == "ensemble" and len(paths) < 2:
         raise NeurokdError("method 'ensemble' needs more teachers: --set distill.ensemble=[a.pt, b.pt]")
-    teachers = []
-    for path in paths:
-        payload = load_checkpoint(path, "teacher")
-        check_teacher_fits(payload.get("arch", {}), ds.num_classes, ds.input_shape, str(path))
-        teachers.append(teacher_from_checkpoint(payload, where=str(path)))
-    return teachers
+    return [load_dnn(path, ds.input_shape, ds.num_classes)[0] for path in paths]
 
 
-def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path] = None,
+def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | TeacherRef] = None,
                     progress: bool = True, log: Log = _quiet
                     ) -> Tuple[SpikingNet, Optional[nn.Module], Dict[str, Any]]:
     """Train an SNN student with ``cfg.distill.method`` from the teacher checkpoint(s).
@@ -260,6 +261,9 @@ def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path] =
     metrics: Dict[str, Any] = {"method": d.method}
     if teachers:
         metrics["teacher_accuracy"] = accuracy(teachers[0].eval(), ds.test, identity, logits_of)
+        metrics["teacher_source"] = teachers[0].neurokd_source
+        if len(teachers) > 1:
+            metrics["ensemble_sources"] = [t.neurokd_source for t in teachers[1:]]
     res = fit(learner, ds.train, ds.val, prepare, lambda m, x: spike_counts(m.student, x),
               epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, patience=s.patience,
               weight_decay=s.weight_decay, seed=cfg.seed, desc=f"distill {d.method}",
@@ -334,9 +338,11 @@ def kd_reference(path: str | Path, ds: Dataset, meta: Dict[str, Any], bits: List
 
 
 def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
-             kd_from: Optional[str | Path] = None, progress: bool = True, log: Log = _quiet):
+             kd_from: Optional[str | Path] = None, progress: bool = True, log: Log = _quiet,
+             check_fit: bool = True):
     """Quantization-aware training of a trained float SNN for ``cfg.hardware`` (``cfg.quant``).
-    Returns the ``QuantSpikingNet`` and metrics; every argument is checked before training."""
+    Returns the ``QuantSpikingNet`` and metrics; every argument is checked before training, and
+    (``check_fit``) that the network fits one chip of the profile at its bit-widths."""
     from neurokd.quant.qat import layer_bits, quantize_snn
     from neurokd.quant.qsnn import check_bits
 
@@ -345,6 +351,8 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
     profile = load_profile(cfg.hardware)
     bits = layer_bits(cfg.quant, snn.spec.num_spiking_layers)
     check_bits(bits, profile)
+    if check_fit:
+        check_fit_chip(snn.spec, profile, bits)
     reference = None
     if kd_from is not None:
         if cfg.quant.method != "lsq_prob_kd":
@@ -360,30 +368,39 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
 
 
 # ---------------------------------------------------------------- DNN → SNN conversion
-def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path, progress: bool = True,
-            log: Log = _quiet):
-    """Convert the DNN checkpoint ``teacher`` for ``cfg.student.timesteps`` steps (``cfg.convert``).
-    Returns the integer IF network and metrics."""
-    from neurokd.distill.colearn import check_teacher_fits
-    from neurokd.quant.convert import convert_dnn
+def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path | TeacherRef, progress: bool = True,
+            log: Log = _quiet, check_fit: bool = True):
+    """Convert the DNN ``teacher`` (a neurokd checkpoint, an ONNX file or a ``module:factory``,
+    see ``neurokd.models.byo``) for ``cfg.student.timesteps`` steps (``cfg.convert``).
+    Returns the integer IF network and metrics (``teacher_source``: where the DNN came from);
+    with ``check_fit``, a network that would not fit one chip of the profile is refused before
+    any work."""
+    from neurokd.models.byo import load_dnn
+    from neurokd.quant.convert import convert_dnn, dnn_stages, stages_spec
 
-    payload = load_checkpoint(teacher, "teacher")
-    check_teacher_fits(payload.get("arch", {}), ds.num_classes, ds.input_shape, str(teacher))
-    model = teacher_from_checkpoint(payload, where=str(teacher))
+    model, source = load_dnn(teacher, ds.input_shape, ds.num_classes)
+    if check_fit:
+        check_fit_chip(stages_spec(dnn_stages(model.eval(), ds.input_shape), ds.input_shape),
+                       load_profile(cfg.hardware), cfg.convert.bits)
     snn, metrics = convert_dnn(model, ds, cfg.student.timesteps, cfg.convert, load_profile(cfg.hardware),
                                cfg.student.encoder, seed=cfg.seed, progress=progress, log=log)
     metrics["hardware"] = cfg.hardware
+    metrics["teacher_source"] = source
     return snn, metrics
 
 
 # ---------------------------------------------------------------- export and Lava
 def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Optional[Dataset] = None,
-               log: Log = _quiet, replace: bool = True) -> Path:
-    """Export to netx. Reports each layer's state against the chip's state bits: the worst case
-    over every admissible input (``state_bound``) and, with data, the extremes measured on the
-    first test samples; warns where either passes the limit."""
+               log: Log = _quiet, replace: bool = True, check_fit: bool = True) -> Path:
+    """Export to netx. With ``check_fit``, refuses a network that does not fit one chip of its
+    profile (``neurokd.nas.resources.fit_violation``). Reports each layer's state against the
+    chip's state bits: the worst case over every admissible input (``state_bound``) and, with
+    data, the extremes measured on the first test samples; warns where either passes the limit."""
     from neurokd.deploy.export import export_netx
+    from neurokd.metrics.activity import weight_bits
 
+    if check_fit:
+        check_fit_chip(model.spec, model.profile, weight_bits(model))
     emulated = hasattr(model, "to_slayer")  # a QuantSpikingNet wraps and clips as Lava does
     # The remedy for a network from `neurokd quantize` (a converted one has biases).
     remedy = emulated and not model.has_bias

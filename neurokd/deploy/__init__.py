@@ -1,1 +1,1 @@
-"""netx export, the Lava runner and PyTorch ↔ Lava verification."""
+"""netx export, the Lava runner, PyTorch ↔ Lava verification, and NIR in and out (nir_io)."""

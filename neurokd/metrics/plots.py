@@ -1,4 +1,5 @@
-"""Plots of a run: training curves and output spike rasters (PyTorch against Lava)."""
+"""Plots of a run: training curves, output spike rasters (PyTorch against Lava), energy against
+accuracy."""
 
 from __future__ import annotations
 
@@ -135,4 +136,29 @@ def pareto(points, front, path: str | Path, proxy: str) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def energy_accuracy(points, path: str | Path) -> Path:
+    """Test accuracy against energy per inference (log scale), one point per network of a run:
+    ``points`` are (name, kind, joules, int8 joules or None, accuracy), kind ``snn`` (on the chip)
+    or ``dnn`` (a conventional processor: 32-bit float filled, 8-bit integer hollow)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for name, kind, joules, int8, acc in points:
+        color = next(colors)
+        if kind == "dnn":
+            ax.scatter([joules], [acc], marker="s", s=60, color=color, label=f"{name}, CPU fp32")
+            if int8:
+                ax.scatter([int8], [acc], marker="s", s=60, facecolors="none", edgecolors=color,
+                           label=f"{name}, CPU int8")
+                ax.plot([int8, joules], [acc, acc], color=color, lw=0.8, ls=":")
+        else:
+            ax.scatter([joules], [acc], marker="o", s=60, color=color, label=f"{name}, chip")
+    ax.set_xscale("log")
+    ax.set(xlabel="energy per inference (J)", ylabel="test accuracy",
+           title="Energy per inference against accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, path)

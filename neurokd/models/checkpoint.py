@@ -41,36 +41,37 @@ _PLAIN_ENTRY = re.compile(r"(data\.pkl|version|byteorder|data/\d+|\.data/version
                           r"\.data/serialization_id)")
 
 
-def check_archive(data: bytes, p: Path) -> None:
+def check_archive(data: bytes, p: Path, what: str = "neurokd checkpoint") -> None:
     """Raise NeurokdError unless ``data`` (the bytes of ``p``) is a zip of plain tensors as
-    ``torch.save`` writes it. Reads only the zip directory; nothing is unpickled or executed."""
+    ``torch.save`` writes it. Reads only the zip directory; nothing is unpickled or executed.
+    ``what`` names the expected file in the messages."""
     size = len(data)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        raise NeurokdError(f"{p}: not a neurokd checkpoint (not a torch zip archive)") from None
+        raise NeurokdError(f"{p}: not a {what} (not a torch zip archive)") from None
     roots = {info.filename.split("/", 1)[0] for info in infos}
     if len(roots) != 1 or not infos:
-        raise NeurokdError(f"{p}: not a neurokd checkpoint (archive has {len(roots)} top-level "
-                           "folders, expected one)")
+        raise NeurokdError(f"{p}: not a {what} (archive has {len(roots)} top-level folders, "
+                           "expected one)")
     root = roots.pop()
     names = set()
     total = 0
     for info in infos:
         rel = info.filename[len(root) + 1:] if info.filename.startswith(root + "/") else ""
         if not _PLAIN_ENTRY.fullmatch(rel):
-            what = "TorchScript code" if rel in ("constants.pkl", "code") or rel.startswith(
+            found = "TorchScript code" if rel in ("constants.pkl", "code") or rel.startswith(
                 ("code/", "constants")) else "an unexpected entry"
-            raise NeurokdError(f"{p}: refused: the archive holds {what} ({info.filename!r}); a "
-                               "neurokd checkpoint holds only plain tensors")
+            raise NeurokdError(f"{p}: refused: the archive holds {found} ({info.filename!r}); a "
+                               f"{what} holds only plain tensors")
         if info.compress_type != zipfile.ZIP_STORED:
             raise NeurokdError(f"{p}: refused: compressed entry {info.filename!r} (torch.save "
                                "stores entries uncompressed)")
         names.add(rel)
         total += info.file_size
     if "data.pkl" not in names:
-        raise NeurokdError(f"{p}: not a neurokd checkpoint (no data.pkl in the archive)")
+        raise NeurokdError(f"{p}: not a {what} (no data.pkl in the archive)")
     if total > size:
         raise NeurokdError(f"{p}: refused: entries claim {total} bytes, more than the file's {size}")
 

@@ -1,0 +1,975 @@
+"""NIR (the Neuromorphic Intermediate Representation) in and out.
+
+**Import** (``neurokd import``): a NIR graph whose nodes form one feed-forward chain of
+``Affine``/``Linear``, ``Conv2d``, ``Flatten`` and ``LIF``/``CubaLIF``/``IF`` nodes (as snntorch's
+``export_to_nir`` writes them) becomes an ``ArchSpec`` and float weights: a slayer ``SpikingNet``
+that ``neurokd quantize``, ``export`` and ``verify`` take like one from ``train-snn``.
+
+**Export** (``neurokd export --format nir``): any neurokd SNN (float ``SpikingNet`` or quantized
+``QuantSpikingNet``) as a NIR graph that ``nir.read`` and snntorch's ``import_from_nir`` load.
+
+The mapping. NIR's neurons are continuous in time; they are read as forward-Euler steps of
+``dt`` (snntorch's convention, ``DEFAULT_DT``), with ``S`` the synapse's output (``W x + b``)::
+
+    LIF      v[t] = (1 - dt/tau) v[t-1] + (dt/tau) (v_leak + R S[t])
+    CubaLIF  I[t] = (1 - dt/tau_syn) I[t-1] + (dt/tau_syn) w_in S[t]
+             v[t] = (1 - dt/tau_mem) v[t-1] + (dt/tau_mem) (v_leak + R I[t])
+    IF       v[t] = v[t-1] + R S[t]        (one step: discrete-time producers write r = 1)
+    all      s[t] = v[t] > v_threshold;  v[t] = v_reset where s[t]
+
+Loihi's CUBA neuron, in slayer's float units (``neurokd.models.snn``)::
+
+    u[t] = (1 - du) u[t-1] + x[t];   v[t] = (1 - dv) v[t-1] + u[t];   s = v > θ;   v = 0 where s
+
+So ``du = dt/tau_syn`` (1 for LIF and IF: the current is the input), ``dv = dt/tau_mem`` (0 for IF),
+both rounded to the chip's 12-bit decays, and each neuron's input gain ``g`` (``R dt/tau``;
+``R w_in dt² / (tau_syn tau_mem)``; ``R``) and threshold ``v_th`` are folded into its row of
+weights: ``W'[i] = θ g[i] W[i] / v_th[i]``. With ``v_leak = v_reset = 0`` that is exact: scaling a
+neuron's input and threshold alike does not change when it fires. ``θ``, one threshold for the
+whole network, is chosen so that the largest weight fills slayer's 8-bit range.
+
+What cannot be carried over exactly is said, node by node, in the ``approximations`` the import
+returns (and the CLI logs and saves): Euler steps of ``dt``, decays rounded to 12 bits, biases
+and ``v_leak`` dropped (neurokd's float students have no bias), ``v_reset`` taken as 0, slayer's
+8-bit weight rounding of the float model. What it cannot map at all (another graph shape, another
+node type, decays that differ between neurons, ...) is refused with one line naming the node.
+
+Loihi delays each layer's output by one step (``SpikingNet.window_pad``); a NIR simulator has no
+such delay, so neurokd's output at step ``t + L`` is the graph's output at step ``t``
+(``nir_input_window`` lines the two up).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from neurokd.errors import NeurokdError
+from neurokd.hardware import HardwareProfile, load_profile
+from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec
+
+DEFAULT_DT = 1e-4  # snntorch writes (and reads) its NIR graphs with this step
+META_KEY = "neurokd"
+FORMAT_VERSION = 1
+# A zero decay written as a finite time constant: 1 - 2^-40 is 1.0 in float32 (snntorch's beta),
+# and consumers that cannot take an infinite tau still read the graph.
+NEVER_DECAYS = float(2 ** 40)
+# The import's global threshold mantissa stays below 2^12: from 2^12 on, slayer's float32 spike
+# test needs a wider margin (models.snn.exact_threshold). Weights then still fill slayer's 8 bits
+# unless one input spike carries less than 254/4095 of a threshold.
+MAX_IMPORT_VTH = (1 << 12) - 1
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- reading a graph
+def _nir():
+    try:
+        import nir
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise NeurokdError("the 'nir' package is missing; install it with: pip install nir") from None
+    return nir
+
+
+def read_graph(path: Union[str, Path]):
+    """The NIR graph in the HDF5 file at ``path``, read with the ``nir`` package (h5py; nothing
+    is unpickled). Shapes are checked by ``parse_chain``, not by ``nir``'s own type inference,
+    which refuses graphs with per-layer (scalar) neuron parameters."""
+    import h5py
+
+    nir = _nir()
+    p = Path(path)
+    if not p.is_file():
+        raise NeurokdError(f"{p}: no such NIR file")
+    try:
+        with h5py.File(p, "r") as h:
+            if "node" not in h:
+                raise NeurokdError(f"{p}: HDF5 file without a 'node' group; not a NIR graph")
+    except OSError:
+        raise NeurokdError(f"{p}: not an HDF5 file (NIR graphs are HDF5)") from None
+    try:
+        graph = nir.read(str(p), type_check=False)
+    except NeurokdError:
+        raise
+    except Exception as exc:  # nir raises ValueError, KeyError, TypeError ... on bad content
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise NeurokdError(f"{p}: unreadable NIR graph ({why})") from None
+    if not isinstance(graph, nir.NIRGraph):
+        raise NeurokdError(f"{p}: holds a single {type(graph).__name__} node, not a NIR graph")
+    return graph
+
+
+@dataclass
+class Stage:
+    """One spiking layer of a NIR chain: a synapse node and the neuron node after it, with every
+    neuron parameter as one value per output channel (float64)."""
+
+    synapse: str                 # node names, for messages
+    neuron: str
+    neuron_type: str             # LIF, CubaLIF, IF
+    kind: str                    # dense or conv
+    weight: np.ndarray           # (out, in) or (out, in, kh, kw)
+    bias: np.ndarray             # (out,); zeros for Linear
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    in_shape: Tuple[int, ...] = ()
+    out_shape: Tuple[int, ...] = ()
+    du: np.ndarray = field(default_factory=lambda: np.zeros(0))   # current decay per step
+    dv: np.ndarray = field(default_factory=lambda: np.zeros(0))   # voltage decay per step
+    gain: np.ndarray = field(default_factory=lambda: np.zeros(0))  # input → voltage per step
+    threshold: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    v_leak: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    v_reset: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    decay_clamped: List[str] = field(default_factory=list)
+    flatten_after: bool = False  # a Flatten node follows (or sat between synapse and neuron)
+
+
+@dataclass
+class Chain:
+    """A NIR graph read as neurokd's layers: the input shape and the spiking stages in order."""
+
+    input_shape: Tuple[int, ...]
+    stages: List[Stage]
+    dt: float
+    node_types: Dict[str, str]
+
+
+def _ints(value: Any, n: int, what: str, where: str) -> Tuple[int, ...]:
+    arr = np.asarray(value).reshape(-1)
+    if arr.size == 1:
+        arr = np.repeat(arr, n)
+    if arr.size != n or not np.all(np.isfinite(arr.astype(np.float64))) or np.any(arr != np.round(arr)):
+        raise NeurokdError(f"{where}: {what} {np.asarray(value).tolist()} is not {n} integers")
+    return tuple(int(v) for v in arr)
+
+
+def _param(node: Any, name: str, shape: Tuple[int, ...], where: str, default: Optional[float] = None
+           ) -> np.ndarray:
+    """A neuron parameter as one float64 per output channel of a layer of output ``shape``
+    (``(units,)`` or ``(C, H, W)``): a scalar is broadcast; a convolution's parameter must not vary
+    within a channel, since a convolution shares its weights across positions."""
+    value = getattr(node, name, None)
+    if value is None:
+        if default is None:
+            raise NeurokdError(f"{where}: has no {name}")
+        value = default
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise NeurokdError(f"{where}: {name} is not numeric") from None
+    if np.any(np.isnan(arr)):
+        raise NeurokdError(f"{where}: {name} holds NaN")
+    channels = shape[0]
+    if arr.size == 1:
+        return np.full(channels, float(arr.reshape(-1)[0]))
+    if arr.size == int(np.prod(shape)):
+        per = arr.reshape(channels, -1)
+    elif arr.size == channels:
+        per = arr.reshape(channels, 1)
+    else:
+        raise NeurokdError(f"{where}: {name} has shape {list(arr.shape)}, but the layer before it "
+                           f"gives {list(shape)}")
+    if per.shape[1] > 1:
+        spread = np.abs(per - per[:, :1]).max()
+        if spread > 1e-6 * max(1.0, float(np.abs(per).max())):
+            raise NeurokdError(f"{where}: {name} varies within a channel; a convolution shares "
+                               "its weights across positions, so its neurons must share "
+                               "their parameters per channel")
+    return per[:, 0].copy()
+
+
+def _decay(dt: float, tau: np.ndarray, name: str, where: str, clamped: List[str]) -> np.ndarray:
+    if np.any(tau <= 0):
+        raise NeurokdError(f"{where}: {name} must be positive, found {float(tau.min()):g}")
+    decay = dt / tau  # tau = inf: no decay
+    if np.any(decay > 1):
+        clamped.append(f"{name}: dt/{name} = {float(decay.max()):.4g} > 1 (an unstable Euler "
+                       "step) taken as 1, as snntorch clamps its decay factors")
+        decay = np.minimum(decay, 1.0)
+    return decay
+
+
+def _back_edge(names: List[str], succ: Dict[str, List[str]]) -> Optional[Tuple[str, str]]:
+    """An edge that closes a cycle (found by depth-first search from each node in turn), or None."""
+    state: Dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in names:
+        if root in state:
+            continue
+        stack = [(root, iter(succ[root]))]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return node, nxt
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(succ[nxt])))
+    return None
+
+
+def _chain_order(graph, where: str) -> List[str]:
+    """The node names from the Input node to the Output node, refusing any other graph shape."""
+    nir = _nir()
+    nodes = graph.nodes
+    edges = sorted({(str(a), str(b)) for a, b in graph.edges})
+    for a, b in edges:
+        for name in (a, b):
+            if name not in nodes:
+                raise NeurokdError(f"{where}: edge {a!r} → {b!r} names an unknown node {name!r}")
+    for name, node in nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            raise NeurokdError(f"{where}: node {name!r} is a subgraph (NIRGraph), as snntorch writes "
+                               "recurrent layers (RLeaky, RSynaptic); neurokd imports feed-forward "
+                               "chains only")
+    inputs = [n for n, node in nodes.items() if isinstance(node, nir.Input)]
+    outputs = [n for n, node in nodes.items() if isinstance(node, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NeurokdError(f"{where}: the graph has {len(inputs)} Input and {len(outputs)} Output "
+                           "nodes; neurokd imports one chain from one Input to one Output")
+    succ: Dict[str, List[str]] = {n: [] for n in nodes}
+    pred: Dict[str, List[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        if a == b:
+            raise NeurokdError(f"{where}: node {a!r} feeds itself (a recurrent edge); neurokd "
+                               "imports feed-forward chains only")
+        succ[a].append(b)
+        pred[b].append(a)
+    back = _back_edge(list(nodes), succ)
+    if back is not None:
+        raise NeurokdError(f"{where}: edge {back[0]!r} → {back[1]!r} closes a loop (a recurrent "
+                           "connection); neurokd imports feed-forward chains only")
+    for name in nodes:
+        if len(pred[name]) > 1:
+            raise NeurokdError(f"{where}: node {name!r} has {len(pred[name])} inputs "
+                               f"({', '.join(pred[name])}); neurokd imports one chain, no merges "
+                               "or recurrence")
+        if len(succ[name]) > 1:
+            raise NeurokdError(f"{where}: node {name!r} feeds {len(succ[name])} nodes "
+                               f"({', '.join(succ[name])}); neurokd imports one chain, no branches")
+    order = [inputs[0]]
+    seen = {inputs[0]}
+    while succ[order[-1]]:
+        nxt = succ[order[-1]][0]
+        order.append(nxt)
+        seen.add(nxt)
+    if order[-1] != outputs[0]:
+        raise NeurokdError(f"{where}: the chain from {inputs[0]!r} ends at {order[-1]!r} before "
+                           f"reaching the Output node {outputs[0]!r}")
+    stray = [n for n in nodes if n not in seen]
+    if stray:
+        raise NeurokdError(f"{where}: node {stray[0]!r} is not on the chain from {inputs[0]!r} to "
+                           f"{outputs[0]!r}")
+    return order
+
+
+def _conv_geometry(node: Any, kernel: Tuple[int, int], where: str) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    groups = int(np.asarray(getattr(node, "groups", 1)).reshape(-1)[0])
+    if groups != 1:
+        raise NeurokdError(f"{where}: groups = {groups}; neurokd's convolutions are dense (groups 1)")
+    dilation = _ints(getattr(node, "dilation", 1), 2, "dilation", where)
+    if dilation != (1, 1):
+        raise NeurokdError(f"{where}: dilation {list(dilation)}; Loihi convolutions in neurokd "
+                           "have dilation 1")
+    stride = _ints(getattr(node, "stride", 1), 2, "stride", where)
+    if min(stride) < 1:
+        raise NeurokdError(f"{where}: stride {list(stride)} must be positive")
+    padding = getattr(node, "padding", 0)
+    if isinstance(padding, bytes):
+        padding = padding.decode()
+    if isinstance(padding, str):
+        if padding == "valid":
+            return stride, (0, 0)
+        if padding == "same" and stride == (1, 1) and kernel[0] % 2 and kernel[1] % 2:
+            return stride, (kernel[0] // 2, kernel[1] // 2)
+        raise NeurokdError(f"{where}: padding {padding!r} (with stride {list(stride)} and kernel "
+                           f"{list(kernel)}) has no symmetric integer form")
+    pad = _ints(padding, 2, "padding", where)
+    if min(pad) < 0:
+        raise NeurokdError(f"{where}: padding {list(pad)} must not be negative")
+    return stride, pad
+
+
+SYNAPSE_TYPES = ("Affine", "Linear", "Conv2d")
+NEURON_TYPES = ("LIF", "CubaLIF", "IF")
+
+
+def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chain:
+    """Read ``graph`` as neurokd's layers, or refuse it with one line naming the node."""
+    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise NeurokdError(f"dt must be a positive number, got {dt!r}")
+    order = _chain_order(graph, where)
+    nodes = graph.nodes
+    node_types = {n: type(nodes[n]).__name__ for n in order}
+    in_node = nodes[order[0]]
+    raw = (in_node.input_type or {}).get("input") if isinstance(in_node.input_type, dict) else None
+    if raw is None:
+        raise NeurokdError(f"{where}: Input node {order[0]!r} does not give its shape")
+    shape = _ints(raw, int(np.asarray(raw).size), "input shape", f"{where}: node {order[0]!r}")
+    if not 1 <= len(shape) <= 3 or min(shape) <= 0:
+        raise NeurokdError(f"{where}: Input node {order[0]!r} has shape {list(shape)}; neurokd takes "
+                           "(features,) or (channels, height, width) inputs")
+    input_shape = shape
+    stages: List[Stage] = []
+    pending: Optional[Stage] = None
+    for name in order[1:-1]:
+        node = nodes[name]
+        kind = type(node).__name__
+        at = f"{where}: node {name!r} ({kind})"
+        if kind == "Flatten":
+            if len(shape) == 1:
+                continue  # flattening a flat vector does nothing
+            start = int(np.asarray(node.start_dim).reshape(-1)[0])
+            end = int(np.asarray(node.end_dim).reshape(-1)[0])
+            if start % len(shape) != 0 or end % len(shape) != len(shape) - 1:
+                raise NeurokdError(f"{at}: flattens dims {start}..{end} of {list(shape)}; neurokd "
+                                   "flattens all of them (start_dim 0, end_dim -1)")
+            if pending is not None:
+                pending.flatten_after = True  # neurons act element-wise: flatten after them
+            elif stages:
+                stages[-1].flatten_after = True
+            # before the first synapse: a dense first layer takes its input flat anyway
+            shape = (int(np.prod(shape)),)
+            continue
+        if kind in SYNAPSE_TYPES:
+            if pending is not None:
+                raise NeurokdError(f"{at}: follows {pending.synapse!r} without spiking neurons "
+                                   "between them; each neurokd layer is a synapse followed by "
+                                   "LIF, CubaLIF or IF neurons")
+            weight = np.asarray(node.weight, dtype=np.float64)
+            if not np.all(np.isfinite(weight)):
+                raise NeurokdError(f"{at}: weights hold NaN or infinite values")
+            if kind == "Conv2d":
+                if weight.ndim != 4:
+                    raise NeurokdError(f"{at}: weight has shape {list(weight.shape)}, expected "
+                                       "(out, in, kh, kw)")
+                if len(shape) != 3 or shape[0] != weight.shape[1]:
+                    raise NeurokdError(f"{at}: takes {weight.shape[1]} input channels, but its "
+                                       f"input has shape {list(shape)}")
+                kernel = (int(weight.shape[2]), int(weight.shape[3]))
+                stride, padding = _conv_geometry(node, kernel, at)
+                h = (shape[1] + 2 * padding[0] - kernel[0]) // stride[0] + 1
+                w = (shape[2] + 2 * padding[1] - kernel[1]) // stride[1] + 1
+                if h <= 0 or w <= 0:
+                    raise NeurokdError(f"{at}: kernel {list(kernel)} does not fit input {list(shape)}")
+                out_shape: Tuple[int, ...] = (int(weight.shape[0]), h, w)
+                stage = Stage(name, "", "", "conv", weight, np.zeros(weight.shape[0]), stride,
+                              padding, shape, out_shape)
+            else:
+                if weight.ndim != 2:
+                    raise NeurokdError(f"{at}: weight has shape {list(weight.shape)}, expected "
+                                       "(out, in)")
+                if len(shape) > 1 and stages:
+                    raise NeurokdError(f"{at}: reads a {list(shape)} output; put a Flatten node "
+                                       "before it")
+                if int(np.prod(shape)) != weight.shape[1]:
+                    raise NeurokdError(f"{at}: takes {weight.shape[1]} inputs, but its input has "
+                                       f"shape {list(shape)}")
+                out_shape = (int(weight.shape[0]),)
+                stage = Stage(name, "", "", "dense", weight, np.zeros(weight.shape[0]),
+                              in_shape=shape, out_shape=out_shape)
+            if kind in ("Affine", "Conv2d") and getattr(node, "bias", None) is not None:
+                bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
+                if bias.size == 1:
+                    bias = np.full(weight.shape[0], float(bias[0]))
+                if bias.size != weight.shape[0] or not np.all(np.isfinite(bias)):
+                    raise NeurokdError(f"{at}: bias has {bias.size} values for {weight.shape[0]} "
+                                       "outputs, or non-finite ones")
+                stage.bias = bias
+            pending = stage
+            shape = out_shape
+            continue
+        if kind in NEURON_TYPES:
+            if pending is None:
+                raise NeurokdError(f"{at}: has no synapse (Affine, Linear or Conv2d) before it; "
+                                   "each neurokd layer is a synapse followed by spiking neurons")
+            st = pending
+            out = st.out_shape
+            thr = _param(node, "v_threshold", out, at)
+            v_reset = _param(node, "v_reset", out, at, default=0.0)
+            if kind == "IF":
+                r = _param(node, "r", out, at, default=1.0)
+                du, dv, gain, v_leak = np.ones_like(thr), np.zeros_like(thr), r, np.zeros_like(thr)
+            elif kind == "LIF":
+                tau = _param(node, "tau", out, at)
+                r = _param(node, "r", out, at, default=1.0)
+                v_leak = _param(node, "v_leak", out, at, default=0.0)
+                dv = _decay(dt, tau, "tau", at, st.decay_clamped)
+                du = np.ones_like(dv)
+                gain = r * dv
+            else:
+                tau_syn = _param(node, "tau_syn", out, at)
+                tau_mem = _param(node, "tau_mem", out, at)
+                r = _param(node, "r", out, at, default=1.0)
+                w_in = _param(node, "w_in", out, at, default=1.0)
+                v_leak = _param(node, "v_leak", out, at, default=0.0)
+                du = _decay(dt, tau_syn, "tau_syn", at, st.decay_clamped)
+                dv = _decay(dt, tau_mem, "tau_mem", at, st.decay_clamped)
+                gain = w_in * du * r * dv
+            if np.any(~np.isfinite(gain)) or np.any(gain <= 0):
+                raise NeurokdError(f"{at}: input gain (from r, w_in, tau and dt) must be positive "
+                                   f"and finite; found {float(np.nanmin(gain)):g}")
+            if np.any(~np.isfinite(thr)) or np.any(thr <= 0):
+                raise NeurokdError(f"{at}: v_threshold must be positive and finite; found "
+                                   f"{float(np.nanmin(thr)):g}")
+            for label, arr in (("v_reset", v_reset), ("v_leak", v_leak)):
+                if np.any(~np.isfinite(arr)):
+                    raise NeurokdError(f"{at}: {label} must be finite")
+            st.neuron, st.neuron_type = name, kind
+            st.du, st.dv, st.gain, st.threshold = du, dv, gain, thr
+            st.v_leak, st.v_reset = v_leak, v_reset
+            stages.append(st)
+            pending = None
+            continue
+        if kind in ("AvgPool2d", "SumPool2d"):
+            raise NeurokdError(f"{at}: Loihi students in neurokd have no pooling (netx refuses "
+                               "it); use a strided convolution instead")
+        raise NeurokdError(f"{at}: node type {kind} cannot be mapped; neurokd imports "
+                           f"{', '.join(SYNAPSE_TYPES + NEURON_TYPES)} and Flatten nodes")
+    if pending is not None:
+        raise NeurokdError(f"{where}: node {pending.synapse!r} ({node_types[pending.synapse]}) ends "
+                           "the chain without spiking neurons after it; a neurokd network ends in "
+                           "a layer of spiking neurons whose spike counts are the class scores")
+    if not stages:
+        raise NeurokdError(f"{where}: the chain holds no spiking layer")
+    return Chain(tuple(input_shape), stages, float(dt), node_types)
+
+
+# ---------------------------------------------------------------- the NIR graph, simulated
+def _synapse(st: Stage, x: torch.Tensor) -> torch.Tensor:
+    w = torch.as_tensor(st.weight, dtype=x.dtype)
+    if st.kind == "conv":
+        y = torch.nn.functional.conv2d(x, w, stride=st.stride, padding=st.padding)
+        return y + torch.as_tensor(st.bias, dtype=x.dtype).reshape(1, -1, 1, 1)
+    return x.reshape(x.shape[0], -1) @ w.T + torch.as_tensor(st.bias, dtype=x.dtype)
+
+
+@torch.no_grad()
+def simulate_chain(chain: Chain, x: torch.Tensor) -> torch.Tensor:
+    """Output spikes ``(N, K, T)`` of the NIR graph as written, in float64, for input frames
+    ``x`` ``(N, *input_shape, T)``: Euler steps of ``chain.dt`` as in the module docstring, no
+    synaptic delay, biases, ``v_leak`` and ``v_reset`` included. The reference an import is
+    measured against."""
+    x = x.to(torch.float64)
+    steps = x.shape[-1]
+    states = []
+    for st in chain.stages:
+        view = (1, -1) + (1,) * (len(st.out_shape) - 1)
+
+        def col(a: np.ndarray, view=view) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=torch.float64).reshape(view)
+
+        states.append({"keep_u": col(1 - st.du), "keep_v": col(1 - st.dv), "gain": col(st.gain),
+                       "leak": col(st.dv * st.v_leak), "theta": col(st.threshold),
+                       "reset": col(st.v_reset), "u": None, "v": None})
+    out = []
+    for t in range(steps):
+        s = x[..., t]
+        for st, z in zip(chain.stages, states):
+            a = _synapse(st, s) * z["gain"]
+            u = a if z["u"] is None else z["keep_u"] * z["u"] + a
+            v = u + z["leak"] if z["v"] is None else z["keep_v"] * z["v"] + u + z["leak"]
+            s = (v > z["theta"]).to(torch.float64)
+            z["u"], z["v"] = u, torch.where(s > 0, z["reset"].expand_as(v), v)
+            if st.flatten_after:
+                s = s.reshape(s.shape[0], -1)
+        out.append(s.reshape(s.shape[0], -1))
+    return torch.stack(out, dim=-1)
+
+
+def nir_input_window(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """``(x_nir, lag)``: the input frames under which a NIR simulator (no synaptic delay)
+    reproduces ``model``'s output on ``x``, and the lag: ``model(x)[..., lag + t]`` is the graph's
+    output ``[..., t]``. A network without biases lags one step per spiking layer; a biased one
+    (``QuantSpikingNet`` with biases, as ``convert`` makes) already runs without the delay, on its
+    window's zero frames moved to the front."""
+    lag = int(model.window_pad)
+    if getattr(model, "has_bias", False):
+        lead = x.new_zeros(*x.shape[:-1], lag)
+        return torch.cat([lead, x[..., :x.shape[-1] - lag]], dim=-1), 0
+    return x, lag
+
+
+def spike_agreement(model_spikes: torch.Tensor, nir_spikes: torch.Tensor, lag: int
+                    ) -> Dict[str, float]:
+    """Agreement of ``model``'s output spikes with a NIR simulator's, lined up by ``lag``: the
+    fraction of equal output bins and of equal predictions (argmax of spike counts) over the
+    steps both cover."""
+    steps = model_spikes.shape[-1] - lag
+    a = model_spikes[..., lag:].to(torch.float64)
+    b = nir_spikes[..., :steps].to(torch.float64)
+    return {"spike_match": float((a == b).to(torch.float64).mean()),
+            "prediction_agreement": float((a.sum(-1).argmax(1) == b.sum(-1).argmax(1))
+                                          .to(torch.float64).mean())}
+
+
+# ---------------------------------------------------------------- NIR → neurokd
+@dataclass
+class Imported:
+    """The result of ``chain_to_snn``: the network and what the mapping did."""
+
+    model: nn.Module
+    chain: Chain
+    approximations: List[Dict[str, str]]
+    layers: List[Dict[str, Any]]
+
+
+def _uniform_decay(chain: Chain, attr: str, label: str, scale: int) -> int:
+    """The one integer decay of every neuron (``attr`` du or dv), or a refusal naming the node."""
+    first: Optional[Tuple[int, str]] = None
+    for st in chain.stages:
+        ints = np.round(getattr(st, attr) * scale).astype(np.int64)
+        lo, hi = int(ints.min()), int(ints.max())
+        if lo != hi:
+            raise NeurokdError(f"node {st.neuron!r} ({st.neuron_type}): its {label} decays differ "
+                               f"between neurons ({lo}/{scale} .. {hi}/{scale} in the chip's "
+                               f"{scale.bit_length() - 1} bits); a neurokd network has one "
+                               f"{label} decay for all its neurons")
+        if first is None:
+            first = (lo, st.neuron)
+        elif lo != first[0]:
+            raise NeurokdError(f"node {st.neuron!r} ({st.neuron_type}): its {label} decay "
+                               f"{lo}/{scale} differs from node {first[1]!r}'s {first[0]}/{scale}; "
+                               f"a neurokd network has one {label} decay for all its layers")
+    assert first is not None
+    return first[0]
+
+
+def _kept_threshold(chain: Chain, profile: HardwareProfile) -> Optional[int]:
+    """The graph's own threshold mantissa where rescaling would only lose exactness: every neuron
+    has the same gain / threshold ratio, and the weights in those units already are slayer's
+    8-bit values (a graph neurokd exported from a float network). None otherwise."""
+    ratios = np.concatenate([st.gain / st.threshold for st in chain.stages])
+    c = float(ratios[0])
+    if np.abs(ratios - c).max() > 1e-6 * c:
+        return None
+    w_scale = profile.weight_scale
+    vth = w_scale / c
+    if abs(vth - round(vth)) > 1e-4 or not 1 <= round(vth) <= MAX_IMPORT_VTH:
+        return None
+    for st in chain.stages:
+        m = st.weight * w_scale
+        even = np.round(m / 2) * 2
+        if np.abs(m - even).max() > 1e-4 or even.min() < profile.weight_mantissa_min or \
+                even.max() > profile.weight_mantissa_max:
+            return None
+    return int(round(vth))
+
+
+def _pair(value: Tuple[int, int]) -> Union[int, List[int]]:
+    """One int for a square kernel, stride or padding (as a spec file writes it), else a pair."""
+    return int(value[0]) if value[0] == value[1] else [int(value[0]), int(value[1])]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def chain_to_snn(chain: Chain, profile: Optional[HardwareProfile] = None,
+                 input_shape: Optional[Sequence[int]] = None) -> Imported:
+    """The slayer ``SpikingNet`` of ``chain`` (see the module docstring for the mapping), its
+    approximations (``{"node", "kind", "detail"}`` each) and one row per layer of what was done.
+    ``input_shape``: the dataset's sample shape, used for a dense first layer whose input has as
+    many entries (a flat graph input for ``(1, 8, 8)`` images)."""
+    from neurokd.models.snn import SpikingNet
+
+    profile = profile or load_profile("loihi2")
+    scale = profile.decay_scale
+    w_scale = profile.weight_scale
+    i_decay = _uniform_decay(chain, "du", "current", scale)
+    v_decay = _uniform_decay(chain, "dv", "voltage", scale)
+    approx: List[Dict[str, str]] = []
+
+    def note(node: str, kind: str, detail: str) -> None:
+        approx.append({"node": node, "kind": kind, "detail": detail})
+
+    leaky = [st.neuron for st in chain.stages if st.neuron_type != "IF"]
+    if leaky:
+        note(", ".join(leaky), "time",
+             f"continuous-time neurons taken as forward-Euler steps of dt = {chain.dt:g} "
+             "(decay = dt/tau, input gain r·dt/tau), as snntorch writes and reads them; "
+             "--dt sets the step")
+    ifs = [st.neuron for st in chain.stages if st.neuron_type == "IF"]
+    if ifs:
+        note(", ".join(ifs), "time", "IF neurons integrate r·input per step (v += r·I), as "
+             "discrete-time producers mean them (no dt factor)")
+    for st in chain.stages:
+        for line in st.decay_clamped:
+            note(st.neuron, "decay clamped", line)
+    # Rounding of the decays to the chip's bits (one note per layer where they are not exact).
+    for st in chain.stages:
+        for attr, integer, label in (("du", i_decay, "current"), ("dv", v_decay, "voltage")):
+            exact = float(getattr(st, attr)[0])
+            if abs(exact * scale - integer) > 1e-3:  # more than float32 noise in tau
+                keep = f" (beta {_fmt(1 - exact)} → {_fmt(1 - integer / scale)})"
+                note(st.neuron, "decay rounded",
+                     f"{label} decay per step {_fmt(exact)}{keep} rounded to the chip's "
+                     f"{profile.decay_bits}-bit {integer}/{scale} = {integer / scale:.6g}")
+    if i_decay < scale or v_decay > 0:
+        note("all layers", "state rounding",
+             "decayed current and voltage round toward zero in the chip's integer units (1/"
+             f"{profile.state_scale} of a weight unit), where the graph computes in float")
+    # Normalized weights: each neuron's gain and threshold folded into its row.
+    normalized = []
+    for st in chain.stages:
+        g = st.gain / st.threshold
+        shape = (-1,) + (1,) * (st.weight.ndim - 1)
+        normalized.append(st.weight * g.reshape(shape))
+        bias = st.bias * g  # in thresholds per step (before the gain, for LIF/CubaLIF)
+        if np.any(bias != 0):
+            drive = np.abs(bias)
+            note(st.synapse, "bias dropped",
+                 f"bias dropped (neurokd's float students have none): it drove the voltage by up "
+                 f"to {_fmt(float(drive.max()))} thresholds per step (mean "
+                 f"{_fmt(float(drive.mean()))})")
+        leak = st.dv * st.v_leak / st.threshold
+        if np.any(leak != 0):
+            note(st.neuron, "v_leak dropped",
+                 f"v_leak dropped: it drove the voltage by up to {_fmt(float(np.abs(leak).max()))} "
+                 "thresholds per step (dt/tau·v_leak)")
+        reset = st.v_reset / st.threshold
+        if np.any(reset != 0):
+            note(st.neuron, "v_reset", f"reset to 0 (Loihi's reset) instead of v_reset, up to "
+                 f"{_fmt(float(np.abs(reset).max()))} thresholds")
+    top = max(float(np.abs(w).max()) for w in normalized)
+    if top == 0:
+        raise NeurokdError("every weight of the graph is zero")
+    w_max = profile.weight_mantissa_max  # slayer's 8-bit rounding keeps |w·scale| ≤ this
+    vth = _kept_threshold(chain, profile)
+    if vth is None:
+        vth = int(math.floor(w_max / top * (1 - 1e-12)))
+        if vth < 1:
+            raise NeurokdError(f"one input spike carries up to {top:.4g} thresholds; with "
+                               f"slayer's 8-bit weights (at most {w_max}) and a threshold of at "
+                               f"least 1/{w_scale} a layer holds at most {w_max}")
+        vth = min(vth, MAX_IMPORT_VTH)
+    theta = vth / w_scale
+    spec_layers: List[Any] = []
+    for st in chain.stages:
+        if st.kind == "conv":
+            spec_layers.append(ConvLayer(channels=st.out_shape[0],
+                                         kernel=_pair((int(st.weight.shape[2]),
+                                                       int(st.weight.shape[3]))),
+                                         stride=_pair(st.stride), padding=_pair(st.padding)))
+        else:
+            spec_layers.append(DenseLayer(units=st.out_shape[0]))
+        if st.flatten_after and st is not chain.stages[-1]:
+            spec_layers.append(FlattenLayer())
+    shape_in = list(chain.input_shape)
+    if input_shape is not None and isinstance(spec_layers[0], DenseLayer) and \
+            int(np.prod(input_shape)) == int(np.prod(shape_in)):
+        shape_in = [int(v) for v in input_shape]
+    spec = ArchSpec(input_shape=shape_in, layers=spec_layers,
+                    neuron=NeuronSpec(threshold=theta, current_decay=i_decay / scale,
+                                      voltage_decay=v_decay / scale))
+    spec.shapes()
+    model = SpikingNet(spec, profile).eval()
+    with torch.no_grad():
+        model(torch.zeros(1, *spec.input_shape, 2))
+    blocks = [b for b in model.blocks if getattr(b, "synapse", None) is not None]
+    rows = []
+    step = 2.0 / w_scale  # slayer keeps even mantissas: steps of 2/scale
+    for st, block, w in zip(chain.stages, blocks, normalized):
+        weight = torch.as_tensor(w * theta, dtype=torch.float32)
+        syn = block.synapse.weight
+        with torch.no_grad():
+            syn.copy_(weight.reshape(syn.shape))
+        largest = float(np.abs(w).max()) * theta
+        levels = int(largest / step)
+        rows.append({"synapse": st.synapse, "neuron": st.neuron, "neuron_type": st.neuron_type,
+                     "kind": st.kind, "out_shape": list(st.out_shape),
+                     "weight_scale": f"θ·gain/v_threshold per neuron (θ = {theta:g})",
+                     "largest_weight": largest, "weight_levels_8bit": levels})
+        scaled = w * theta / step
+        if np.abs(scaled - np.round(scaled)).max() < 1e-4:
+            continue  # already slayer's 8-bit values: nothing is rounded
+        note(st.synapse, "weights 8-bit",
+             f"the float model (as train-snn's) rounds weights to multiples of {step:g}: "
+             f"{levels} levels per sign at this layer's largest |w| {largest:.4g} (relative step "
+             f"{step / max(largest, 1e-30):.2%}); the checkpoint keeps the unrounded weights, "
+             "which 'neurokd quantize' starts from")
+    if vth == MAX_IMPORT_VTH:
+        note("all layers", "threshold cap",
+             f"the threshold mantissa is capped at {MAX_IMPORT_VTH}, so the weights fill only "
+             f"{top * theta * w_scale:.0f} of slayer's {w_max} 8-bit levels")
+    return Imported(model, chain, approx, rows)
+
+
+def _where(node: str) -> str:
+    if node == "all layers":
+        return node
+    names = node.split(", ")
+    return ("node " if len(names) == 1 else "nodes ") + ", ".join(repr(n) for n in names)
+
+
+def approximation_lines(approximations: Sequence[Dict[str, str]]) -> List[str]:
+    """One log line per approximation."""
+    return [f"approximation ({a['kind']}) at {_where(a['node'])}: {a['detail']}"
+            for a in approximations]
+
+
+# ---------------------------------------------------------------- the import, with data
+def import_nir(path: Union[str, Path], cfg, ds, dt: float = DEFAULT_DT, log: Log = _quiet
+               ) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
+    """Import the NIR graph at ``path`` for the data ``ds`` and run configuration ``cfg``
+    (``student.timesteps`` and ``student.encoder``: the window the graph's network reads).
+    Returns the float ``SpikingNet``, its checkpoint metadata (``pipeline.snn_meta`` plus a
+    ``nir`` record) and metrics: test accuracy of the graph as written (``nir_reference_accuracy``,
+    float64 Euler steps, biases included), of the imported float model as ``train-snn`` evaluates
+    it (``snn_accuracy``) and without slayer's weight rounding (``float_unrounded_accuracy``),
+    and their output spike and prediction agreement. Every approximation is logged."""
+    from neurokd import pipeline
+    from neurokd.quant.qat import full_precision
+    from neurokd.training import accuracy, encoded_batches, seed_everything
+
+    seed_everything(cfg.seed)
+    graph = read_graph(path)
+    chain = parse_chain(graph, dt, where=str(path))
+    result = chain_to_snn(chain, load_profile(cfg.hardware), ds.input_shape)
+    model = result.model
+    try:
+        model.spec.check_task(ds.num_classes, ds.input_shape)
+    except NeurokdError as exc:
+        raise NeurokdError(f"{path}: the graph does not fit {ds.name}: {exc}") from None
+    for line in approximation_lines(result.approximations):
+        log(line)
+    s = cfg.student
+    prepare = pipeline.make_prepare(s.encoder, s.timesteps, model.window_pad)
+    snn_acc = accuracy(model, ds.test, prepare, pipeline.spike_counts, seed=cfg.seed)
+    fp = full_precision(model, [8] * model.spec.num_spiking_layers)
+    fp_acc = accuracy(fp, ds.test, prepare, pipeline.spike_counts, seed=cfg.seed)
+    ref_correct = 0
+    bins = agree = 0.0
+    total = 0
+    with torch.no_grad():
+        for xb, yb in encoded_batches(ds.test, prepare, seed=cfg.seed):
+            x_nir, lag = nir_input_window(model, xb)
+            ref = simulate_chain(chain, x_nir)
+            mine = model(xb)
+            ref_correct += int((ref[..., :s.timesteps].sum(-1).argmax(1).numpy() == yb).sum())
+            m = spike_agreement(mine, ref, lag)
+            bins += m["spike_match"] * len(yb)
+            agree += m["prediction_agreement"] * len(yb)
+            total += len(yb)
+    metrics = {
+        "nir_reference_accuracy": ref_correct / total,
+        "snn_accuracy": snn_acc,
+        "float_unrounded_accuracy": fp_acc,
+        "import_spike_match": bins / total,
+        "import_prediction_agreement": agree / total,
+        "dt": float(dt), "threshold": float(model.spec.neuron.threshold),
+        "current_decay": _decays(model)[0],
+        "voltage_decay": _decays(model)[1],
+        "layers": result.layers,
+        "approximations": result.approximations,
+        "nir_nodes": chain.node_types,
+        "source": str(path),
+    }
+    meta = pipeline.snn_meta(cfg, ds)
+    meta["nir"] = {"source": str(path), "dt": float(dt), "approximations": result.approximations}
+    return model, meta, metrics
+
+
+# ---------------------------------------------------------------- neurokd → NIR
+def _model_layers(model: nn.Module) -> List[Dict[str, Any]]:
+    """Per spiking layer of a ``SpikingNet`` or ``QuantSpikingNet``: the weights, threshold and
+    bias the model computes with, in slayer's float units (chip integers / weight scale)."""
+    scale = float(model.profile.weight_scale)
+    out = []
+    if hasattr(model, "export_integers"):
+        for row in model.export_integers():
+            bias = row.get("bias")
+            out.append({"weight": row["weight"].to(torch.float64).numpy() / scale,
+                        "threshold": row["vth"] / scale,
+                        "bias": None if bias is None else bias.to(torch.float64).numpy() / scale})
+        return out
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, *model.spec.input_shape, 2))
+        for block in model.blocks:
+            if getattr(block, "synapse", None) is None:
+                continue
+            syn = block.synapse
+            w = syn.pre_hook_fx(syn.weight) if syn.pre_hook_fx is not None else syn.weight
+            out.append({"weight": w.detach().to(torch.float64).numpy(),
+                        "threshold": float(block.neuron.threshold), "bias": None})
+    return out
+
+
+def _decays(model: nn.Module) -> Tuple[int, int]:
+    if hasattr(model, "i_decay"):
+        return int(model.i_decay), int(model.v_decay)
+    block = next(b for b in model.blocks if getattr(b, "neuron", None) is not None)
+    return int(block.neuron.cx_current_decay), int(block.neuron.cx_voltage_decay)
+
+
+def snn_to_nir(model: nn.Module, dt: float = DEFAULT_DT, metadata: Optional[Dict[str, Any]] = None):
+    """``model`` (a ``SpikingNet`` or ``QuantSpikingNet``) as a NIR graph: Conv2d / Linear (Affine
+    where the model has biases), Flatten, and per spiking layer a LIF node (current decay 1) or
+    a CubaLIF node, with ``tau = dt / decay`` (a zero decay as a finite ``dt · 2^40``, 1.0 in
+    float32), ``r`` and ``w_in`` giving an input gain of 1, ``v_reset = v_leak = 0``. Node names
+    are ``synapse_<i>``, ``neuron_<i>``, ``flatten_<i>`` with ``i`` the spec layer index (no dots:
+    snntorch's importer names torch modules after them)."""
+    nir = _nir()
+    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise NeurokdError(f"dt must be a positive number, got {dt!r}")
+    spec: ArchSpec = model.spec
+    dscale = float(model.profile.decay_scale)
+    i_decay, v_decay = _decays(model)
+    if i_decay == 0:
+        raise NeurokdError("a current decay of 0 (a current that never decays) has no NIR "
+                           "CubaLIF form with a finite input weight w_in; not exported")
+    if getattr(model, "has_bias", False) and i_decay != model.profile.decay_scale:
+        raise NeurokdError("biases with a current decay below 1: Loihi adds a bias to the voltage, "
+                           "NIR's Affine adds it to the synaptic current; not exported")
+    layers = iter(_model_layers(model))
+    nodes: Dict[str, Any] = {}
+    names: List[str] = []
+    in_shape = tuple(spec.input_shape)
+    nodes["input"] = nir.Input(input_type={"input": np.array(in_shape)})
+    names.append("input")
+    if isinstance(spec.layers[0], DenseLayer) and len(in_shape) > 1:
+        nodes["flatten_input"] = nir.Flatten(input_type={"input": np.array(in_shape)},
+                                             start_dim=0, end_dim=-1)
+        names.append("flatten_input")
+
+    def tau_of(decay: int) -> float:
+        return dt * NEVER_DECAYS if decay == 0 else dt * dscale / decay
+
+    for i, (layer, out_shape) in enumerate(zip(spec.layers, spec.shapes())):
+        if isinstance(layer, FlattenLayer):
+            nodes[f"flatten_{i}"] = nir.Flatten(input_type={"input": np.array(in_shape)},
+                                                start_dim=0, end_dim=-1)
+            names.append(f"flatten_{i}")
+            in_shape = out_shape
+            continue
+        row = next(layers)
+        w = row["weight"].astype(np.float32)
+        bias = row["bias"]
+        if isinstance(layer, ConvLayer):
+            w = w.reshape(w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+            b = np.zeros(w.shape[0], np.float32) if bias is None else bias.astype(np.float32)
+            nodes[f"synapse_{i}"] = nir.Conv2d(
+                input_shape=tuple(in_shape[1:]), weight=w, stride=np.array(layer.stride2),
+                padding=np.array(layer.padding2), dilation=np.array([1, 1]), groups=1, bias=b)
+        else:
+            w = w.reshape(w.shape[0], -1)
+            nodes[f"synapse_{i}"] = (nir.Linear(weight=w) if bias is None else
+                                     nir.Affine(weight=w, bias=bias.astype(np.float32)))
+        names.append(f"synapse_{i}")
+        full = tuple(out_shape)
+        thr = np.full(full, row["threshold"], np.float32)
+        zeros = np.zeros(full, np.float32)
+        tau_mem = tau_of(v_decay)
+        if i_decay == model.profile.decay_scale:
+            nodes[f"neuron_{i}"] = nir.LIF(
+                tau=np.full(full, tau_mem, np.float32), r=np.full(full, tau_mem / dt, np.float32),
+                v_leak=zeros, v_threshold=thr, v_reset=zeros.copy())
+        else:
+            tau_syn = tau_of(i_decay)
+            nodes[f"neuron_{i}"] = nir.CubaLIF(
+                tau_syn=np.full(full, tau_syn, np.float32), tau_mem=np.full(full, tau_mem, np.float32),
+                r=np.full(full, tau_mem / dt, np.float32), v_leak=zeros, v_threshold=thr,
+                v_reset=zeros.copy(), w_in=np.full(full, tau_syn / dt, np.float32))
+        names.append(f"neuron_{i}")
+        in_shape = out_shape
+    nodes["output"] = nir.Output(output_type={"output": np.array(in_shape)})
+    names.append("output")
+    edges = list(zip(names[:-1], names[1:]))
+    try:
+        graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata or {})
+    except ValueError as exc:  # nir's type inference; a bug here, not a user error
+        raise NeurokdError(f"the NIR graph of this network does not type-check: {exc}") from None
+    return graph
+
+
+def export_nir(model: nn.Module, path: Union[str, Path], meta: Dict[str, Any],
+               dt: float = DEFAULT_DT, replace: bool = True) -> Path:
+    """Write ``model`` as a NIR graph (HDF5, ``nir.write``) at ``path``, atomically; the graph's
+    metadata carries a ``neurokd`` JSON record (encoder, time steps, window, classes, dataset,
+    spec, dt) so that ``is_neurokd_nir`` recognises it and a reader knows how it was fed."""
+    from neurokd.fileio import atomic_path
+
+    nir = _nir()
+    record = {k: meta[k] for k in ("encoder", "timesteps", "dataset", "num_classes", "input_shape")
+              if k in meta}
+    record.update({"format_version": FORMAT_VERSION, "spec": model.spec.model_dump(),
+                   "hardware": model.profile.name, "dt": float(dt),
+                   "window_pad": int(model.window_pad),
+                   "model": "quantized" if hasattr(model, "export_integers") else "float"})
+    if hasattr(model, "export_integers"):
+        record["bits"] = list(model.bits)
+    graph = snn_to_nir(model, dt, metadata={META_KEY: json.dumps(record)})
+    with atomic_path(path, replace=replace) as tmp:
+        nir.write(str(tmp), graph)
+    return Path(path)
+
+
+def read_nir_meta(path: Union[str, Path]) -> Dict[str, Any]:
+    """The ``neurokd`` record of a NIR file that ``export_nir`` wrote; NeurokdError otherwise."""
+    import h5py
+
+    p = Path(path)
+    try:
+        with h5py.File(p, "r") as h:
+            raw = h["node"]["metadata"][META_KEY][()] if "node" in h and "metadata" in h["node"] \
+                and META_KEY in h["node"]["metadata"] else None
+    except (OSError, KeyError, TypeError):
+        raise NeurokdError(f"{p}: not a NIR file") from None
+    if raw is None:
+        raise NeurokdError(f"{p}: a NIR file without neurokd's metadata")
+    try:
+        record = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise NeurokdError(f"{p}: unreadable neurokd metadata") from None
+    if not isinstance(record, dict):
+        raise NeurokdError(f"{p}: unreadable neurokd metadata")
+    return record
+
+
+def is_neurokd_nir(path: Union[str, Path]) -> bool:
+    """True for a NIR file neurokd exported (the only kind ``export --force`` may replace)."""
+    try:
+        read_nir_meta(path)
+    except NeurokdError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- running snntorch's import
+def snntorch_spikes(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Output spikes ``(N, K, T)`` of an snntorch network (``nn.Sequential`` of snntorch layers
+    with ``init_hidden=True``, or the module ``snntorch.import_nir.import_from_nir`` returns) on
+    frames ``x`` ``(N, *shape, T)``, one sample (a batch of one) at a time from a zero state:
+    snntorch's importer turns NIR's ``Flatten`` into ``torch.nn.Flatten(0, -1)``, which would
+    flatten a larger batch into one vector."""
+    def reset() -> None:
+        for m in net.modules():
+            for name in ("syn", "mem"):
+                if isinstance(getattr(m, name, None), torch.Tensor):
+                    setattr(m, name, torch.zeros(0))
+
+    outs = []
+    with torch.no_grad():
+        for n in range(x.shape[0]):
+            reset()
+            steps = []
+            for t in range(x.shape[-1]):
+                o = net(x[n:n + 1, ..., t].to(torch.float32))
+                steps.append((o[0] if isinstance(o, tuple) else o).reshape(-1))
+            outs.append(torch.stack(steps, dim=-1))
+    return torch.stack(outs)
