@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -84,6 +85,13 @@ def _progress_args(p: argparse.ArgumentParser, training: bool = True) -> None:
                    help="no progress bars; training prints one line per epoch instead (as it does "
                         "whenever the output is not a terminal)" if training else
                         "no progress bars (none are shown when the output is not a terminal)")
+    if training:
+        p.add_argument("--device", metavar="DEVICE",
+                       help="where training runs: auto (a GPU if PyTorch sees one, else the CPU), "
+                            "cpu, cuda or cuda:N (config key device, default auto). Started by "
+                            "torchrun --nproc_per_node N, the command trains data-parallel in N "
+                            "processes (gloo on CPUs, NCCL on GPUs); --set student.batch_size "
+                            "and the like stay the global batch")
 
 
 def _lava_args(p: argparse.ArgumentParser) -> None:
@@ -367,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
 FLAG_KEYS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "seed": "seed",
              "timesteps": "student.timesteps", "encoder": "student.encoder", "spec": "student.spec",
              "teacher_model": "teacher.model", "teacher_epochs": "teacher.epochs",
-             "samples": "lava.samples", "backend": "lava.backend", "method": "distill.method"}
+             "samples": "lava.samples", "backend": "lava.backend", "method": "distill.method",
+             "device": "device"}
 
 
 def _config(args: argparse.Namespace):
@@ -557,7 +566,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     base.pop("quant", None)
     values = {"hardware": args.hardware, "quant.bits": args.bits, "quant.method": args.method,
               "quant.epochs": args.epochs, "quant.layer_bits": _layer_bits(args.layer_bits),
-              "quant.fit_state": args.fit_state}
+              "quant.fit_state": args.fit_state, "device": args.device}
     cfg = build_config(None, args.set, values, base=base)
     pipeline.check_names(cfg)
     if args.kd_from is not None:
@@ -628,7 +637,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     values = {"hardware": args.hardware, "student.timesteps": args.timesteps,
               "student.encoder": "direct", "convert.method": args.method,
               "convert.epochs": args.epochs, "data.dataset": args.dataset,
-              "data.data_dir": args.data_dir}
+              "data.data_dir": args.data_dir, "device": args.device}
     cfg = build_config(None, args.set, values, base=base)
     pipeline.check_names(cfg)
     ds = pipeline.load_data(cfg)
@@ -940,8 +949,41 @@ COMMANDS = {"demo": cmd_demo, "train-teacher": lambda a: _train(a, "teacher"),
             "run-lava": cmd_run_lava, "verify": cmd_verify}
 
 
-def _run_command(args: argparse.Namespace) -> int:
+DATA_PARALLEL = ("demo", "train-teacher", "train-snn", "distill", "quantize", "convert")
+
+
+def _data_parallel(args: argparse.Namespace) -> int:
+    """The command as one of torchrun's processes (``neurokd.runtime``): process 0 as usual, the
+    others silent, into a temporary run directory they delete."""
+    import contextlib
+    import shutil
+
+    from neurokd import runtime
+
+    if args.command not in DATA_PARALLEL:
+        raise NeurokdError(f"{args.command} does not train; run it without torchrun (torchrun "
+                           f"runs {', '.join(DATA_PARALLEL)} data-parallel)")
+    w = runtime.init_distributed(getattr(args, "device", None) or "auto")
     try:
+        if w.main:
+            return COMMANDS[args.command](args)
+        scratch = tempfile.mkdtemp(prefix=f"neurokd-rank{w.rank}-")
+        try:
+            args.out, args.force, args.no_progress = str(Path(scratch) / "run"), False, True
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return COMMANDS[args.command](args)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        runtime.shutdown_distributed()
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    from neurokd.runtime import launched_by_torchrun
+
+    try:
+        if launched_by_torchrun():
+            return _data_parallel(args)
         return COMMANDS[args.command](args)
     except NeurokdError as exc:
         if args.debug:

@@ -202,6 +202,18 @@ class LavaConfig(_Strict):
 
 class RunConfig(_Strict):
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    # Where training runs: auto (a GPU when PyTorch sees one, else the CPU), cpu, cuda, cuda:N.
+    # An execution setting: a checkpoint's saved config does not carry it to the next command.
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
+            raise ValueError(f"{value!r} is not a device; choose auto, cpu, cuda or cuda:N")
+        return value
     hardware: str = "loihi2"
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)

@@ -17,6 +17,7 @@ from torch import nn
 from neurokd.config import RunConfig, config_to_dict
 from neurokd.data.datasets import Dataset, Split, load_dataset
 from neurokd.data.encoders import encode_window, get_encoder
+from neurokd import runtime
 from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
 from neurokd.models.byo import TeacherRef
@@ -44,6 +45,7 @@ def check_names(cfg: RunConfig) -> None:
     TEACHERS.get(cfg.teacher.model)
     get_encoder(cfg.student.encoder)
     load_profile(cfg.hardware)
+    runtime.resolve_device(cfg.device)  # asking for a GPU where there is none fails here
 
 
 def check_config(cfg: RunConfig) -> None:
@@ -88,7 +90,8 @@ def train_teacher(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log =
     model = build_teacher(t.model, ds.input_shape, ds.num_classes, hidden=t.hidden)
     res = fit(model, ds.train, ds.val, identity, logits_of, epochs=t.epochs, lr=t.lr,
               batch_size=t.batch_size, patience=t.patience, weight_decay=t.weight_decay,
-              seed=cfg.seed, desc=f"teacher {t.model}", progress=progress, log=log)
+              seed=cfg.seed, desc=f"teacher {t.model}", progress=progress, log=log,
+              device=cfg.device)
     test_acc = accuracy(model.eval(), ds.test, identity, logits_of, seed=cfg.seed)
     return model, {"teacher_accuracy": test_acc, "teacher_val_accuracy": res.best_val_accuracy,
                    "teacher_epochs": res.epochs_run, "teacher_best_epoch": res.best_epoch,
@@ -211,7 +214,7 @@ def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _qu
     prepare = make_prepare(s.encoder, s.timesteps, model.window_pad)
     res = fit(model, ds.train, ds.val, prepare, spike_counts, epochs=s.epochs, lr=s.lr,
               batch_size=s.batch_size, patience=s.patience, weight_decay=s.weight_decay,
-              seed=cfg.seed, desc="snn", progress=progress, log=log)
+              seed=cfg.seed, desc="snn", progress=progress, log=log, device=cfg.device)
     test_acc = accuracy(model.eval(), ds.test, prepare, spike_counts, seed=cfg.seed)
     warn_if_chance(res.best_val_accuracy, ds, "snn", log)
     return model, {"snn_accuracy": test_acc, "snn_val_accuracy": res.best_val_accuracy,
@@ -268,7 +271,7 @@ def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | 
               epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, patience=s.patience,
               weight_decay=s.weight_decay, seed=cfg.seed, desc=f"distill {d.method}",
               progress=progress, log=log, param_groups=learner.param_groups(s.lr),
-              objective=lambda m, raw_b, x, y: m.objective(raw_b, x, y))
+              objective=lambda m, raw_b, x, y: m.objective(raw_b, x, y), device=cfg.device)
     learner.eval()
     warn_if_chance(res.best_val_accuracy, ds, f"distill {d.method}", log)
     metrics.update({"snn_accuracy": accuracy(student, ds.test, prepare, spike_counts, seed=cfg.seed),
@@ -308,14 +311,14 @@ def kd_reference(path: str | Path, ds: Dataset, meta: Dict[str, Any], bits: List
     """``reference(raw, x)`` of ``--kd-from``: a DNN teacher on the samples, or a float SNN (run in
     full precision) on the same encoded window."""
     from neurokd.distill.colearn import check_teacher_fits
-    from neurokd.quant.qat import counts, full_precision
+    from neurokd.quant.qat import Reference, counts, full_precision
 
     payload = load_checkpoint(path)
     kind = payload.get("kind")
     if kind == "teacher":
         check_teacher_fits(payload.get("arch", {}), ds.num_classes, ds.input_shape, str(path))
         teacher = teacher_from_checkpoint(payload, where=str(path)).eval()
-        return lambda raw, x: teacher(raw)
+        return Reference(teacher, lambda m, raw, x: m(raw))
     ref, ref_meta = load_snn(path)
     if hasattr(ref, "to_slayer"):
         raise NeurokdError(f"{path}: --kd-from needs a full-precision model, this SNN is quantized")
@@ -328,13 +331,13 @@ def kd_reference(path: str | Path, ds: Dataset, meta: Dict[str, Any], bits: List
                            f"has {ds.num_classes}")
     fp = full_precision(ref, [8] * ref.spec.num_spiking_layers)
 
-    def reference(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        extra = fp.window_pad - (x.shape[-1] - meta["timesteps"])
+    def scores(m: nn.Module, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        extra = m.window_pad - (x.shape[-1] - meta["timesteps"])
         if extra > 0:
             x = torch.cat([x, x.new_zeros(*x.shape[:-1], extra)], dim=-1)
-        return counts(fp, x)
+        return counts(m, x)
 
-    return reference
+    return Reference(fp, scores)
 
 
 def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
@@ -361,7 +364,8 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
     prepare = make_prepare(meta["encoder"], meta["timesteps"], snn.window_pad)
     model, metrics = quantize_snn(snn, ds, prepare, cfg.quant, seed=cfg.seed, reference=reference,
                                   profile=profile, progress=progress, log=log,
-                                  encoder=meta["encoder"], timesteps=meta["timesteps"])
+                                  encoder=meta["encoder"], timesteps=meta["timesteps"],
+                                  device=cfg.device)
     metrics["hardware"] = profile.name
     metrics["float_weight_bytes"] = 4 * sum(int(w.numel()) for w in model.weights)
     return model, metrics
@@ -383,7 +387,8 @@ def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path | TeacherRef, progr
         check_fit_chip(stages_spec(dnn_stages(model.eval(), ds.input_shape), ds.input_shape),
                        load_profile(cfg.hardware), cfg.convert.bits)
     snn, metrics = convert_dnn(model, ds, cfg.student.timesteps, cfg.convert, load_profile(cfg.hardware),
-                               cfg.student.encoder, seed=cfg.seed, progress=progress, log=log)
+                               cfg.student.encoder, seed=cfg.seed, progress=progress, log=log,
+                               device=cfg.device)
     metrics["hardware"] = cfg.hardware
     metrics["teacher_source"] = source
     return snn, metrics
@@ -460,7 +465,7 @@ def config_from_meta(meta: Dict[str, Any], data_dir: Optional[str] = None,
     if not isinstance(tree, dict):
         raise NeurokdError(f"{where}: metadata lacks its run configuration")
     try:
-        cfg = RunConfig(**tree)
+        cfg = RunConfig(**{**tree, "device": "auto"})  # where it ran is not where this runs
         if data_dir is not None:
             cfg.data.data_dir = data_dir
     except ValidationError as exc:

@@ -7,13 +7,14 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from neurokd import runtime
 from neurokd.data.datasets import Split
 
 # prepare(x, generator) turns a batch of samples into the model's input (identity, or an encoder).
@@ -75,19 +76,68 @@ def encoded_batches(split: Split, prepare: Prepare, seed: int, batch_size: int =
         yield xb[:keep], split.y[start:start + keep]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (the CPU for a model with neither)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, prepare: Prepare, readout: Readout,
             batch_size: int = EVAL_BATCH, seed: int = 0) -> np.ndarray:
-    """Predicted class per sample; the encoder's randomness is seeded so the result is repeatable."""
+    """Predicted class per sample; the encoder's randomness is seeded so the result is repeatable.
+    Samples are encoded on the CPU and evaluated on ``model``'s device."""
     model.eval()
-    preds = [readout(model, xb).argmax(1).numpy()
+    dev = model_device(model)
+    preds = [readout(model, xb.to(dev)).argmax(1).cpu().numpy()
              for xb, _ in encoded_batches(split, prepare, seed, batch_size)]
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
 def accuracy(model: nn.Module, split: Split, prepare: Prepare, readout: Readout,
              batch_size: int = EVAL_BATCH, seed: int = 0) -> float:
-    return float((predict(model, split, prepare, readout, batch_size, seed) == split.y).mean())
+    w = runtime.world()
+    if w.size == 1:
+        return float((predict(model, split, prepare, readout, batch_size, seed) == split.y).mean())
+    # Data parallel: every process encodes the same batches (the draws stay those of one
+    # process) and evaluates every size-th of them; the correct counts are summed.
+    model.eval()
+    dev = model_device(model)
+    correct = 0
+    with torch.no_grad():
+        for i, (xb, yb) in enumerate(encoded_batches(split, prepare, seed, batch_size)):
+            if i % w.size == w.rank:
+                pred = readout(model, xb.to(dev)).argmax(1).cpu().numpy()
+                correct += int((pred == yb).sum())
+    return runtime.all_sum([correct], dev)[0] / max(1, len(split))
+
+
+def _every_parameter_trains(model: nn.Module) -> bool:
+    """Whether every step's loss reaches every trainable parameter of ``model``: true of SNN
+    students and plain DNNs, not of the training wrappers (a QAT layer drawn unquantized leaves
+    its quantizer step out; a distillation path may leave an adapter or a scale out)."""
+    from neurokd.models.snn import SpikingNet
+
+    return isinstance(model, (SpikingNet, nn.Sequential))
+
+
+class _Step(nn.Module):
+    """One training step's loss as a module's forward pass, for DistributedDataParallel (which
+    synchronises the gradients of what its wrapped module's forward computed)."""
+
+    def __init__(self, model: nn.Module, readout: Readout, objective: Optional[Objective]) -> None:
+        super().__init__()
+        self.model = model
+        self.readout, self.objective = readout, objective
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    def forward(self, raw: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if self.objective is None:
+            return self.loss_fn(self.readout(self.model, xb), yb)
+        return self.objective(self.model, raw, xb, yb)
 
 
 def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: Readout, *,
@@ -95,7 +145,8 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
         objective: Optional[Objective] = None, param_groups: Optional[List[Dict]] = None,
         log: Optional[Callable[[str], None]] = None, keep_start: bool = False,
-        schedule: str = "constant") -> FitResult:
+        schedule: str = "constant", device: str | torch.device = "cpu",
+        companions: Sequence[nn.Module] = ()) -> FitResult:
     """Adam on ``objective`` (default: cross-entropy of ``readout``); keeps the weights of the best
     validation epoch, judged by ``readout``. Stops early after ``patience`` epochs without a better
     validation accuracy. ``param_groups`` (Adam's format) default to all of ``model``'s parameters.
@@ -106,10 +157,28 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
     ``progress`` shows a progress bar; without it, each epoch is reported as one line to ``log``
     (loss, validation accuracy, seconds, an estimate of the time left), for logs and pipes. The
     outcome is one line to ``log`` either way.
+
+    ``device``: where the model trains and validates (``runtime.resolve_device`` names); the
+    model is back on the CPU when ``fit`` returns, and so are ``companions``: modules the
+    ``objective`` uses besides ``model`` (a frozen teacher), which go to the device with it. Under ``torchrun``, the processes train one
+    model data-parallel (``neurokd.runtime`` states the batch-size semantics).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
     seed_everything(seed)
+    dev = device if isinstance(device, torch.device) else runtime.resolve_device(device)
+    w = runtime.world()
+    for m in (model, *companions):
+        m.to(dev)
+    step = _Step(model, readout, objective)
+    if w.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Buffers are not broadcast: slayer's neuron state buffers take the shape of the last
+        # batch, which differs between processes after the shared-out validation.
+        step = DistributedDataParallel(step, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                       find_unused_parameters=not _every_parameter_trains(model),
+                                       broadcast_buffers=False)
     groups = param_groups if param_groups is not None else [{"params": list(model.parameters())}]
     opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     n = len(train)
@@ -118,7 +187,6 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
     if schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
-    loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     best_state = copy.deepcopy(model.state_dict())
     best_val, best_epoch, stale = -1.0, 0, 0
@@ -139,19 +207,19 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size].numpy()
             raw = torch.as_tensor(train.x[idx])
-            xb = prepare(raw, gen)
+            xb = prepare(raw, gen)  # on the CPU, with the same draws on every device
             yb = torch.as_tensor(train.y[idx])
-            if objective is None:
-                loss = loss_fn(readout(model, xb), yb)
-            else:
-                loss = objective(model, raw, xb, yb)
+            part, weight = runtime.share(len(idx), w)
+            raw, xb, yb = raw[part].to(dev), xb[part].to(dev), yb[part].to(dev)
+            loss = step(raw, xb, yb)
             opt.zero_grad()
-            loss.backward()
+            (loss * weight if w.size > 1 else loss).backward()
             opt.step()
             if sched is not None:
                 sched.step()
-            total += float(loss) * len(idx)
-            count += len(idx)
+            total += float(loss) * len(yb) * (weight > 0)
+            count += len(yb) * (weight > 0)
+        total, count = runtime.all_sum([total, count], dev)
         seconds = time.perf_counter() - t0
         val_acc = accuracy(model, val, prepare, readout, seed=seed + 1)
         history.append({"epoch": epoch, "loss": total / count, "val_accuracy": val_acc,
@@ -173,6 +241,8 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
             break
     bar.close()
     model.load_state_dict(best_state)
+    for m in (model, *companions):
+        m.to("cpu")
     if log is not None:
         ran = len(history)
         how = (f"{ran} epochs, stopped early after {patience} without a better validation "

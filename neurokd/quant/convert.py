@@ -471,9 +471,10 @@ Log = Callable[[str], None]
 
 def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProfile,
                 encoder: str = "direct", seed: int = 0, progress: bool = True,
-                log: Log = lambda _m: None) -> Tuple[QuantSpikingNet, Dict[str, Any]]:
+                log: Log = lambda _m: None, device: str = "cpu") -> Tuple[QuantSpikingNet, Dict[str, Any]]:
     """Convert ``teacher`` for ``T = timesteps`` steps by ``c.method`` (a ``ConvertConfig``).
-    Returns the integer IF network (a ``QuantSpikingNet`` with biases) and metrics."""
+    Returns the integer IF network (a ``QuantSpikingNet`` with biases) and metrics. ``device``:
+    where the ``qkd`` fine-tuning trains (``neurokd.runtime``)."""
     from neurokd.data.encoders import encode_window, get_encoder
     from neurokd.distill.losses import LOSSES
     from neurokd.quant.qat import counts
@@ -521,7 +522,8 @@ def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProf
         res = fit(clipped, ds.train, ds.val, ident, dnn_logits, epochs=c.epochs, lr=c.lr,
                   batch_size=c.batch_size, patience=c.patience, seed=seed, desc="qkd",
                   progress=progress, log=log, objective=objective, keep_start=True,
-                  schedule=c.schedule, param_groups=clipped.param_groups(c.lr))
+                  schedule=c.schedule, param_groups=clipped.param_groups(c.lr),
+                  device=device, companions=[teacher])
         teacher.eval()
         metrics.update({"qkd_accuracy": accuracy(clipped.eval(), ds.test, ident, dnn_logits, seed=seed),
                         "qkd_val_accuracy": res.best_val_accuracy, "qkd_epochs": res.epochs_run,

@@ -33,8 +33,22 @@ from neurokd.quant.qsnn import QuantSpikingNet, check_bits
 from neurokd.quant.schedule import ConstantSchedule, ProbSchedule
 from neurokd.training import Prepare, accuracy, encoded_batches, fit, seed_everything
 
-# reference(raw samples, encoded window) -> class logits of the full-precision model.
-Reference = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+class Reference(nn.Module):
+    """The full-precision model that supervises ``lsq_prob_kd``: ``reference(raw samples, encoded
+    window)`` gives its class scores, ``scores(model, raw, window)``. Held as a module so that it
+    goes to the training device with the student; frozen, and kept in evaluation mode."""
+
+    def __init__(self, model: nn.Module,
+                 scores: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.scores = scores
+
+    def train(self, mode: bool = True) -> "Reference":
+        return super().train(False)
+
+    def forward(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.scores(self.model, raw, x)
 TRAINED = ("fixed_qat", "lsq", "lsq_prob", "lsq_prob_kd")
 
 
@@ -55,7 +69,7 @@ class _QATObjective(nn.Module):
     advances the layer schedule at every training step."""
 
     def __init__(self, student: QuantSpikingNet, schedule, total_steps: int, q: QuantConfig,
-                 reference: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]) -> None:
+                 reference: Optional[Reference]) -> None:
         super().__init__()
         self.student = student
         self.schedule = schedule
@@ -159,14 +173,15 @@ def full_precision(snn: nn.Module, bits: List[int]) -> QuantSpikingNet:
 def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, seed: int = 0,
                  reference: Optional[Reference] = None, profile: Optional[HardwareProfile] = None,
                  progress: bool = True, log: Callable[[str], None] = lambda _m: None,
-                 encoder: Optional[str] = None, timesteps: Optional[int] = None
-                 ) -> Tuple[QuantSpikingNet, Dict[str, Any]]:
+                 encoder: Optional[str] = None, timesteps: Optional[int] = None,
+                 device: str = "cpu") -> Tuple[QuantSpikingNet, Dict[str, Any]]:
     """Quantize the trained slayer student ``snn`` for ``profile`` (default: the SNN's own);
     returns the quantized model and metrics. ``q.fit_state`` (not ``off``) fits the states to
     the chip after rounding and any QAT, before the final evaluation (``fit_state``; ``bound``
     needs ``encoder`` and ``timesteps``); metrics ``state_fit`` say per layer what it changed.
     With ``off``, a network whose state passes the chip's bits on the first test batch also gets
-    ``state_fit_option``: what ``measured`` would change and its test accuracy."""
+    ``state_fit_option``: what ``measured`` would change and its test accuracy. ``device``: where
+    QAT trains (``neurokd.runtime``)."""
     profile = profile or snn.profile
     bits = layer_bits(q, snn.spec.num_spiking_layers)
     check_bits(bits, profile)
@@ -190,14 +205,14 @@ def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, 
             reference = None
         else:
             if reference is None:
-                reference = lambda raw, x: counts(fp, x)  # noqa: E731
+                reference = Reference(fp, lambda m, raw, x: counts(m, x))
         steps = q.epochs * -(-len(ds.train) // q.batch_size)
         wrapper = _QATObjective(model, schedule, steps, q, reference)
         res = fit(wrapper, ds.train, ds.val, prepare, lambda m, x: counts(m.student, x),
                   epochs=q.epochs, lr=q.lr, batch_size=q.batch_size, patience=q.patience, seed=seed,
                   desc=f"quantize {q.method}", progress=progress, log=log,
                   objective=lambda m, raw, x, y: m.objective(raw, x, y), keep_start=True,
-                  schedule=q.schedule)
+                  schedule=q.schedule, device=device)
         model.quant_prob.fill_(1.0)
         metrics.update({"qat_val_accuracy": res.best_val_accuracy, "qat_epochs": res.epochs_run,
                         "qat_best_epoch": res.best_epoch,
