@@ -274,7 +274,9 @@ def synaptic_input(weight: torch.Tensor, x: torch.Tensor, stride: int = 1, paddi
     import torch.nn.functional as F
 
     if not conv:
-        return torch.einsum("oi,nit->not", weight, x)
+        # (N, T, in) @ (in, out) reads x in place (a transposed operand of one GEMM per sample);
+        # an einsum copies x into (N·T, in) first, which costs as much as the product itself.
+        return torch.matmul(x.transpose(1, 2), weight.t()).transpose(1, 2)
     nb, c, h, w, t = x.shape
     frames = x.permute(0, 4, 1, 2, 3).reshape(nb * t, c, h, w)
     y = F.conv2d(frames, weight, stride=stride, padding=padding)
