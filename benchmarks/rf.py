@@ -6,15 +6,19 @@ Rapp amplifier at 3 dB input back-off) and per seed, on the same test frames: th
 for sensing; least-squares channel estimation with LMMSE or ML detection, and LMMSE and ML with the
 true channel, for symbols), the DNN teacher, and SNN students trained directly, by co-learning, by QAT at 8 and 4
 bits (from the direct student) and by conversion (qkd, T = 16). Every SNN is exported to netx and
-checked against Lava's simulator on the first test frames; synaptic operations per inference are
-measured on the test frames and model bytes counted at each layer's bit-width.
+checked against Lava's simulator on the first test frames; synaptic operations, neuron updates
+and output spikes per inference are measured on the test frames (and priced with the hardware
+profile's energy figures, the DNN teacher by its MACs), and model bytes counted at each layer's
+bit-width.
 
-Each (task, seed) is one chain run in its own process (``--jobs`` at once, one torch thread each),
-and every finished receiver is stored as one cell under ``results/rf_cells/``, so an interrupted run
-resumes where it stopped; checkpoints a later cell needs are kept in ``benchmarks/.rf_cache/``.
+Each (task, seed) is one chain run in its own worker process (``--jobs`` at once, one torch thread
+each; common.py's ``run_cells``), and every finished receiver is stored as one cell under
+``results/rf_cells/``, so an interrupted run resumes where it stopped; checkpoints a later cell
+needs are kept in ``benchmarks/.rf_cache/``.
 
     python benchmarks/rf.py                           # every task × 3 seeds
     python benchmarks/rf.py --tasks sensing --seeds 1 # a quick look
+    python benchmarks/rf.py --summarize               # the tables again, from the stored cells
 
 Writes benchmarks/results/rf.json, rf.md and rf.png (after every finished chain), for every task
 whose cells are stored, so tasks run at different times end up in one table.
@@ -26,8 +30,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +38,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, t_interval  # noqa: E402
+import common  # noqa: E402
+from common import ROOT, Cell, run_cells, t_interval  # noqa: E402
 
 CELLS = ROOT / "benchmarks" / "results" / "rf_cells"
 CACHE = ROOT / "benchmarks" / ".rf_cache"
@@ -99,7 +102,20 @@ def _snn_cell(name: str, model, meta: Dict, ds, work: Path, seed: int, lava_samp
     return {"receiver": pipeline.radio_receivers(ds, {name: (model, meta)}, seed)[name].tolist(),
             "lava_spike_match": v["lava_spike_match"], "lava_samples": v["lava_samples"],
             "lava_backend": v["backend"], "synops": measured_synops(model, xb)["synops"],
-            "model_bytes": model_bytes(model), **extra}
+            "activity": _activity(model, xb), "model_bytes": model_bytes(model), **extra}
+
+
+def _activity(model, xb) -> Dict[str, Any]:
+    """Per-inference activity on the frames ``xb`` (``neurokd.metrics.activity``), what the
+    energy column is priced from."""
+    from neurokd.metrics.activity import activity_counts
+
+    rows = activity_counts(model, xb)
+    n = int(xb.shape[0])
+    out: Dict[str, Any] = {k: float(sum(r[k] for r in rows) / n) for k in common.ACTIVITY}
+    out.update(neurons=int(sum(r["neurons"] for r in rows)), window=int(rows[0]["steps"]), samples=n,
+               hardware=model.profile.name)
+    return out
 
 
 def run_chain(task: str, seed: int, lava_samples: int) -> None:
@@ -126,7 +142,8 @@ def run_chain(task: str, seed: int, lava_samples: int) -> None:
     t0 = time.time()
     if "teacher" in todo:
         receiver = pipeline.radio_receivers(ds, {"t": (teacher, {})}, seed)["t"]
-        write_json(_cell_path(task, seed, "teacher"), {"receiver": receiver.tolist()})
+        write_json(_cell_path(task, seed, "teacher"), {"receiver": receiver.tolist(),
+                                                       "macs": common.dnn_macs(teacher, ds.input_shape)})
     direct_path = work / "direct.pt"
     if {"direct", "qat8", "qat4"} & set(todo) and not direct_path.is_file():
         t0 = time.time()
@@ -176,15 +193,56 @@ def _load_cells(task: str, seeds: List[int]) -> Dict[str, Dict[int, Dict]]:
     return out
 
 
-def _snn_columns(cells: Dict[str, Dict[int, Dict]], name: str, seeds: List[int]) -> Dict[str, Any]:
-    """Lava match (worst seed), Lava samples, synops and bytes of a spiking receiver; {} otherwise."""
+def _snn_columns(cells: Dict[str, Dict[int, Dict]], name: str, seeds: List[int],
+                 arch: Dict[str, float]) -> Dict[str, Any]:
+    """Lava match (worst seed), Lava samples, synops, energy and bytes of a spiking receiver; the
+    teacher's MACs and energy; {} otherwise. ``arch``: per method, what the architecture alone
+    gives (neuron updates per inference; the teacher's MACs), for cells stored without them."""
     method = next((m for m in METHODS if LABELS[m] == name), None)
-    if method is None or method == "teacher":
+    if method is None:
         return {}
     c = [cells[method][s] for s in seeds]
-    return {"lava_spike_match": min(x["lava_spike_match"] for x in c),
-            "lava_samples": int(sum(x["lava_samples"] for x in c)),
-            "synops": float(np.mean([x["synops"] for x in c])), "model_bytes": int(c[0]["model_bytes"])}
+    if method == "teacher":
+        macs = c[0].get("macs")
+        out = {"macs": macs if macs is not None else arch["teacher"]}
+        if macs is None:
+            out["macs_from"] = "architecture"
+        out["energy_j"] = common.dnn_energy_j(out["macs"])
+        return out
+    out = {"lava_spike_match": min(x["lava_spike_match"] for x in c),
+           "lava_samples": int(sum(x["lava_samples"] for x in c)),
+           "synops": float(np.mean([x["synops"] for x in c])), "model_bytes": int(c[0]["model_bytes"])}
+    activity = common.mean_activity([x.get("activity") for x in c])
+    if activity is not None:
+        out["activity"] = activity
+        out["energy_j"] = common.snn_energy_j(activity)
+    else:
+        # the exact figure where a seed recorded its activity, bounds where it recorded synops only
+        bounds = np.array([[common.snn_energy_j(x["activity"])] * 2 if x.get("activity") else
+                           common.snn_energy_bounds_j(x["synops"], arch[method]) for x in c])
+        out["neuron_updates_from_architecture"] = arch[method]
+        out["energy_j_bounds"] = [float(bounds[:, 0].mean()), float(bounds[:, 1].mean())]
+    return out
+
+
+def _architecture(task: str, ds) -> Dict[str, float]:
+    """Per spiking method, the neuron updates per inference its architecture gives (neurons ×
+    (T + one frame per layer)), and the DNN teacher's MACs: what the energy column needs from
+    cells stored before their activity was recorded. No training: the counts depend on the
+    layers' shapes only."""
+    from neurokd import pipeline
+    from neurokd.models.teachers import build_teacher
+    from neurokd.quant.convert import dnn_stages, stages_spec
+
+    cfg = _config(task, 0)
+    spec = pipeline.student_spec(cfg, ds)
+    out = {m: common.spec_neuron_updates(spec, cfg.student.timesteps) for m in ("direct", "colearn", "qat8", "qat4")}
+    c = _config(task, 0, ["student.encoder=direct", "convert.method=qkd", *CONVERT.get(task, [])])
+    teacher = build_teacher(c.teacher.model, ds.input_shape, ds.num_classes, hidden=c.teacher.hidden).eval()
+    out["convert"] = common.spec_neuron_updates(stages_spec(dnn_stages(teacher, ds.input_shape), ds.input_shape),
+                                                c.student.timesteps)
+    out["teacher"] = float(common.dnn_macs(teacher, ds.input_shape))
+    return out
 
 
 def _mean_ci(values: List[float]) -> Dict[str, Any]:
@@ -213,6 +271,7 @@ def summarize_task(task: str, seeds: List[int]) -> Optional[Dict[str, Any]]:
         rep = sensing_report(ds, receivers) if detection else modulation_report(ds, receivers)
         per_seed[s] = rep
     names = ([ENERGY] if detection else []) + [LABELS[m] for m in METHODS]
+    arch = _architecture(task, ds)
     rows: Dict[str, Any] = {}
     for name in names:
         reps = [(s, r["receivers"][name]) for s, r in per_seed.items() if name in r["receivers"]]
@@ -234,7 +293,7 @@ def summarize_task(task: str, seeds: List[int]) -> Optional[Dict[str, Any]]:
             snrs = list(reps[0][1]["accuracy_per_snr"])
             row["accuracy_per_snr"] = {k: float(np.mean([r["accuracy_per_snr"][k] for _, r in reps]))
                                        for k in snrs}
-        row.update(_snn_columns(cells, name, row["seeds"]))
+        row.update(_snn_columns(cells, name, row["seeds"], arch))
         rows[name] = row
     out: Dict[str, Any] = {"frames_test": int(len(ds.test)), "budget": SHARED + TASKS[task],
                            "receivers": rows, "goals": {}}
@@ -290,6 +349,7 @@ def summarize_symbols(task: str, ds, cells: Dict[str, Dict[int, Dict]], seeds: L
         if receivers:
             per_seed[s] = symbols_report(ds, receivers, classical=classical)
     names = list(classical) + [LABELS[m] for m in METHODS]
+    arch = _architecture(task, ds)
     nan = float("nan")
     rows: Dict[str, Any] = {}
     for name in names:
@@ -303,7 +363,7 @@ def summarize_symbols(task: str, ds, cells: Dict[str, Dict[int, Dict]], seeds: L
                                                 for k in reps[0][1]["ber_per_ebn0"]},
                                "ser_per_ebn0": {k: float(np.mean([r["ser_per_ebn0"][k] for _, r in reps]))
                                                 for k in reps[0][1]["ser_per_ebn0"]}}
-        row.update(_snn_columns(cells, name, row["seeds"]))
+        row.update(_snn_columns(cells, name, row["seeds"], arch))
         rows[name] = row
     at = lambda r: nan if r["ebn0_at_ber_1e-2_db"] is None else r["ebn0_at_ber_1e-2_db"]  # noqa: E731
     b20 = lambda r: nan if r["ber_at_20db"] is None else r["ber_at_20db"]  # noqa: E731
@@ -338,6 +398,38 @@ def _synops(row: Dict[str, Any]) -> str:
     return f"{row['synops']:.3g}" if "synops" in row else ""
 
 
+def _energy(row: Dict[str, Any], notes: set) -> str:
+    """The energy column: exact, a range (¹) where the cells recorded synops only, the teacher's
+    fp32 MAC energy (² where its MACs come from the architecture); blank for classical receivers."""
+    if "macs" in row:
+        e = row.get("energy_j") or {}
+        if row.get("macs_from") == "architecture":
+            notes.add(2)
+        return f"{common.joules(e.get('fp32'))} (fp32 MACs){'²' if row.get('macs_from') else ''}"
+    if "energy_j_bounds" in row:
+        notes.add(1)
+        lo, hi = row["energy_j_bounds"]
+        return f"{common.joules(lo)} – {common.joules(hi)}¹"
+    if "energy_j" in row:
+        return common.joules(row["energy_j"])
+    if "synops" in row:
+        notes.add(3)
+        return "—³"
+    return ""
+
+
+NOTES = {
+    1: "¹ a range, not a measurement: the cells of these receivers were stored before the activity "
+       "counts were, with their synaptic operations but not the active share of the neuron updates "
+       "nor the output spikes. The neuron updates are counted from the architecture (neurons × (T + "
+       "one frame per layer)); the low end prices every update inactive with no spike, the high end "
+       "every update active with one spike. A new run records the exact figure.",
+    2: "² the teacher's MACs counted on its architecture (the count does not depend on the weights): "
+       "its cells were stored before the MACs were.",
+    3: "³ not recorded by the run that stored these cells.",
+}
+
+
 def markdown(results: Dict[str, Any]) -> str:
     lines = ["# Radio workloads against the classical receivers", "",
              f"Generated by `benchmarks/rf.py` ({results['date']}) on {results['machine']}; seeds "
@@ -347,8 +439,11 @@ def markdown(results: Dict[str, Any]) -> str:
              "runs at the same false-alarm rate. Lava: the exported network in Lava's CPU "
              "simulator against PyTorch on the first test frames of every seed. A receiver "
              "whose Pd never reaches 0.9 on the grid has no SNR at Pd 0.9 for that seed; the paired "
-             "differences then use the seeds where both receivers have one.", ""]
+             "differences then use the seeds where both receivers have one. Synaptic operations "
+             "and energy are per inference, on the first 256 test frames of every seed (mean over "
+             "seeds), priced as the last paragraph says.", ""]
     for task, r in results["tasks"].items():
+        notes: set = set()
         size = (f"{r['frames_test']} test frames" if "frames_test" in r else
                 f"{r['samples_test']} test samples ({r['bits_test']} bits)")
         conv = (f" Conversion adds `{' '.join(r['convert_budget'])}`."
@@ -357,27 +452,29 @@ def markdown(results: Dict[str, Any]) -> str:
                   f"`{' '.join(r['budget'])}`; {size}.{conv}", ""]
         if task.startswith("symbols"):
             lines += ["| receiver | Eb/N0 at BER 1e-2 (dB) | BER at 20 dB | Lava match | "
-                      "synops/inference | bytes |", "|---|---|---|---|---|---|"]
+                      "synops/inference | energy/inference | bytes |", "|---|---|---|---|---|---|---|"]
             for name, row in r["receivers"].items():
                 lines.append(f"| {name} | {_fmt(row['ebn0_at_ber_1e-2_db'])} | "
                              f"{_fmt(row['ber_at_20db'], sci=True)} | {row.get('lava_spike_match', '')} | "
-                             f"{_synops(row)} | {row.get('model_bytes', '')} |")
+                             f"{_synops(row)} | {_energy(row, notes)} | {row.get('model_bytes', '')} |")
         elif task.startswith("sensing"):
             lines += ["| receiver | SNR at Pd 0.9, Pfa 0.1 (dB) | SNR at Pd 0.9, Pfa 0.01 (dB) | "
-                      "mean Pd over SNRs, Pfa 0.1 | AUC | Lava match | synops/inference | bytes |",
-                      "|---|---|---|---|---|---|---|---|"]
+                      "mean Pd over SNRs, Pfa 0.1 | AUC | Lava match | synops/inference | "
+                      "energy/inference | bytes |", "|---|---|---|---|---|---|---|---|---|"]
             for name, row in r["receivers"].items():
                 lines.append(f"| {name} | {_fmt(row['snr_at_pd90_db_pfa_0.1'])} | "
                              f"{_fmt(row['snr_at_pd90_db_pfa_0.01'])} | {_fmt(row['mean_pd_pfa_0.1'], 3)} | "
                              f"{_fmt(row['auc'], 3)} | {row.get('lava_spike_match', '')} | "
-                             f"{_synops(row)} | {row.get('model_bytes', '')} |")
+                             f"{_synops(row)} | {_energy(row, notes)} | {row.get('model_bytes', '')} |")
         else:
-            lines += ["| receiver | mean accuracy, SNR ≥ 0 dB | Lava match | synops/inference | bytes |",
-                      "|---|---|---|---|---|"]
+            lines += ["| receiver | mean accuracy, SNR ≥ 0 dB | Lava match | synops/inference | "
+                      "energy/inference | bytes |", "|---|---|---|---|---|---|"]
             for name, row in r["receivers"].items():
                 lines.append(f"| {name} | {_fmt(row['mean_accuracy_snr_ge_0'], 4)} | "
                              f"{row.get('lava_spike_match', '')} | {_synops(row)} | "
-                             f"{row.get('model_bytes', '')} |")
+                             f"{_energy(row, notes)} | {row.get('model_bytes', '')} |")
+        if notes:
+            lines += [""] + [NOTES[n] for n in sorted(notes)]
         lines += ["", "Paired differences (a − b) over seeds:", ""]
         for goal, g in r["goals"].items():
             if g is None:
@@ -389,6 +486,9 @@ def markdown(results: Dict[str, Any]) -> str:
                 lines.append(f"- {goal}: {g['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
                              f"({g['a']} − {g['b']}, per seed {', '.join(f'{x:+.3f}' for x in g['per_seed'])})")
         lines.append("")
+    figures = common.energy_figures_lines(results, teacher=True)
+    if figures:
+        lines += figures + [""]
     return "\n".join(lines)
 
 
@@ -427,8 +527,10 @@ def plot(results: Dict[str, Any], path: Path) -> None:
 def summarize(tasks: List[str], seeds: List[int], out: Path) -> Dict[str, Any]:
     from neurokd.fileio import atomic_path, write_json
 
+    e = common.profile_energy("loihi2")
     results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds,
                "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU (Lava CPU simulator)",
+               "hardware": "loihi2", "energy_figures": e.model_dump() if e is not None else None,
                "tasks": {}}
     for task in tasks:
         r = summarize_task(task, seeds)
@@ -441,57 +543,38 @@ def summarize(tasks: List[str], seeds: List[int], out: Path) -> Dict[str, Any]:
     return results
 
 
+def chain_cell(config: Dict[str, Any], deps: Dict) -> Dict[str, Any]:
+    """One (task, seed) chain in a worker process; it stores its receivers' cells itself."""
+    run_chain(config["task"], config["seed"], config["lava_samples"])
+    return {}
+
+
 def main(argv=None) -> int:
+    from neurokd.interrupts import Interrupted
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="chains run at once")
     ap.add_argument("--lava-samples", type=int, default=100)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--chain", help=argparse.SUPPRESS)  # internal: TASK:SEED in this process
+    ap.add_argument("--summarize", action="store_true",
+                    help="run nothing: rebuild rf.json, rf.md and rf.png from the stored cells")
     args = ap.parse_args(argv)
-    if args.chain:
-        task, seed = args.chain.split(":")
-        run_chain(task, int(seed), args.lava_samples)
-        return 0
     seeds = list(range(args.seeds))
-    queue = [(t, s) for s in seeds for t in args.tasks]
-    running: List[subprocess.Popen] = []
-
-    def stop(signum, _frame):
-        for p in running:
-            p.terminate()
-        for p in running:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    failed = []
-    while queue or running:
-        while queue and len(running) < max(1, args.jobs):
-            task, seed = queue.pop(0)
-            p = subprocess.Popen([sys.executable, __file__, "--chain", f"{task}:{seed}",
-                                  "--lava-samples", str(args.lava_samples)], env=env)
-            p.chain = (task, seed)  # type: ignore[attr-defined]
-            running.append(p)
-            print(f"started {task} seed {seed}", flush=True)
-        time.sleep(2)
-        for p in [p for p in running if p.poll() is not None]:
-            running.remove(p)
-            print(f"finished {p.chain} (exit {p.returncode})", flush=True)  # type: ignore[attr-defined]
-            if p.returncode != 0:
-                failed.append(p.chain)  # type: ignore[attr-defined]
-            summarize(list(TASKS), seeds, Path(args.out))  # every task with stored cells
-    print(markdown(summarize(list(TASKS), seeds, Path(args.out))))
-    if failed:
-        print(f"failed chains: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    if args.summarize:
+        print(markdown(summarize(list(TASKS), seeds, Path(args.out))))
+        return 0
+    # the chains skip the receivers already stored, so they always run (there is no chain store)
+    chains = [Cell(f"{t}/s{s}", chain_cell, {"task": t, "seed": s, "lava_samples": args.lava_samples})
+              for s in seeds for t in args.tasks]
+    try:
+        run = run_cells(chains, None, args.jobs,
+                        on_result=lambda key, _run: summarize(list(TASKS), seeds, Path(args.out)))
+    except Interrupted as exc:
+        return 128 + exc.signum
+    print(markdown(summarize(list(TASKS), seeds, Path(args.out))))  # every task with stored cells
+    return 1 if run.failed else 0
 
 
 if __name__ == "__main__":
