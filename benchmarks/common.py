@@ -705,3 +705,26 @@ def energy_figures_lines(results: Dict[str, Any], teacher: bool = False) -> List
 
 def fmt_synops(activity: Optional[Dict[str, float]]) -> str:
     return f"{activity['synops']:.3g}" if activity else "—"
+
+
+def cell_data(config: Dict[str, Any], data_dir: Optional[str]):
+    """The dataset of a cell's ``budget`` and the cell's configuration (its budget and seed)."""
+    from neurokd import pipeline
+    from neurokd.config import build_config
+
+    overrides = list(config["budget"]) + ([f"data.data_dir={data_dir}"] if data_dir else [])
+    ds = pipeline.load_data(build_config(overrides=overrides))
+    return ds, build_config(overrides=overrides + [f"seed={config['seed']}"])
+
+
+def teacher_macs_from_architecture(r: Dict) -> int:
+    """MACs of a dataset's teacher from its budget alone (the architecture; weights do not
+    change the count): for results stored before the teacher's MACs were recorded."""
+    from neurokd import pipeline
+    from neurokd.config import build_config
+    from neurokd.models.teachers import build_teacher
+
+    cfg = build_config(overrides=list(r["budget"]))
+    ds = pipeline.load_data(cfg)
+    model = build_teacher(cfg.teacher.model, ds.input_shape, ds.num_classes, hidden=cfg.teacher.hidden)
+    return dnn_macs(model, ds.input_shape)

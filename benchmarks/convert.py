@@ -99,15 +99,9 @@ def spikingjelly_accuracies(teacher, ds, timesteps: List[int], calibration: int 
     return out
 
 
-def _data(config: Dict[str, Any], data_dir: Optional[str]):
-    overrides = list(config["budget"]) + ([f"data.data_dir={data_dir}"] if data_dir else [])
-    ds = pipeline.load_data(build_config(overrides=overrides))
-    return ds, build_config(overrides=overrides + [f"seed={config['seed']}"])
-
-
 def teacher_cell(config: Dict[str, Any], deps: Dict, checkpoint: str, data_dir: Optional[str]) -> Dict:
     """The DNN teacher of one (dataset, seed), saved for the cells made from it."""
-    ds, cfg = _data(config, data_dir)
+    ds, cfg = common.cell_data(config, data_dir)
     teacher, tm = pipeline.train_teacher(cfg, ds, progress=False)
     pipeline.save_teacher(checkpoint, teacher, cfg, ds)
     spec = stages_spec(dnn_stages(teacher.eval(), ds.input_shape), ds.input_shape)
@@ -117,7 +111,7 @@ def teacher_cell(config: Dict[str, Any], deps: Dict, checkpoint: str, data_dir: 
 
 
 def spikingjelly_cell(config: Dict[str, Any], deps: Dict, checkpoint: str, data_dir: Optional[str]) -> Dict:
-    ds, _ = _data(config, data_dir)
+    ds, _ = common.cell_data(config, data_dir)
     ref = spikingjelly_accuracies(pipeline.load_teacher(checkpoint), ds, config["timesteps"])
     if ref is None:
         raise RuntimeError("SpikingJelly is not installed")
@@ -129,7 +123,7 @@ def spikingjelly_cell(config: Dict[str, Any], deps: Dict, checkpoint: str, data_
 def convert_cell(config: Dict[str, Any], deps: Dict, checkpoint: str, data_dir: Optional[str]) -> Dict:
     """One converted network (``plain`` or ``qkd``) at one T, or (``direct``) the same layers
     trained as an SNN: accuracy, seconds, activity; Lava's spike match where ``lava_samples``."""
-    ds, cfg = _data(config, data_dir)
+    ds, cfg = common.cell_data(config, data_dir)
     seed, T, method = config["seed"], config["timesteps"], config["method"]
     teacher = pipeline.load_teacher(checkpoint)
     out: Dict[str, Any] = {}
@@ -246,17 +240,6 @@ def summarize(name: str, results: Dict[str, Dict], seeds: List[int], timesteps: 
     return out
 
 
-def teacher_macs_from_architecture(r: Dict) -> int:
-    """MACs of a dataset's teacher from its budget alone (the architecture; weights do not
-    change the count): for results stored before the teacher's MACs were recorded."""
-    from neurokd.models.teachers import build_teacher
-
-    cfg = build_config(overrides=list(r["budget"]))
-    ds = pipeline.load_data(cfg)
-    model = build_teacher(cfg.teacher.model, ds.input_shape, ds.num_classes, hidden=cfg.teacher.hidden)
-    return common.dnn_macs(model, ds.input_shape)
-
-
 def refresh(results: Dict) -> Dict:
     """Energy per inference of every spiking row that recorded its activity and of the teacher,
     priced with the profile; the teacher's MACs from its architecture where the run did not
@@ -266,7 +249,7 @@ def refresh(results: Dict) -> Dict:
     results["energy_figures"] = e.model_dump() if e is not None else None
     for r in results["datasets"].values():
         if r.get("teacher_macs") is None:
-            r["teacher_macs"] = teacher_macs_from_architecture(r)
+            r["teacher_macs"] = common.teacher_macs_from_architecture(r)
             r["teacher_macs_from"] = "architecture"
         r["teacher_energy_j"] = common.dnn_energy_j(r["teacher_macs"], hw)
         for rows in r["methods"].values():

@@ -154,17 +154,6 @@ def summarize(name: str, results: Dict[str, Dict], seeds: List[int], methods: Li
     return out
 
 
-def teacher_macs_from_architecture(r: Dict) -> int:
-    """MACs of a dataset's teacher from its budget alone (the architecture; weights do not
-    change the count): for results stored before the teacher's MACs were recorded."""
-    from neurokd.models.teachers import build_teacher
-
-    cfg = build_config(overrides=list(r["budget"]))
-    ds = pipeline.load_data(cfg)
-    model = build_teacher(cfg.teacher.model, ds.input_shape, ds.num_classes, hidden=cfg.teacher.hidden)
-    return common.dnn_macs(model, ds.input_shape)
-
-
 def refresh(results: Dict) -> Dict:
     """Energy per inference of every student that recorded its activity and of the teacher,
     priced with the profile; the teacher's MACs from its architecture where the run did not
@@ -174,7 +163,7 @@ def refresh(results: Dict) -> Dict:
     results["energy_figures"] = e.model_dump() if e is not None else None
     for r in results["datasets"].values():
         if r.get("teacher_macs") is None:
-            r["teacher_macs"] = teacher_macs_from_architecture(r)
+            r["teacher_macs"] = common.teacher_macs_from_architecture(r)
             r["teacher_macs_from"] = "architecture"
         r["teacher_energy_j"] = common.dnn_energy_j(r["teacher_macs"], hw)
         for row in r["methods"].values():

@@ -33,7 +33,7 @@ import torch
 import common
 from common import Cell, CellBenchmark, cell_options, parser, t_interval
 from neurokd import pipeline
-from neurokd.config import QuantConfig, build_config
+from neurokd.config import QuantConfig
 from neurokd.deploy.export import read_meta
 from neurokd.quant.qat import quantize_snn
 
@@ -65,15 +65,9 @@ def emulator_vs_lava(model, ds, meta, net, samples: int = 200) -> Dict:
             "note": "Lava's time includes compiling and starting the run (about 1 s)"}
 
 
-def _data(config: Dict[str, Any], data_dir: Optional[str]):
-    overrides = list(config["budget"]) + ([f"data.data_dir={data_dir}"] if data_dir else [])
-    ds = pipeline.load_data(build_config(overrides=overrides))
-    return ds, build_config(overrides=overrides + [f"seed={config['seed']}"])
-
-
 def float_cell(config: Dict[str, Any], deps: Dict, checkpoint: str, data_dir: Optional[str]) -> Dict:
     """The float SNN of one (dataset, seed), saved for the quantization cells."""
-    ds, cfg = _data(config, data_dir)
+    ds, cfg = common.cell_data(config, data_dir)
     snn, m = pipeline.train_snn(cfg, ds, progress=False)
     pipeline.save_snn(checkpoint, snn, cfg, ds)
     print(f"[{config['dataset']}] seed {config['seed']} float SNN {m['snn_accuracy']:.4f}", flush=True)
@@ -83,7 +77,7 @@ def float_cell(config: Dict[str, Any], deps: Dict, checkpoint: str, data_dir: Op
 def quant_cell(config: Dict[str, Any], deps: Dict, checkpoint: str, data_dir: Optional[str]) -> Dict:
     """One method at one bit-width on the float SNN of its (dataset, seed): accuracy, bytes,
     activity; Lava's spike match where ``lava_samples``."""
-    ds, cfg = _data(config, data_dir)
+    ds, cfg = common.cell_data(config, data_dir)
     seed, method, bits = config["seed"], config["method"], config["bits"]
     snn, _ = pipeline.load_snn(checkpoint)
     prepare = pipeline.make_prepare(cfg.student.encoder, cfg.student.timesteps, snn.window_pad)
