@@ -152,6 +152,23 @@ def _teacher_ref(args: argparse.Namespace):
                        search_path=os.getcwd())
 
 
+# The proxies `search --proxy` offers (neurokd.nas.proxies.PROXIES; a test keeps them equal).
+SEARCH_PROXIES = ("synops", "params", "gradsign", "grad_stats", "zico_mean", "grad_cosine",
+                  "jacob_cov", "snip", "synflow", "snasnet", "sahd", "naswot")
+TRAIN_TOP_EPOCHS = 5
+
+
+def _number(text: str) -> float:
+    """A float option that also reads 2e6; a malformed one is argparse's one-line error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurokd",
@@ -303,11 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="training-free search for an SNN that fits the chip",
                        description="Sample Loihi-compatible SNN architectures, reject those over "
-                                   "the budget, score the rest at initialization with a proxy "
-                                   "(no training), and write a ranked table, the Pareto front "
-                                   "of score against estimated cores, and the chosen spec "
-                                   "(spec.yaml, with the T and encoder it was scored at, for "
-                                   "--spec).")
+                                   "the budget (cores, synaptic memory, synaptic operations), "
+                                   "score the rest at initialization with one proxy (no "
+                                   "training), and write a ranked table, the Pareto front of "
+                                   "score against estimated cores and synaptic operations, and "
+                                   "the chosen spec (spec.yaml, with the T and encoder it was "
+                                   "scored at, for --spec). With --train-top K, the K best "
+                                   "candidates are trained briefly and the best of them by "
+                                   "validation accuracy is chosen instead.")
     p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML "
@@ -315,12 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cores", type=int, metavar="N", help="budget: estimated cores (default: one chip)")
     p.add_argument("--max-memory", type=int, metavar="BYTES",
                    help="budget: synaptic memory (default: no limit)")
+    p.add_argument("--max-synops", type=_number, metavar="N",
+                   help="budget: synaptic operations per inference, as the resource model bounds "
+                        "them (every input spiking at every one of the T steps: synapses x T), "
+                        "e.g. 2e6 (default: no limit)")
     p.add_argument("--candidates", type=int, default=100, metavar="K",
                    help="architectures to score (default %(default)s)")
     p.add_argument("--proxy", default="synops",
-                   help="score to maximise: synops, params, gradsign, grad_stats, snasnet, naswot, "
-                        "snip, synflow (default synops: the best rank correlation with trained "
-                        "accuracy measured, see benchmarks/results/nas_correlation.md)")
+                   help="score to maximise: " + ", ".join(SEARCH_PROXIES) + " (default synops: "
+                        "the best rank correlation with trained accuracy measured, see "
+                        "benchmarks/results/nas_correlation.md)")
+    p.add_argument("--all-proxies", action="store_true",
+                   help="score every proxy, not only --proxy (all in ranked.csv; slower: the "
+                        "gradient proxies need backward passes)")
+    p.add_argument("--probe-tau-grad", type=_number, metavar="W",
+                   help="surrogate-gradient width of the scoring probes (default: the spec "
+                        "neuron's tau_grad, 0.03, the one training uses)")
+    p.add_argument("--train-top", type=int, metavar="K",
+                   help="train the K best-ranked candidates briefly (student training, the "
+                        "search's data, T, encoder and seed; --set student.lr=... applies) and "
+                        "choose the best by validation accuracy (default: no training, the "
+                        "proxy's best is chosen)")
+    p.add_argument("--train-epochs", type=int, metavar="N",
+                   help=f"most epochs per --train-top candidate (default {TRAIN_TOP_EPOCHS})")
     p.add_argument("--strategy", choices=["evolution", "random"], default="evolution",
                    help="evolution (default): aging evolution over a population of 20, each "
                         "child a mutation of the best of 5 random members, the oldest retired; "
@@ -334,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "processes; needs the optional extra: pip install 'neurokd[ray]'")
     p.add_argument("--encoder", help="input encoder: rate, direct, direct8 (default rate); "
                                      "recorded in spec.yaml")
-    p.add_argument("--seed", type=int, help="seed of the sampling and the data batches (default 0)")
+    p.add_argument("--seed", type=int, help="seed of the sampling, the data batches and the "
+                                            "--train-top training (default 0)")
     _run_args(p, "data.limit=500", training=False)
 
     p = sub.add_parser("report", help="what a network costs on the chip: resources, activity, energy",
@@ -686,53 +724,78 @@ def cmd_search(args: argparse.Namespace) -> int:
     from neurokd.metrics import plots
     from neurokd.metrics.report import table
     from neurokd.models.spec import save_spec
+    from neurokd.nas.proxies import PROXIES
     from neurokd.nas.resources import Budget
-    from neurokd.nas.search import run_search
+    from neurokd.nas.search import best_trained, run_search, train_candidates
     from neurokd.nas.space import describe, load_space
 
-    for name in ("--candidates", "--workers", "--max-cores", "--max-memory"):
+    for name in ("--candidates", "--workers", "--max-cores", "--max-memory", "--max-synops",
+                 "--probe-tau-grad", "--train-top", "--train-epochs"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
+    if args.train_epochs is not None and args.train_top is None:
+        raise NeurokdError("--train-epochs goes with --train-top")
+    if args.train_top is not None and args.train_top > args.candidates:
+        raise NeurokdError(f"--train-top {args.train_top} is more than the {args.candidates} "
+                           "candidates the search scores (--candidates)")
+    epochs = args.train_epochs or TRAIN_TOP_EPOCHS
     cfg = build_config(None, args.set, {"data.dataset": args.dataset, "data.data_dir": args.data_dir,
                                         "hardware": args.hardware, "seed": args.seed,
                                         "student.encoder": args.encoder})
     space = load_space(args.space)
     profile = load_profile(cfg.hardware)
-    from neurokd.nas.proxies import PROXIES
-
     PROXIES.get(args.proxy)
     run_dir = _run_dir(args, cfg)
     ds = pipeline.load_data(cfg, log=print)
-    budget = Budget(args.max_cores, args.max_memory)
+    budget = Budget(args.max_cores, args.max_memory, args.max_synops)
     with run_dir as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         res = run_search(ds, space, profile, budget, args.proxy, args.strategy, args.candidates,
                          args.workers, cfg.student.encoder, seed=cfg.seed, progress=_progress(args),
-                         ray_address=args.ray)
+                         ray_address=args.ray,
+                         score_proxies=PROXIES.names() if args.all_proxies else None,
+                         tau_grad=args.probe_tau_grad)
         rows = [dict(rank=i + 1, **c.row(args.proxy)) for i, c in enumerate(res["ranked"])]
         with atomic_path(run / "ranked.csv") as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        chosen = res["chosen"]
+        chosen, chosen_row, trained = res["chosen"], rows[0], None
+        if args.train_top:
+            trained = train_candidates(res["ranked"][:args.train_top], ds, cfg, space.timesteps,
+                                       epochs, run / "top", progress=_progress(args), log=print)
+            best = best_trained(trained)
+            chosen, chosen_row = res["ranked"][best], dict(rows[best], **trained[best])
         save_spec(run / "spec.yaml", chosen.spec, timesteps=space.timesteps,
                   encoder=cfg.student.encoder)
         front = res["front"]
-        plots.pareto([(c.resources["cores"], c.scores["synops"], c.scores[args.proxy])
-                      for c in res["ranked"]],
-                     [(c.resources["cores"], c.scores["synops"], c.scores[args.proxy]) for c in front],
+        point = lambda c: (c.resources["cores"], c.resources["synops"], c.scores[args.proxy])
+        plots.pareto([point(c) for c in res["ranked"]], [point(c) for c in front],
                      run / "pareto.png", args.proxy)
         summary = {"proxy": args.proxy, "strategy": args.strategy, "candidates": len(rows),
+                   "scored_proxies": res["scored_proxies"],
+                   "probe_tau_grad": args.probe_tau_grad,
                    "scored_on": f"ray:{args.ray}" if args.ray else f"{args.workers} processes",
                    "timesteps": space.timesteps, "hardware": profile.name,
-                   "budget": {"max_cores": args.max_cores, "max_memory_bytes": args.max_memory},
+                   "budget": {"max_cores": args.max_cores, "max_memory_bytes": args.max_memory,
+                              "max_synops": args.max_synops},
                    "seconds": res["seconds"], "archs_per_second": res["archs_per_second"],
-                   "chosen": rows[0], "chosen_spec": chosen.spec.model_dump(),
+                   "chosen_by": ("validation accuracy after --train-top training" if trained
+                                 else f"proxy {args.proxy}"),
+                   "chosen": chosen_row, "chosen_spec": chosen.spec.model_dump(),
                    "pareto_front": [c.row(args.proxy) for c in front], "space": space.model_dump()}
+        if trained is not None:
+            summary["train_top"] = {"k": args.train_top, "epochs": epochs, "candidates": trained,
+                                    "seconds": sum(t["train_seconds"] for t in trained)}
         write_json(run / "search.json", summary)
     print(table([(str(r["rank"]), f"{r['arch']}  score {r['score']:.4g}, {r['cores']} cores, "
                  f"{r['synapses']} synapses") for r in rows[:10]],
                 title=f"search: {ds.name}, proxy {args.proxy}, {len(rows)} candidates "
                       f"({res['archs_per_second']:.1f}/s)"))
+    if trained is not None:
+        print(table([(str(t["rank"]), f"{t['arch']}  val {t['val_accuracy']:.3f}, test "
+                      f"{t['test_accuracy']:.3f}, {t['cores']} cores, {t['synops_trained']:.3g} "
+                      f"synops trained, {t['train_seconds']:.0f} s") for t in trained],
+                    title=f"trained (at most {epochs} epochs each), chosen by validation accuracy"))
     print(f"chosen: {describe(chosen.spec)} → {args.out}/spec.yaml (T = {space.timesteps}, "
           f"encoder {cfg.student.encoder}, recorded in the spec); train it with: neurokd demo "
           f"--spec {args.out}/spec.yaml --out runs/searched")

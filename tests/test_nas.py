@@ -12,7 +12,7 @@ from neurokd.config import build_config
 from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, load_spec
-from neurokd.nas.proxies import PROXIES, score_arch
+from neurokd.nas.proxies import NEEDS, PROXIES, Probe, probe, proxy_descriptions, score_arch
 from neurokd.nas.resources import Budget, layer_resources, summary
 from neurokd.nas.search import (Candidate, Scorer, aging_evolution, encoded_batches_for_search,
                                 pareto_front, random_search)
@@ -52,8 +52,15 @@ def test_budget_rejects_what_it_should():
     assert Budget(max_cores=2).violation(res, LOIHI2) is None
     assert Budget(max_cores=1).violation(res, LOIHI2) == "2 cores > 1"
     assert "bytes of synaptic memory" in Budget(max_memory_bytes=100).violation(res, LOIHI2)
+    # synaptic operations: the upper bound, (64·32 + 32·10) synapses × 8 steps
+    assert res["synops"] == (64 * 32 + 32 * 10) * 8 == 18944
+    assert Budget(max_synops=18944).violation(res, LOIHI2) is None
+    assert Budget(max_synops=18943).violation(res, LOIHI2) == \
+        "1.894e+04 synaptic operations per inference > 1.894e+04"
     with pytest.raises(NeurokdError, match="--max-cores must be positive"):
         Budget(max_cores=0).check()
+    with pytest.raises(NeurokdError, match="--max-synops must be positive"):
+        Budget(max_synops=float("nan")).check()
 
 
 def test_sampled_and_mutated_architectures_stay_in_the_space():
@@ -70,16 +77,34 @@ def test_sampled_and_mutated_architectures_stay_in_the_space():
     assert not any(isinstance(layer, ConvLayer) for layer in SMALL.sample(rng, (20,), 3).layers)
 
 
-@pytest.mark.parametrize("name", PROXIES.names())
-def test_every_proxy_is_finite_and_deterministic(name, digits):
+@pytest.fixture(scope="module")
+def all_scores(digits):
+    """Every proxy scored together on two clearly different networks (one batch, two seeds)."""
     batches = encoded_batches_for_search(digits, "rate", SMALL, 1, 8, seed=0)
     specs = [ArchSpec(input_shape=[1, 8, 8], layers=[DenseLayer(units=16), DenseLayer(units=10)]),
              ArchSpec(input_shape=[1, 8, 8], layers=[ConvLayer(channels=4, kernel=3, stride=2, padding=1),
-                                                     FlattenLayer(), DenseLayer(units=10)])]
-    for spec in specs:
+                                                     FlattenLayer(), DenseLayer(units=64),
+                                                     DenseLayer(units=10)])]
+    return batches, specs, [score_arch(spec, LOIHI2, batches, [0, 1]) for spec in specs]
+
+
+@pytest.mark.parametrize("name", PROXIES.names())
+def test_every_proxy_is_finite_deterministic_and_tells_networks_apart(name, all_scores):
+    """Alone, a proxy scores exactly what it scores among all the others (a probe computes only
+    what its proxies need, and nothing one needs changes another), repeatably; the two
+    networks get different scores."""
+    batches, specs, together = all_scores
+    alone = []
+    for spec, scores in zip(specs, together):
         a = score_arch(spec, LOIHI2, batches, [0, 1], [name])[name]
         b = score_arch(spec, LOIHI2, batches, [0, 1], [name])[name]
-        assert math.isfinite(a) and a == b, (spec, a, b)
+        assert math.isfinite(a) and a == b == scores[name], (spec, a, b, scores[name])
+        alone.append(a)
+    assert alone[0] != alone[1]
+    fn = PROXIES.get(name)
+    assert fn.needs <= set(NEEDS)
+    line = proxy_descriptions()[name]
+    assert line and "\n" not in line and len(line) < 120
 
 
 def test_per_sample_gradients_sum_to_the_batch_gradient(digits):
@@ -96,6 +121,99 @@ def test_per_sample_gradients_sum_to_the_batch_gradient(digits):
         for g_all, g_one in zip(p.grads, q.grads):
             assert torch.allclose(g_all[i], g_one[0], rtol=1e-4, atol=1e-6)
     assert any(float(g.abs().sum()) > 0 for g in p.grads)
+
+
+def _probe_of(grads=None, spikes=None, jacobian=None) -> Probe:
+    spec = ArchSpec(input_shape=[2], layers=[DenseLayer(units=2)])
+    return Probe(spec, None, grads, spikes, 0.0, layer_resources(spec, LOIHI2), 4, jacobian)
+
+
+def test_sample_wise_proxies_compute_their_definitions():
+    """The sample-wise proxies on hand-made per-sample gradients, Jacobians and spikes, against
+    their formulas worked out by hand."""
+    # gradients of 3 samples over one layer of 2 weights
+    g = torch.tensor([[[1.0, 2.0]], [[1.0, -2.0]], [[-1.0, 2.0]]])  # (N, out, in)
+    p = _probe_of(grads=[g])
+    # GradSign: |1 + 1 − 1| + |2 − 2 + 2| / 3 = (1 + 1) / 3
+    assert PROXIES.get("gradsign")(p) == pytest.approx(2 / 3)
+    # cosines: (1 − 4)/5, (−1 + 4)/5, (−1 − 4)/5 → mean −5/15
+    assert PROXIES.get("grad_cosine")(p) == pytest.approx(-1 / 3)
+    # ZiCo's mean: per weight mean|g| / population std(g) = 1 / 0.9428 and 2 / 1.8856
+    std = math.sqrt(8 / 9)
+    assert PROXIES.get("zico_mean")(p) == pytest.approx(math.log(1 / std))
+    assert PROXIES.get("grad_stats")(p) == pytest.approx(math.log(2 / math.sqrt(4 / 3)))
+    # identical gradients agree fully; a sample without gradient has cosine 0 with the others
+    same = _probe_of(grads=[torch.ones(3, 1, 2)])
+    assert PROXIES.get("grad_cosine")(same) == pytest.approx(1.0)
+    dead = _probe_of(grads=[torch.tensor([[[1.0, 1.0]], [[1.0, 1.0]], [[0.0, 0.0]]])])
+    assert PROXIES.get("grad_cosine")(dead) == pytest.approx(2 / 6)
+    # Jacobian covariance: uncorrelated Jacobians give the correlation matrix I (every λ = 1)
+    k = 1e-5
+    eye = _probe_of(jacobian=torch.tensor([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]]))
+    assert PROXIES.get("jacob_cov")(eye) == pytest.approx(-2 * (math.log(1 + k) + 1 / (1 + k)))
+    # identical ones give λ = 2 and 0; a constant Jacobian counts as an eigenvalue 0
+    twin = _probe_of(jacobian=torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]))
+    expected = -(math.log(2 + k) + 1 / (2 + k) + math.log(k) + 1 / k)
+    assert PROXIES.get("jacob_cov")(twin) == pytest.approx(expected, rel=1e-6)
+    flat = _probe_of(jacobian=torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]))
+    assert PROXIES.get("jacob_cov")(flat) == pytest.approx(
+        -(math.log(1 + k) + 1 / (1 + k) + math.log(k) + 1 / k), rel=1e-6)
+    # SAHD: 2 samples, one hidden layer of D = 4 neurons, one step; rates 1/2 and 1/4;
+    # Hamming distance 3; expected distance 4 (1/2 · 3/4 + 1/4 · 1/2) = 2
+    hidden = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])[..., None]
+    p = _probe_of(spikes=[hidden, torch.zeros(2, 2, 1)])
+    off = 4 - 0.5 * 3 / (2 + 1e-3)
+    assert PROXIES.get("sahd")(p) == pytest.approx(math.log(16 - off * off))
+
+
+def test_a_probe_computes_only_what_its_proxies_need(digits):
+    """synops: a forward pass and no gradients; params: not even the network; an input Jacobian
+    row is the gradient of that sample's own output spike count (the samples do not mix)."""
+    from neurokd.nas.proxies import proxy_needs
+
+    x, y = encoded_batches_for_search(digits, "rate", SMALL, 1, 4, seed=2)[0]
+    spec = ArchSpec(input_shape=[1, 8, 8], layers=[DenseLayer(units=32), DenseLayer(units=10)])
+    assert proxy_needs(["synops"]) == {"spikes"} and proxy_needs(["params"]) == set()
+    fwd = probe(spec, LOIHI2, x, y, 0, proxy_needs(["synops"]))
+    assert fwd.spikes is not None and fwd.grads is None and fwd.jacobian is None
+    assert not any(s.requires_grad for s in fwd.spikes)
+    bare = probe(spec, LOIHI2, x, y, 0, proxy_needs(["params"]))
+    assert bare.weights is None and bare.spikes is None
+    full = probe(spec, LOIHI2, x, y, 0)
+    assert full.jacobian.shape == (4, 64) and float(full.jacobian.abs().sum()) > 0
+    for i in (0, 3):
+        one = probe(spec, LOIHI2, x[i:i + 1], y[i:i + 1], 0, {"jacobian"})
+        assert torch.allclose(one.jacobian[0], full.jacobian[i], rtol=1e-5, atol=1e-9)
+    assert all(torch.equal(a, b) for a, b in zip(fwd.spikes, full.spikes))
+    # tau_grad replaces the spec neuron's surrogate width for the probe, and nothing else
+    wide = probe(spec, LOIHI2, x, y, 0, {"jacobian"}, tau_grad=0.3)
+    neuron = spec.neuron.model_copy(update={"tau_grad": 0.3})
+    same = probe(spec.model_copy(update={"neuron": neuron}), LOIHI2, x, y, 0, {"jacobian"})
+    assert torch.equal(wide.jacobian, same.jacobian)
+    assert not torch.allclose(wide.jacobian, full.jacobian, rtol=0.1)
+    with pytest.raises(NeurokdError, match="tau_grad must be positive"):
+        probe(spec, LOIHI2, x, y, 0, {"grads"}, tau_grad=0.0)
+
+
+def test_a_search_scores_only_its_ranking_proxy_unless_asked(digits):
+    from neurokd.nas.search import run_search
+
+    common = dict(candidates=6, batches=1, batch_size=8, seed=1, progress=False)
+    plain = run_search(digits, SMALL, LOIHI2, Budget(max_cores=8), "synops", "random", **common)
+    every = run_search(digits, SMALL, LOIHI2, Budget(max_cores=8), "synops", "random",
+                       score_proxies=PROXIES.names(), **common)
+    assert plain["scored_proxies"] == ["synops"]
+    assert all(set(c.scores) == {"synops"} for c in plain["ranked"])
+    assert all(set(c.scores) == set(PROXIES.names()) for c in every["ranked"])
+    assert [(arch_key(c.spec), c.scores["synops"]) for c in plain["ranked"]] == \
+        [(arch_key(c.spec), c.scores["synops"]) for c in every["ranked"]]
+    # a synaptic-operations budget keeps every candidate under it
+    cap = sorted(c.resources["synops"] for c in plain["ranked"])[3]
+    capped = run_search(digits, SMALL, LOIHI2, Budget(max_synops=cap), "params", "random",
+                        candidates=3, batches=1, batch_size=8, progress=False)
+    assert all(c.resources["synops"] <= cap for c in capped["ranked"])
+    with pytest.raises(NeurokdError, match="unknown proxy 'magic'"):
+        run_search(digits, SMALL, LOIHI2, Budget(), "synops", score_proxies=["magic"], **common)
 
 
 def test_searches_respect_the_budget_and_repeat_with_the_seed(digits):
@@ -138,17 +256,17 @@ def test_pareto_front_keeps_exactly_the_non_dominated():
     spec = ArchSpec(input_shape=[4], layers=[DenseLayer(units=2)])
 
     def cand(score, cores, ops):
-        return Candidate(spec, {"cores": cores, "synops": ops}, {"p": score, "synops": ops})
+        return Candidate(spec, {"cores": cores, "synops": ops}, {"p": score})
 
-    # higher score and fewer cores; synaptic operations (the third number) play no part
-    a, b, c, d, e = (cand(3, 2, 100), cand(2, 1, 100), cand(1, 2, 200), cand(4, 3, 300),
-                     cand(2, 1, 900))
-    front = pareto_front([a, b, c, d, e], "p")
-    assert [id(x) for x in front] == [id(b), id(e), id(a), id(d)]  # by cores; b, e are equal
-    # the default proxy is the measured synaptic operations: with it as both score and cost,
-    # every candidate would be on the front; here only the best of each core count is
-    same = [cand(ops, cores, ops) for ops, cores in ((100, 1), (200, 1), (300, 2), (250, 3))]
-    assert [x.scores["p"] for x in pareto_front(same, "synops")] == [200, 300]
+    # higher score, fewer cores, fewer synaptic operations (the resource model's)
+    a, b, c, d, e, f = (cand(3, 2, 100), cand(2, 1, 100), cand(1, 2, 200), cand(4, 3, 300),
+                        cand(2, 1, 900), cand(2, 1, 100))
+    front = pareto_front([a, b, c, d, e, f], "p")
+    # c: a beats it on all three; e: b beats it on synops alone; b and f are equal, both kept
+    assert [id(x) for x in front] == [id(b), id(f), id(a), id(d)]  # by cores, then synops
+    # fewer synaptic operations alone keep a lower score on the front
+    g = cand(1, 2, 50)
+    assert g in pareto_front([a, b, g], "p") and len(pareto_front([a, b, g], "p")) == 3
 
 
 def test_search_cli_writes_a_spec_that_training_accepts_and_refuses_bad_input(tmp_path):
@@ -158,13 +276,24 @@ def test_search_cli_writes_a_spec_that_training_accepts_and_refuses_bad_input(tm
     for name in ("ranked.csv", "spec.yaml", "search.json", "pareto.png"):
         assert (tmp_path / "s" / name).is_file(), name
     load_spec(tmp_path / "s" / "spec.yaml").check_task(10, (1, 8, 8))
-    assert len((tmp_path / "s" / "ranked.csv").read_text().strip().splitlines()) == 7
+    import csv
+
+    with open(tmp_path / "s" / "ranked.csv", newline="") as fh:
+        ranked = list(csv.DictReader(fh))
+    assert len(ranked) == 6
+    # only the ranking proxy is scored by default
+    assert [k for k in ranked[0] if k.startswith("proxy_")] == ["proxy_synops"]
+    # the front: exactly the candidates no other beats on score, cores and synaptic operations
+    key = [(-float(r["score"]), int(r["cores"]), float(r["synops_upper"])) for r in ranked]
+    expected = {r["arch"] for r, k in zip(ranked, key)
+                if not any(all(a <= b for a, b in zip(o, k)) and o != k for o in key)}
     front = json.loads((tmp_path / "s" / "search.json").read_text())["pareto_front"]
-    assert 1 <= len(front) < 6  # six candidates cannot all be on a score-against-cores front
+    assert {r["arch"] for r in front} == expected and len(front) == len(expected) >= 1
     (tmp_path / "space.yaml").write_text("conv_layers: [2, 1]\n")
     (tmp_path / "odd.yaml").write_text("depth: 3\n")
     bad = [(["--proxy", "magic"], "unknown proxy 'magic'"),
            (["--max-cores", "1"], "no architecture in the search space meets the budget"),
+           (["--max-synops", "100"], "no architecture in the search space meets the budget"),
            (["--space", "space.yaml"], "conv_layers must be [min, max]"),
            (["--space", "odd.yaml"], "depth: unknown key"),
            (["--candidates", "0"], "--candidates must be positive")]
@@ -173,6 +302,78 @@ def test_search_cli_writes_a_spec_that_training_accepts_and_refuses_bad_input(tm
                     cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
         assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
+
+
+def test_search_options_refuse_bad_values_in_one_line(tmp_path, capsys):
+    from neurokd.cli import main
+
+    bad = [(["--max-synops", "-1"], "--max-synops must be positive, got -1.0"),
+           (["--train-epochs", "2"], "--train-epochs goes with --train-top"),
+           (["--train-top", "5"], "--train-top 5 is more than the 4 candidates"),
+           (["--train-top", "0"], "--train-top must be positive, got 0"),
+           (["--probe-tau-grad", "0"], "--probe-tau-grad must be positive, got 0.0")]
+    for extra, message in bad:
+        code = main(["search", "--candidates", "4", "--out", str(tmp_path / "bad"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--max-synops", "lots", "--out", str(tmp_path / "bad")])
+    assert exc.value.code == 2
+    assert "argument --max-synops: expected a number, got 'lots'" in capsys.readouterr().err
+
+
+def test_search_help_offers_every_registered_proxy(capsys):
+    from neurokd.cli import SEARCH_PROXIES, main
+
+    assert sorted(SEARCH_PROXIES) == PROXIES.names()
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in PROXIES.names():
+        assert name in text
+    for option in ("--max-synops", "--all-proxies", "--train-top", "--train-epochs",
+                   "--probe-tau-grad"):
+        assert option in text
+
+
+def test_search_trains_the_top_candidates_and_returns_the_best_by_validation(tmp_path):
+    """--train-top K: the K best-ranked candidates (within the budget) trained briefly; spec.yaml
+    is the one with the best validation accuracy, and search.json records every trained one.
+    --all-proxies scores every registered proxy; --max-synops bounds the candidates."""
+    import csv
+
+    import yaml
+
+    (tmp_path / "space.yaml").write_text("timesteps: 4\nconv_layers: [0, 0]\ndense_layers: [1, 1]\n"
+                                         "units: [8, 16, 32, 64]\n")
+    r = run_cli("search", "--dataset", "digits", "--space", "space.yaml", "--candidates", "2",
+                "--max-synops", "6000", "--all-proxies", "--train-top", "2", "--train-epochs", "1",
+                "--set", "data.limit=150", "--out", "s", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "s" / "ranked.csv", newline="") as fh:
+        ranked = list(csv.DictReader(fh))
+    # (64·d + d·10) synapses × 4 steps ≤ 6000: d = 8 and 16 (2368, 4736) fit, 32 (9472) does not
+    assert sorted(row["arch"] for row in ranked) == ["d16-d10", "d8-d10"]
+    assert [float(row["synops_upper"]) for row in ranked] in ([2368, 4736], [4736, 2368])
+    summary = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert summary["scored_proxies"][0] == "synops"
+    assert sorted(summary["scored_proxies"]) == PROXIES.names()
+    assert {f"proxy_{p}" for p in PROXIES.names()} <= set(ranked[0])
+    trained = summary["train_top"]["candidates"]
+    assert [t["arch"] for t in trained] == [row["arch"] for row in ranked[:2]]
+    for t in trained:
+        assert 0 <= t["val_accuracy"] <= 1 and 0 <= t["test_accuracy"] <= 1
+        assert t["train_epochs"] == 1 and t["train_seconds"] > 0
+        assert 0 < t["synops_trained"] <= t["synops_upper"] * 2  # window: T + trailing frames
+        assert (tmp_path / "s" / t["spec_file"]).is_file()
+    best = max(trained, key=lambda t: (t["val_accuracy"], -t["rank"]))
+    assert summary["chosen"]["arch"] == best["arch"]
+    assert summary["chosen_by"] == "validation accuracy after --train-top training"
+    chosen = yaml.safe_load((tmp_path / "s" / "spec.yaml").read_text())
+    assert chosen["layers"] == summary["chosen_spec"]["layers"]
+    assert [layer["units"] for layer in chosen["layers"]] == \
+        [int(best["arch"].split("-")[0][1:]), 10]
 
 
 def test_a_searched_spec_trains_at_the_searched_T_unless_told_otherwise(tmp_path):

@@ -117,25 +117,25 @@ def rate_scatter(pairs, path: str | Path, names=None, points: int = 3000) -> Pat
 
 
 def pareto(points, front, path: str | Path, proxy: str) -> Path:
-    """Proxy score against estimated cores, colour = synaptic operations; the Pareto front (a
-    higher score with fewer cores: ``neurokd.nas.search.pareto_front``) circled and joined.
-    ``points`` and ``front``: lists of (cores, synops, score)."""
+    """Proxy score against synaptic operations per inference (log scale), colour = estimated
+    cores; the Pareto front (a higher score with fewer cores and fewer synaptic operations:
+    ``neurokd.nas.search.pareto_front``) circled. ``points`` and ``front``: lists of
+    (cores, synops, score)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     c, o, s = (np.array(v, dtype=float) for v in zip(*points))
-    sc = ax.scatter(c, s, c=np.log10(np.maximum(o, 1)), cmap="viridis", s=14)
-    fc, _, fs = (np.array(v, dtype=float) for v in zip(*sorted(front)))
-    ax.step(fc, fs, where="post", color="tab:red", lw=0.8, alpha=0.6)
-    ax.scatter(fc, fs, s=80, facecolors="none", edgecolors="tab:red",
+    sc = ax.scatter(np.maximum(o, 1), s, c=c, cmap="viridis", s=14)
+    _, fo, fs = (np.array(v, dtype=float) for v in zip(*sorted(front)))
+    ax.scatter(np.maximum(fo, 1), fs, s=80, facecolors="none", edgecolors="tab:red",
                label=f"Pareto front ({len(front)} of {len(points)})")
-    fig.colorbar(sc, ax=ax, label="log10 synaptic ops / inference")
-    ax.set(xlabel="estimated cores", ylabel=f"proxy {proxy}",
-           title="Candidates: higher score with fewer cores")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.colorbar(sc, ax=ax, label="estimated cores").locator = MaxNLocator(integer=True)
+    ax.set_xscale("log")
+    ax.set(xlabel="synaptic ops / inference", ylabel=f"proxy {proxy}",
+           title="Candidates: higher score, fewer cores and synaptic ops")
     ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
 
 

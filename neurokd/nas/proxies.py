@@ -3,54 +3,133 @@
 ``score_arch`` builds the candidate from its spec with slayer's initialization (so the scored
 weights are the ones training would start from), runs it in float CUBA dynamics with the
 surrogate gradient through time (``neurokd.quant.numerics.cuba_dynamics``), and gives every proxy
-a ``Probe``: spikes of every layer, per-sample weight gradients of the summed cross-entropy (one
-backward pass: a dense layer's per-sample gradient is ``Σ_t δ_t ⊗ x_t``, a convolution's the same
-over unfolded patches), the weights and the resource rows. Scores are averaged over data batches
-and initialization seeds. Higher is better for every proxy.
+a ``Probe``. A probe computes only what the requested proxies need (``register_proxy``'s
+``needs``): nothing but the resource rows (``params``), the initial weights (``synflow``), one
+forward pass (spikes: ``synops``, ``snasnet``, ``naswot``, ``sahd``), per-sample weight gradients
+(one backward pass of the summed cross-entropy: a dense layer's per-sample gradient is
+``Σ_t δ_t ⊗ x_t``, a convolution's the same over unfolded patches; exact, since no operation mixes
+the samples of a batch), or per-sample input Jacobians (one more backward pass). A proxy's score
+does not depend on which other proxies are computed beside it. Scores are averaged over data
+batches and initialization seeds. Higher is better for every proxy.
 
-* ``grad_stats``: Σ_layers log Σ_w mean_n|g_nw| / std_n(g_nw) (gradients across samples, as ZiCo);
-* ``gradsign``: Σ_w |Σ_n sign(g_nw)| / N (per-sample gradient sign agreement, as GradSign);
-* ``snasnet``: log det of the Hamming-similarity kernel of the hidden layers' spike trains (SNASNet);
-* ``naswot``: the same on which neurons fired at all in the window (NASWOT on spikes);
+With ``g_nw`` the gradient of sample ``n``'s cross-entropy (of the output spike counts) with
+respect to weight ``w``, ``N`` the samples of a batch:
+
+* ``grad_stats`` (ZiCo, Li et al. 2023, on per-sample gradients): Σ_layers log Σ_w
+  mean_n|g_nw| / std_n(g_nw), over the weights whose std is not 0 (sample std; ZiCo's reference
+  takes the population std, which adds the same log(N/(N−1))/2 per layer);
+* ``zico_mean``: the same with the mean over the layer's weights in place of the sum (ZiCo's
+  per-layer average, which the reference code computes beside the sum): no log(weight count)
+  term, so it does not grow with a layer's width;
+* ``gradsign`` (GradSign, Zhang & Jia 2022): Σ_w |Σ_n sign(g_nw)| / N, the agreement of the
+  samples' optimum directions (the reference omits the constant 1/N);
+* ``grad_cosine``: the mean over pairs n ≠ m of cos(g_n, g_m), each sample's gradient over all
+  weights as one vector (a sample whose gradient is exactly 0 has cosine 0 with every other);
+* ``jacob_cov`` (Mellor et al. 2020, first version): −Σ_i [log(λ_i + k) + 1/(λ_i + k)], k = 1e-5,
+  λ the eigenvalues of the N × N correlation matrix of the samples' input Jacobians
+  ``J_n = ∂(Σ_{t,k} out_nkt)/∂input_n``, summed over the encoded frames (straight through the
+  encoder; the trailing zero frames are not input). A sample whose Jacobian is constant counts as
+  an eigenvalue 0;
+* ``snasnet``: log det of the Hamming-similarity kernel of the hidden layers' spike trains;
+* ``sahd`` (SNASNet's sparsity-aware Hamming distance, Kim et al. 2022): log det of
+  Σ_{layer, step} D − H_nm / (2 E_nm), H the Hamming distance of two samples' spikes at that
+  step, E_nm = D (r_n (1 − r_m) + r_m (1 − r_n)) the distance expected from their firing rates
+  r, D the layer's neurons (hidden layers);
+* ``naswot``: the Hamming kernel on which neurons fired at all in the window (NASWOT on spikes);
 * ``snip``: Σ |w · ∂L/∂w|;
 * ``synflow``: log Σ |w · ∂R/∂w|, R the output sum of the network with |w| and no neurons, on ones;
-* ``params``: distinct weights; ``synops``: synaptic operations per inference at the measured rates.
+* ``params``: distinct weights; ``synops``: synaptic operations per inference at the rates
+  measured at initialization.
+
+The choices that matter for spiking networks, and their defaults (``neurokd search`` and
+``neurokd.nas.search.run_search``):
+
+* **surrogate**: the spec's neuron (``tau_grad`` 0.03, ``scale_grad`` 3: slayer's
+  ``scale / (2 tau) · exp(−|v/θ − 1| / tau)``), the one training uses; ``tau_grad`` overrides the
+  width for the probe only. Only neurons near threshold pass a gradient, so at initialization
+  the gradient proxies see the neurons the data brings close to firing;
+* **time steps**: the search space's ``timesteps`` (16), with as many trailing zero frames as the
+  deepest candidate has spiking layers, so every output spike is counted;
+* **input encoding**: the search's encoder (``rate``: Bernoulli spikes; ``direct``: the pixel
+  value as a current every step), drawn once per search and shared by every candidate;
+* **samples**: 2 batches of 16 training samples (a sample-wise score is computed per batch, over
+  its 16 samples), and initialization seeds 0 and 1: each score is the mean of 4 probes.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
 from neurokd.nas.resources import LayerResources, layer_resources, synops
 from neurokd.quant.numerics import cuba_dynamics, synaptic_input
 from neurokd.registry import Registry
 
+# What a probe can compute, cheapest first: the initial weights, one forward pass (spikes),
+# per-sample weight gradients, per-sample input Jacobians (each of the last two implies the
+# forward pass). A proxy that needs none of them reads only the resource rows.
+NEEDS = ("weights", "spikes", "grads", "jacobian")
+ALL_NEEDS: FrozenSet[str] = frozenset(NEEDS)
+
 
 @dataclass
 class Probe:
-    """What one forward and backward pass of a candidate at initialization yields."""
+    """What a candidate at initialization yields; the fields a proxy did not ask for are None."""
 
     spec: ArchSpec
-    weights: List[torch.Tensor]  # per spiking layer, float units
-    grads: List[torch.Tensor]  # per spiking layer: per-sample gradients (N, *weight.shape)
-    spikes: List[torch.Tensor]  # per spiking layer: (N, ..., T) output spikes
+    weights: Optional[List[torch.Tensor]]  # per spiking layer, float units
+    grads: Optional[List[torch.Tensor]]  # per spiking layer: per-sample gradients (N, *weight.shape)
+    spikes: Optional[List[torch.Tensor]]  # per spiking layer: (N, ..., T) output spikes
     input_rate: float  # events per input neuron per step
     resources: List[LayerResources]
     timesteps: int
+    jacobian: Optional[torch.Tensor] = None  # (N, inputs): ∂ output spike sum / ∂ input
 
 
 Proxy = Callable[[Probe], float]
 PROXIES: Registry[Proxy] = Registry("proxy")
 
 
-def _init_weights(spec: ArchSpec, profile: HardwareProfile, seed: int) -> List[torch.Tensor]:
+def register_proxy(name: str, description: str, needs: Iterable[str] = ()) -> Callable[[Proxy], Proxy]:
+    """Register ``fn(probe) -> float`` as proxy ``name``: ``description`` is its one line (for
+    listings), ``needs`` what the probe must compute for it (a subset of ``NEEDS``)."""
+    wanted = frozenset(needs)
+    if not wanted <= ALL_NEEDS:
+        raise NeurokdError(f"proxy {name!r}: unknown needs {sorted(wanted - ALL_NEEDS)}; "
+                           f"choose from {', '.join(NEEDS)}")
+
+    def decorator(fn: Proxy) -> Proxy:
+        fn.needs = wanted  # type: ignore[attr-defined]
+        fn.description = description  # type: ignore[attr-defined]
+        return PROXIES.register(name)(fn)
+
+    return decorator
+
+
+def proxy_needs(names: Iterable[str]) -> FrozenSet[str]:
+    """What a probe must compute for all of ``names`` (unknown names raise)."""
+    out: FrozenSet[str] = frozenset()
+    for name in names:
+        out |= getattr(PROXIES.get(name), "needs", ALL_NEEDS)
+    return out
+
+
+def proxy_descriptions() -> Dict[str, str]:
+    """Every registered proxy's one-line description, by name."""
+    return {name: getattr(PROXIES.get(name), "description", "") for name in PROXIES.names()}
+
+
+def initial_state(spec: ArchSpec, profile: HardwareProfile, seed: int
+                  ) -> Tuple[List[torch.Tensor], Tuple[int, int, int]]:
+    """slayer's initial weights of ``spec`` for ``seed`` (per spiking layer: dense ``(out, in)``,
+    convolution ``(out, in, kh, kw)``) and the neuron's ``(iDecay, vDecay, vThMant)``."""
     from neurokd.models.snn import SpikingNet
 
     torch.manual_seed(seed)
@@ -63,62 +142,99 @@ def _init_weights(spec: ArchSpec, profile: HardwareProfile, seed: int) -> List[t
         # slayer keeps a dense weight as (out, in, 1, 1, 1) and a conv weight as (out, in, k, k, 1)
         out.append(w.reshape(w.shape[0], -1).clone() if isinstance(layer, DenseLayer)
                    else w[..., 0].clone())
-    return out
+    n = next(b for b in snn.blocks if getattr(b, "neuron", None) is not None).neuron
+    return out, (int(n.cx_current_decay), int(n.cx_voltage_decay), int(n.v_th_mant))
+
+
+def _input_frames(x: torch.Tensor) -> int:
+    """Frames up to the last one that carries any input in the batch (the rest is the window's
+    trailing zero frames)."""
+    active = (x != 0).reshape(-1, x.shape[-1]).any(0).nonzero()
+    return int(active[-1]) + 1 if len(active) else x.shape[-1]
 
 
 def probe(spec: ArchSpec, profile: HardwareProfile, x: torch.Tensor, y: torch.Tensor,
-          seed: int) -> Probe:
-    """Run the candidate (slayer's initialization, seed ``seed``) on the encoded batch ``x``."""
-    from neurokd.quant.qsnn import neuron_integers
-
-    i_decay, v_decay, vth = neuron_integers(spec, profile)
+          seed: int, needs: Iterable[str] = ALL_NEEDS, tau_grad: Optional[float] = None,
+          state: Optional[Tuple[List[torch.Tensor], Tuple[int, int, int]]] = None) -> Probe:
+    """Run the candidate (slayer's initialization, seed ``seed``) on the encoded batch ``x``,
+    computing what ``needs`` names (see ``NEEDS``). ``tau_grad``: the surrogate's width for this
+    probe (default: the spec neuron's); ``state``: ``initial_state(spec, profile, seed)``, if
+    already built."""
+    needs = frozenset(needs)
+    rows = layer_resources(spec, profile)
+    rate = float((x != 0).float().mean())
+    if not needs:
+        return Probe(spec, None, None, None, rate, rows, x.shape[-1])
+    weights, (i_decay, v_decay, vth) = state if state is not None else initial_state(spec, profile, seed)
+    want_grads, want_jac = "grads" in needs, "jacobian" in needs
+    if not (want_grads or want_jac or "spikes" in needs):
+        return Probe(spec, [w.clone() for w in weights], None, None, rate, rows, x.shape[-1])
     scale = float(profile.weight_scale)
     n = spec.neuron
-    weights = [w.requires_grad_(True) for w in _init_weights(spec, profile, seed)]
+    tau = n.tau_grad if tau_grad is None else float(tau_grad)
+    if tau <= 0:
+        raise NeurokdError(f"the surrogate width tau_grad must be positive, got {tau}")
+    weights = [w.clone().requires_grad_(want_grads) for w in weights]
     h = x.to(torch.float32)
     if isinstance(spec.layers[0], DenseLayer) and h.dim() > 3:
         h = h.reshape(h.shape[0], -1, h.shape[-1])
+    x_in = h.clone().requires_grad_(True) if want_jac else h
+    h = x_in
     inputs, pre, spikes = [], [], []
     i = 0
-    for layer in spec.layers:
-        if isinstance(layer, FlattenLayer):
-            h = h.reshape(h.shape[0], -1, h.shape[-1])
-            continue
-        w = weights[i] * scale
-        inputs.append(h)
-        conv = isinstance(layer, ConvLayer)
-        a = synaptic_input(w, h, layer.stride2 if conv else 1, layer.padding2 if conv else 0, conv=conv)
-        a.retain_grad()
-        pre.append(a)
-        h = cuba_dynamics(a, i_decay, v_decay, torch.tensor(float(vth)), profile, exact=False,
-                          tau_grad=n.tau_grad, scale_grad=n.scale_grad).to(torch.float32)
-        spikes.append(h)
-        i += 1
-    loss = F.cross_entropy(h.sum(-1), y, reduction="sum")
-    loss.backward()
-    grads = []
-    for layer, w, xin, a in zip([la for la in spec.layers if not isinstance(la, FlattenLayer)],
-                                weights, inputs, pre):
-        g_a = a.grad * scale  # d loss / d w = scale · d loss / d (scale · w)
-        if isinstance(layer, DenseLayer):
-            grads.append(torch.einsum("not,nit->noi", g_a, xin))
-        else:
-            nb, c, hh, ww, t = xin.shape
-            frames = xin.permute(0, 4, 1, 2, 3).reshape(nb * t, c, hh, ww)
-            cols = F.unfold(frames, layer.kernel2, padding=layer.padding2, stride=layer.stride2)
-            g = g_a.permute(0, 4, 1, 2, 3).reshape(nb * t, g_a.shape[1], -1)
-            per = torch.bmm(g, cols.transpose(1, 2)).reshape(nb, t, *w.shape[:1], -1).sum(1)
-            grads.append(per.reshape(nb, *w.shape))
-    rate = float((x != 0).float().mean())
-    return Probe(spec, [w.detach() for w in weights], [g.detach() for g in grads],
-                 [s.detach() for s in spikes], rate, layer_resources(spec, profile), x.shape[-1])
+    with torch.set_grad_enabled(want_grads or want_jac):
+        for layer in spec.layers:
+            if isinstance(layer, FlattenLayer):
+                h = h.reshape(h.shape[0], -1, h.shape[-1])
+                continue
+            w = weights[i] * scale
+            conv = isinstance(layer, ConvLayer)
+            if not conv:
+                # Time-major memory, so that the product is one GEMM whatever needs a gradient:
+                # torch.matmul folds (N, T, in) @ (in, out) into one GEMM only when that costs no
+                # copy or the weight needs a gradient, and the two paths round differently.
+                h = h.transpose(1, 2).contiguous().transpose(1, 2)
+            inputs.append(h)
+            a = synaptic_input(w, h, layer.stride2 if conv else 1, layer.padding2 if conv else 0,
+                               conv=conv)
+            pre.append(a)
+            h = cuba_dynamics(a, i_decay, v_decay, torch.tensor(float(vth)), profile, exact=False,
+                              tau_grad=tau, scale_grad=n.scale_grad).to(torch.float32)
+            spikes.append(h)
+            i += 1
+    grads = None
+    if want_grads:
+        loss = F.cross_entropy(h.sum(-1), torch.as_tensor(y), reduction="sum")
+        g_pre = torch.autograd.grad(loss, pre, retain_graph=want_jac)
+        grads = []
+        for layer, w, xin, g in zip([la for la in spec.layers if not isinstance(la, FlattenLayer)],
+                                    weights, inputs, g_pre):
+            g_a = g * scale  # d loss / d w = scale · d loss / d (scale · w)
+            xin = xin.detach()
+            if isinstance(layer, DenseLayer):
+                grads.append(torch.einsum("not,nit->noi", g_a, xin))
+            else:
+                nb, c, hh, ww, t = xin.shape
+                frames = xin.permute(0, 4, 1, 2, 3).reshape(nb * t, c, hh, ww)
+                cols = F.unfold(frames, layer.kernel2, padding=layer.padding2, stride=layer.stride2)
+                gg = g_a.permute(0, 4, 1, 2, 3).reshape(nb * t, g_a.shape[1], -1)
+                per = torch.bmm(gg, cols.transpose(1, 2)).reshape(nb, t, *w.shape[:1], -1).sum(1)
+                grads.append(per.reshape(nb, *w.shape))
+        grads = [g.detach() for g in grads]
+    jacobian = None
+    if want_jac:
+        (g_x,) = torch.autograd.grad(h.sum(), x_in)
+        jacobian = g_x[..., :_input_frames(x)].sum(-1).reshape(g_x.shape[0], -1).detach()
+    return Probe(spec, [w.detach() for w in weights], grads, [s.detach() for s in spikes], rate,
+                 rows, x.shape[-1], jacobian)
 
 
 def _flat(g: torch.Tensor) -> torch.Tensor:
     return g.reshape(g.shape[0], -1).double()
 
 
-@PROXIES.register("grad_stats")
+@register_proxy("grad_stats", "ZiCo on per-sample gradients: Σ_layers log Σ_w mean|g| / std(g) "
+                              "across samples", needs=("grads",))
 def grad_stats(p: Probe) -> float:
     total = 0.0
     for g in p.grads:
@@ -130,12 +246,64 @@ def grad_stats(p: Probe) -> float:
     return total
 
 
-@PROXIES.register("gradsign")
+@register_proxy("zico_mean", "ZiCo's per-layer mean: Σ_layers log mean_w mean|g| / std(g) across "
+                             "samples (no width term)", needs=("grads",))
+def zico_mean(p: Probe) -> float:
+    total = 0.0
+    for g in p.grads:
+        g = _flat(g)
+        std = g.std(0, unbiased=False)
+        keep = std > 0
+        if bool(keep.any()):
+            total += math.log(float((g.abs().mean(0)[keep] / std[keep]).mean()))
+    return total
+
+
+@register_proxy("gradsign", "GradSign: Σ_w |Σ_n sign(g_nw)| / N, agreement of the samples' "
+                            "gradient signs", needs=("grads",))
 def gradsign(p: Probe) -> float:
     return float(sum(_flat(g).sign().sum(0).abs().sum() / g.shape[0] for g in p.grads))
 
 
-@PROXIES.register("snip")
+@register_proxy("grad_cosine", "mean cosine similarity of the per-sample gradient vectors over "
+                               "pairs of samples", needs=("grads",))
+def grad_cosine(p: Probe) -> float:
+    g = torch.cat([_flat(g) for g in p.grads], dim=1)
+    n = g.shape[0]
+    if n < 2:
+        return 0.0
+    norms = g.norm(dim=1)
+    live = norms > 0
+    unit = torch.zeros_like(g)
+    unit[live] = g[live] / norms[live, None]
+    total = unit.sum(0)
+    # Σ_{n≠m} cos = |Σ_n u_n|² − Σ_n |u_n|², over the n(n − 1) ordered pairs
+    return float((total @ total - live.sum()) / (n * (n - 1)))
+
+
+JACOB_K = 1e-5
+
+
+@register_proxy("jacob_cov", "Jacobian covariance: −Σ [log(λ+k) + 1/(λ+k)] of the correlation of "
+                             "the samples' input Jacobians", needs=("jacobian",))
+def jacob_cov(p: Probe) -> float:
+    j = p.jacobian.double()
+    n = j.shape[0]
+    live = j.std(1) > 0
+    dead = n - int(live.sum())
+
+    def cost(lam: torch.Tensor) -> float:
+        lam = lam.clamp_min(0.0)
+        return float((torch.log(lam + JACOB_K) + 1.0 / (lam + JACOB_K)).sum())
+
+    zero = cost(torch.zeros(1, dtype=torch.float64))
+    if int(live.sum()) < 2:
+        return -(dead * zero + (n - dead) * cost(torch.ones(1, dtype=torch.float64)))
+    corr = torch.corrcoef(j[live])
+    return -(cost(torch.linalg.eigvalsh(corr)) + dead * zero)
+
+
+@register_proxy("snip", "SNIP: Σ |w · ∂L/∂w| over the batch", needs=("grads",))
 def snip(p: Probe) -> float:
     return float(sum((w.double() * g.double().sum(0)).abs().sum() for w, g in zip(p.weights, p.grads)))
 
@@ -155,19 +323,40 @@ def _hamming_logdet(codes: Sequence[torch.Tensor]) -> float:
     return float(torch.linalg.slogdet(k)[1])
 
 
-@PROXIES.register("snasnet")
+@register_proxy("snasnet", "log det of the Hamming-similarity kernel of the hidden layers' spike "
+                           "trains", needs=("spikes",))
 def snasnet(p: Probe) -> float:
     hidden = p.spikes[:-1] or p.spikes
     return _hamming_logdet([(s > 0).float() for s in hidden])
 
 
-@PROXIES.register("naswot")
+@register_proxy("sahd", "SNASNet's sparsity-aware Hamming distance kernel, per hidden layer and "
+                        "time step, log det", needs=("spikes",))
+def sahd(p: Probe) -> float:
+    hidden = p.spikes[:-1] or p.spikes
+    n = hidden[0].shape[0]
+    k = torch.zeros(n, n, dtype=torch.float64)
+    for s in hidden:
+        s = (s > 0).double()
+        for t in range(s.shape[-1]):
+            x = s[..., t].reshape(n, -1)
+            d = x.shape[1]
+            r = x.mean(1, keepdim=True)
+            expected = (r @ (1 - r).t() + (1 - r) @ r.t()) * d
+            distance = x @ (1 - x).t() + (1 - x) @ x.t()
+            k += d - 0.5 * distance / (expected + 1e-3)
+    return float(torch.linalg.slogdet(k)[1])
+
+
+@register_proxy("naswot", "the Hamming kernel on which hidden neurons fired at all in the window "
+                          "(NASWOT on spikes), log det", needs=("spikes",))
 def naswot(p: Probe) -> float:
     hidden = p.spikes[:-1] or p.spikes
     return _hamming_logdet([(s.sum(-1) > 0).float() for s in hidden])
 
 
-@PROXIES.register("synflow")
+@register_proxy("synflow", "SynFlow: log Σ |w · ∂R/∂w|, R the output of the network with |w| and "
+                           "no neurons on ones", needs=("weights",))
 def synflow(p: Probe) -> float:
     ws = [w.abs().double().requires_grad_(True) for w in p.weights]
     h = torch.ones(1, *p.spec.input_shape, dtype=torch.float64)
@@ -186,12 +375,13 @@ def synflow(p: Probe) -> float:
     return math.log(total) if total > 0 else -1e9
 
 
-@PROXIES.register("params")
+@register_proxy("params", "distinct weights (no data, no forward pass)")
 def params(p: Probe) -> float:
     return float(sum(r.params for r in p.resources))
 
 
-@PROXIES.register("synops")
+@register_proxy("synops", "synaptic operations per inference at the spike rates measured at "
+                          "initialization", needs=("spikes",))
 def synops_proxy(p: Probe) -> float:
     rates = [p.input_rate] + [float(s.mean()) for s in p.spikes[:-1]]
     return synops(p.resources, p.timesteps, rates)
@@ -199,15 +389,20 @@ def synops_proxy(p: Probe) -> float:
 
 def score_arch(spec: ArchSpec, profile: HardwareProfile,
                batches: Sequence[Tuple[torch.Tensor, torch.Tensor]], seeds: Sequence[int],
-               proxies: Optional[Sequence[str]] = None) -> Dict[str, float]:
-    """Mean of each proxy over ``batches`` × ``seeds`` (all proxies by default)."""
+               proxies: Optional[Sequence[str]] = None,
+               tau_grad: Optional[float] = None) -> Dict[str, float]:
+    """Mean of each proxy over ``batches`` × ``seeds`` (all proxies by default); the probes compute
+    only what the proxies need. ``tau_grad``: the surrogate width of the probes (default: the
+    spec neuron's)."""
     names = list(proxies) if proxies is not None else PROXIES.names()
     fns = {name: PROXIES.get(name) for name in names}
+    needs = proxy_needs(names)
     sums = {name: 0.0 for name in names}
     count = 0
     for seed in seeds:
+        state = initial_state(spec, profile, seed) if needs else None
         for x, y in batches:
-            p = probe(spec, profile, x, torch.as_tensor(y), seed)
+            p = probe(spec, profile, x, torch.as_tensor(y), seed, needs, tau_grad, state)
             for name, fn in fns.items():
                 sums[name] += fn(p)
             count += 1

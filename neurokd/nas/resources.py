@@ -102,10 +102,14 @@ def summary(spec: ArchSpec, profile: HardwareProfile, timesteps: int,
 
 @dataclass(frozen=True)
 class Budget:
-    """The user's limits; ``None``: no limit (cores also stop at the profile's chip)."""
+    """The user's limits; ``None``: no limit (cores also stop at the profile's chip).
+    ``max_synops`` bounds the synaptic operations per inference of the resource model's upper
+    bound (every input of every layer spiking at every one of the T steps, ``summary``'s
+    ``synops``), a bound the network keeps whatever its activity after training."""
 
     max_cores: Optional[int] = None
     max_memory_bytes: Optional[int] = None
+    max_synops: Optional[float] = None
 
     def violation(self, res: Dict[str, float], profile: HardwareProfile) -> Optional[str]:
         cores = self.max_cores if self.max_cores is not None else profile.cores_per_chip
@@ -113,12 +117,16 @@ class Budget:
             return f"{res['cores']} cores > {cores}"
         if self.max_memory_bytes is not None and res["memory_bytes"] > self.max_memory_bytes:
             return f"{res['memory_bytes']} bytes of synaptic memory > {self.max_memory_bytes}"
+        if self.max_synops is not None and res["synops"] > self.max_synops:
+            return f"{res['synops']:.4g} synaptic operations per inference > {self.max_synops:.4g}"
         return None
 
     def check(self) -> None:
-        for name, value in (("max_cores", self.max_cores), ("max_memory_bytes", self.max_memory_bytes)):
-            if value is not None and value <= 0:
-                raise NeurokdError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name, value in (("max_cores", self.max_cores), ("max_memory_bytes", self.max_memory_bytes),
+                            ("max_synops", self.max_synops)):
+            if value is not None and not value > 0:
+                flag = {"max_memory_bytes": "max_memory"}.get(name, name)
+                raise NeurokdError(f"--{flag.replace('_', '-')} must be positive, got {value}")
 
 
 def fit_violation(spec: ArchSpec, profile: HardwareProfile,

@@ -1,7 +1,12 @@
-"""Search strategies over the space: random sampling and aging evolution, under a chip budget,
-and the Pareto front of proxy score against estimated cores.
+"""Search strategies over the space: random sampling and aging evolution, under a chip budget
+(cores, synaptic memory, synaptic operations), the Pareto front of proxy score against estimated
+cores and synaptic operations, and the brief training of the best-ranked candidates
+(``train_candidates``).
 
-Candidates over the budget are rejected from their resource estimate before any scoring.
+Candidates over the budget are rejected from their resource estimate before any scoring. Only the
+proxy that ranks is scored unless more are asked for (``score_proxies``): a probe computes only
+what its proxies need (``neurokd.nas.proxies.register_proxy``), so ranking by ``synops`` runs one
+forward pass per probe and no backward pass.
 Scoring runs in ``workers`` processes (one torch thread each, as in this process with one worker:
 the thread count changes the scores' last digits), or as tasks on an existing Ray
 cluster (``ray_address``, the optional ``ray`` extra); the data batches are encoded once, with as
@@ -55,10 +60,10 @@ _WORKER: Dict[str, Any] = {}
 
 
 def _init_worker(batches: Batches, profile_name: str, seeds: Sequence[int],
-                 proxies: Sequence[str]) -> None:
+                 proxies: Sequence[str], tau_grad: Optional[float] = None) -> None:
     torch.set_num_threads(1)
     _WORKER.update(batches=batches, profile=load_profile(profile_name), seeds=list(seeds),
-                   proxies=list(proxies))
+                   proxies=list(proxies), tau_grad=tau_grad)
 
 
 def _init_pool_worker(*args) -> None:
@@ -74,14 +79,15 @@ def _score(spec_data: Dict[str, Any]) -> Tuple[Dict[str, float], float]:
     t0 = time.perf_counter()
     spec = spec_from_dict(spec_data)
     scores = score_arch(spec, _WORKER["profile"], _WORKER["batches"], _WORKER["seeds"],
-                        _WORKER["proxies"])
+                        _WORKER["proxies"], _WORKER["tau_grad"])
     return scores, time.perf_counter() - t0
 
 
 def _ray_score(batches: Batches, profile_name: str, seeds: Sequence[int], proxies: Sequence[str],
-               spec_data: Dict[str, Any]) -> Tuple[Dict[str, float], float]:
+               tau_grad: Optional[float], spec_data: Dict[str, Any]
+               ) -> Tuple[Dict[str, float], float]:
     """One candidate scored as a Ray task; the batches are put in Ray's object store once."""
-    _init_worker(batches, profile_name, seeds, proxies)
+    _init_worker(batches, profile_name, seeds, proxies, tau_grad)
     return _score(spec_data)
 
 
@@ -129,14 +135,15 @@ def _connect_ray(address: str):
 
 class Scorer:
     """Scores candidates in ``workers`` processes (or in this one when ``workers`` is 1), or, with
-    ``ray_address``, as one-CPU tasks on that Ray cluster (``workers`` is then its CPU count)."""
+    ``ray_address``, as one-CPU tasks on that Ray cluster (``workers`` is then its CPU count).
+    ``tau_grad``: the surrogate width of the probes (default: each spec neuron's)."""
 
     def __init__(self, batches: Batches, profile: HardwareProfile, seeds: Sequence[int],
-                 proxies: Sequence[str], workers: int = 1, ray_address: Optional[str] = None
-                 ) -> None:
+                 proxies: Sequence[str], workers: int = 1, ray_address: Optional[str] = None,
+                 tau_grad: Optional[float] = None) -> None:
         for name in proxies:
             PROXIES.get(name)
-        self.args = (batches, profile.name, list(seeds), list(proxies))
+        self.args = (batches, profile.name, list(seeds), list(proxies), tau_grad)
         self.workers = max(1, int(workers))
         self.pool: Optional[ProcessPoolExecutor] = None
         self.ray = None
@@ -209,14 +216,16 @@ def _feasible(space: SearchSpace, rng: random.Random, input_shape, num_classes: 
                 continue
             seen.add(key)
             return Candidate(spec, res)
-        if smallest is None or res["cores"] < smallest["cores"]:
+        if smallest is None or (res["cores"], res["synops"]) < (smallest["cores"], smallest["synops"]):
             smallest = res
     if repeats:
         raise NeurokdError(f"the search space holds only {len(seen)} distinct architectures within "
                            "the budget; ask for fewer candidates or widen the space")
     raise NeurokdError(f"no architecture in the search space meets the budget (max cores "
-                       f"{budget.max_cores}, max memory {budget.max_memory_bytes}); the smallest "
-                       f"found needs {smallest['cores']} cores and {smallest['memory_bytes']} bytes")
+                       f"{budget.max_cores}, max memory {budget.max_memory_bytes}, max synops "
+                       f"{budget.max_synops}); the smallest found needs {smallest['cores']} "
+                       f"cores, {smallest['memory_bytes']} bytes and {smallest['synops']:.4g} "
+                       "synaptic operations")
 
 
 def random_search(space: SearchSpace, input_shape, num_classes: int, profile: HardwareProfile,
@@ -287,19 +296,22 @@ def aging_evolution(space: SearchSpace, input_shape, num_classes: int, profile: 
 
 
 def pareto_front(cands: Sequence[Candidate], proxy: str) -> List[Candidate]:
-    """Candidates no other beats on both of: a higher ``proxy`` score and fewer estimated cores
-    (the chip budget); ``pareto.png`` plots exactly these two. One candidate dominates another
-    when it is at least as good on both and better on one. Synaptic operations are not a third
-    objective: the default proxy, ``synops``, *is* the measured synaptic operations, so ranking
-    by it while minimising them would put every candidate on the front."""
-    def key(c: Candidate) -> Tuple[float, float]:
+    """Candidates no other beats on all three of: a higher ``proxy`` score, fewer estimated cores,
+    fewer synaptic operations per inference (the resource model's upper bound, ``resources
+    ["synops"]``, the number ``Budget.max_synops`` bounds). One candidate dominates another when
+    it is at least as good on all three and better on one. With a proxy that grows with size
+    (``synops``, ``params``), the front is the trade-off between the score and the chip's cost;
+    ``pareto.png`` plots it."""
+    def key(c: Candidate) -> Tuple[float, float, float]:
         score = float(c.scores[proxy])
-        return (math.inf if math.isnan(score) else -score, float(c.resources["cores"]))
+        return (math.inf if math.isnan(score) else -score, float(c.resources["cores"]),
+                float(c.resources["synops"]))
 
     keys = [key(c) for c in cands]
     front = [c for c, kc in zip(cands, keys)
-             if not any(ko[0] <= kc[0] and ko[1] <= kc[1] and ko != kc for ko in keys)]
-    return sorted(front, key=lambda c: (c.resources["cores"], -c.scores[proxy]))
+             if not any(all(o <= k for o, k in zip(ko, kc)) and ko != kc for ko in keys)]
+    return sorted(front, key=lambda c: (c.resources["cores"], c.resources["synops"],
+                                        -c.scores[proxy]))
 
 
 STRATEGIES: Dict[str, Callable[..., List[Candidate]]] = {"random": random_search,
@@ -331,11 +343,19 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
                strategy: str = "evolution", candidates: int = 100, workers: int = 1,
                encoder: str = "rate", seeds: Sequence[int] = (0, 1), batches: int = 2,
                batch_size: int = 16, seed: int = 0, progress: bool = True,
-               ray_address: Optional[str] = None) -> Dict[str, Any]:
+               ray_address: Optional[str] = None, score_proxies: Optional[Sequence[str]] = None,
+               tau_grad: Optional[float] = None) -> Dict[str, Any]:
     """Search ``space`` for ``ds``; returns the scored candidates ranked by ``proxy``, the chosen
     spec, the Pareto front and timings. Every argument is checked before scoring starts. With
-    ``ray_address``, scoring runs on that Ray cluster instead of local processes."""
+    ``ray_address``, scoring runs on that Ray cluster instead of local processes.
+    ``score_proxies``: the proxies scored beside ``proxy`` (default none; ``PROXIES.names()``
+    for all); ``tau_grad``: the surrogate width of the probes (default: the spec neuron's)."""
     PROXIES.get(proxy)
+    scored = [proxy] + [p for p in (score_proxies or ()) if p != proxy]
+    for name in scored:
+        PROXIES.get(name)
+    if tau_grad is not None and not tau_grad > 0:
+        raise NeurokdError(f"the surrogate width tau_grad must be positive, got {tau_grad}")
     if strategy not in STRATEGIES:
         raise NeurokdError(f"unknown search strategy {strategy!r}; choose one of: "
                            f"{', '.join(STRATEGIES)}")
@@ -347,7 +367,7 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
     # The budget is checked on a first draw, so that an impossible one fails before any scoring.
     _feasible(space, random.Random(seed), ds.input_shape, ds.num_classes, profile, budget, set())
     t0 = time.perf_counter()
-    with Scorer(data, profile, seeds, PROXIES.names(), workers, ray_address) as scorer:
+    with Scorer(data, profile, seeds, scored, workers, ray_address, tau_grad) as scorer:
         kwargs = dict(seed=seed, progress=progress)
         if strategy == "evolution":
             kwargs["proxy"] = proxy
@@ -357,4 +377,70 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
     ranked = sorted(cands, key=lambda c: c.scores[proxy], reverse=True)
     return {"ranked": ranked, "chosen": ranked[0], "front": pareto_front(cands, proxy),
             "seconds": seconds, "archs_per_second": len(cands) / seconds, "proxy": proxy,
-            "strategy": strategy}
+            "strategy": strategy, "scored_proxies": scored}
+
+
+# ---------------------------------------------------------------- brief training of the best
+def _measured_synops(model, split, encoder: str, timesteps: int, seed: int) -> float:
+    """Synaptic operations per inference of a trained ``model``, measured on ``split``
+    (``neurokd.metrics.activity``: every input event times its fan-out)."""
+    from neurokd.metrics.activity import measured_synops
+    from neurokd.pipeline import make_prepare
+    from neurokd.training import encoded_batches
+
+    model = model.cpu().eval()
+    prepare = make_prepare(encoder, timesteps, model.window_pad)
+    total, count = 0.0, 0
+    for xb, _ in encoded_batches(split, prepare, seed):
+        total += measured_synops(model, xb)["synops"] * len(xb)
+        count += len(xb)
+    return total / max(count, 1)
+
+
+def train_candidates(cands: Sequence[Candidate], ds, cfg, timesteps: int, epochs: int,
+                     spec_dir, progress: bool = False,
+                     log: Callable[[str], None] = lambda _: None) -> List[Dict[str, Any]]:
+    """Train each of ``cands`` (best-ranked first) for at most ``epochs`` epochs with the student
+    training of ``neurokd.pipeline.train_snn`` (``cfg``'s data, seed, encoder, learning rate and
+    early stopping; ``timesteps`` steps), each spec written to ``spec_dir/rank<i>.yaml``. Returns
+    one record per candidate: its proxy rank, validation accuracy (best epoch; the one to choose
+    by) and test accuracy, cores, synapses, the synaptic operations per inference of the resource
+    model's upper bound and as measured on the validation split after training, and the wall time
+    of its training and measurement (``train_seconds``)."""
+    from pathlib import Path
+
+    from neurokd import pipeline
+    from neurokd.config import build_config, config_to_dict
+    from neurokd.models.spec import save_spec
+
+    if epochs <= 0:
+        raise NeurokdError(f"--train-epochs must be positive, got {epochs}")
+    base = config_to_dict(cfg)
+    spec_dir = Path(spec_dir)
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for rank, c in enumerate(cands, 1):
+        path = save_spec(spec_dir / f"rank{rank}.yaml", c.spec, timesteps=timesteps,
+                         encoder=cfg.student.encoder)
+        run_cfg = build_config(base=base, values={"student.spec": str(path),
+                                                  "student.timesteps": timesteps,
+                                                  "student.epochs": epochs})
+        log(f"train-top: {rank}/{len(cands)} {describe(c.spec)} ({c.resources['cores']} cores, "
+            f"{epochs} epochs at most)")
+        t0 = time.perf_counter()
+        model, metrics = pipeline.train_snn(run_cfg, ds, progress=progress, log=log)
+        ops = _measured_synops(model, ds.val, cfg.student.encoder, timesteps, cfg.seed)
+        out.append({"rank": rank, "arch": describe(c.spec), "spec_file": f"{spec_dir.name}/{path.name}",
+                    "val_accuracy": float(metrics["snn_val_accuracy"]),
+                    "test_accuracy": float(metrics["snn_accuracy"]),
+                    "train_epochs": int(metrics["snn_epochs"]), "cores": c.resources["cores"],
+                    "synapses": c.resources["synapses"], "synops_upper": c.resources["synops"],
+                    "synops_trained": ops, "train_seconds": time.perf_counter() - t0})
+    return out
+
+
+def best_trained(trained: Sequence[Dict[str, Any]]) -> int:
+    """Index of the best validation accuracy (the better proxy rank on a tie)."""
+    if not trained:
+        raise NeurokdError("no trained candidates to choose from")
+    return max(range(len(trained)), key=lambda i: (trained[i]["val_accuracy"], -trained[i]["rank"]))
