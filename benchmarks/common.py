@@ -632,10 +632,10 @@ def profile_energy(hardware: str = "loihi2"):
 def snn_energy_j(counts: Dict[str, float], hardware: str = "loihi2") -> Optional[float]:
     """Energy per inference of measured per-inference ``counts`` on ``hardware``, by the energy
     report's formula (``neurokd.metrics.energy``)."""
-    from neurokd.metrics.energy import _snn_energy
+    from neurokd.metrics.energy import snn_energy
 
     e = profile_energy(hardware)
-    return None if e is None else float(_snn_energy(counts, e)["total"])
+    return None if e is None else float(snn_energy(counts, e)["total"])
 
 
 def snn_energy_bounds_j(synops: float, neuron_updates: float, hardware: str = "loihi2"
@@ -679,21 +679,21 @@ def mean_activity(per_seed: Sequence[Optional[Dict[str, Any]]]) -> Optional[Dict
 
 
 def joules(value: Optional[float]) -> str:
-    from neurokd.metrics.energy import _joules
+    from neurokd.metrics.energy import joules
 
-    return _joules(value)
+    return joules(value)
 
 
 def energy_figures_lines(results: Dict[str, Any], teacher: bool = False) -> List[str]:
     """The energy figures a table was priced with, and their sources (``teacher``: the table has
     a DNN teacher, priced by its MACs)."""
-    from neurokd.metrics.energy import _figures_line
+    from neurokd.metrics.energy import figures_line
 
     e = results.get("energy_figures")
     if not e:
         return []
     hw = results.get("hardware", "loihi2")
-    lines = _figures_line(hw, e)
+    lines = figures_line(hw, e)
     dnn = (" The DNN teacher's: its MACs · E_MAC in 32-bit float on a conventional processor, "
            "arithmetic only (a lower bound)." if teacher else "")
     return ["Energy per inference on the chip: synops · E_synop + neuron updates · E_update "

@@ -121,7 +121,7 @@ def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int) 
                                "weight_bytes": (res.params * b + 7) // 8, "cores": res.cores}
         row.update({k: c[k] / samples for k in COUNTS})
         row["activation_sparsity"] = 1.0 - c["spikes_out"] / c["neuron_updates"]
-        row["energy_j"] = _snn_energy(row, energy)["total"] if energy is not None else None
+        row["energy_j"] = snn_energy(row, energy)["total"] if energy is not None else None
         rows.append(row)
     total: Dict[str, Any] = {k: sum(r[k] for r in rows) for k in
                              ("neurons", "synapses", "memory_bytes", "weight_bytes", "cores") + COUNTS}
@@ -133,13 +133,13 @@ def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int) 
                            "fit_problem": problem, "layers": rows,
                            "energy_j": None, "energy_parts_j": None}
     if energy is not None:
-        parts = _snn_energy(total, energy)
+        parts = snn_energy(total, energy)
         out["energy_j"] = parts.pop("total")
         out["energy_parts_j"] = parts
     return out
 
 
-def _snn_energy(c: Dict[str, Any], e: EnergyFigures) -> Dict[str, float]:
+def snn_energy(c: Dict[str, Any], e: EnergyFigures) -> Dict[str, float]:
     """Joules of the operations counted in ``c`` (per inference)."""
     inactive = c["neuron_updates"] - c["active_neuron_updates"]
     parts = {"synops": c["synops"] * e.synop_pj * 1e-12,
@@ -225,7 +225,7 @@ def build_report(ds, networks: Networks, seed: int = 0, samples: Optional[int] =
             "networks": [{"name": name, **m} for name, m in measured.items()]}
 
 
-def _joules(value: Optional[float]) -> str:
+def joules(value: Optional[float]) -> str:
     if value is None or not np.isfinite(value):
         return "—"
     for unit, scale in (("J", 1.0), ("mJ", 1e-3), ("µJ", 1e-6), ("nJ", 1e-9)):
@@ -238,7 +238,7 @@ def _count(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def _figures_line(name: str, e: Optional[Dict[str, Any]]) -> List[str]:
+def figures_line(name: str, e: Optional[Dict[str, Any]]) -> List[str]:
     if e is None:
         return [f"- {name}: the profile gives no energy figures; no energy estimate"]
     return [f"- {name}{' (proxy figures)' if e['proxy'] else ''}: synaptic op {e['synop_pj']:g} pJ, "
@@ -262,12 +262,12 @@ def report_markdown(report: Dict[str, Any]) -> str:
             ratio = ("" if not ratio else f" ({ratio:.3g}× less than the DNN's fp32)" if ratio >= 1
                      else f" ({1 / ratio:.3g}× more than the DNN's fp32)")
             lines.append(f"| {n['name']}, {n['hardware']} | {n['accuracy']:.4f} | "
-                         f"{_joules(n['energy_j'])}{ratio} | {_count(n['synops'])} synops, "
+                         f"{joules(n['energy_j'])}{ratio} | {_count(n['synops'])} synops, "
                          f"{_count(n['neuron_updates'])} neuron updates | {n['cores']} of "
                          f"{n['cores_per_chip']} | {'yes' if n['fits'] else 'no'} |")
         else:
-            lines.append(f"| {n['name']}, CPU | {n['accuracy']:.4f} | {_joules(n['energy_j'])} "
-                         f"fp32, {_joules(n['energy_int8_j'])} int8 | {_count(n['macs'])} MACs | "
+            lines.append(f"| {n['name']}, CPU | {n['accuracy']:.4f} | {joules(n['energy_j'])} "
+                         f"fp32, {joules(n['energy_int8_j'])} int8 | {_count(n['macs'])} MACs | "
                          "— | — |")
     for n in nets:
         lines += ["", f"## {n['name']}", ""]
@@ -291,15 +291,15 @@ def report_markdown(report: Dict[str, Any]) -> str:
                          f"{_count(r['events_in'])} | {_count(r['synops'])} | "
                          f"{_count(r['neuron_updates'])} ({_count(r['active_neuron_updates'])}) | "
                          f"{_count(r['spikes_out'])} | {r['activation_sparsity']:.4f} | "
-                         f"{_joules(r['energy_j'])} |")
+                         f"{joules(r['energy_j'])} |")
         if n["energy_parts_j"]:
             p = n["energy_parts_j"]
-            lines += ["", f"Energy per inference: synaptic ops {_joules(p['synops'])} + neuron "
-                          f"updates {_joules(p['neuron_updates'])} + spikes {_joules(p['spikes'])} "
-                          f"= {_joules(n['energy_j'])}."]
+            lines += ["", f"Energy per inference: synaptic ops {joules(p['synops'])} + neuron "
+                          f"updates {joules(p['neuron_updates'])} + spikes {joules(p['spikes'])} "
+                          f"= {joules(n['energy_j'])}."]
     lines += ["", "## Energy figures", ""]
     for name, e in report["energy_figures"].items():
-        lines += _figures_line(name, e)
+        lines += figures_line(name, e)
     lines += ["", "## Definitions", ""]
     lines += [f"- {k}: {v}" for k, v in report["definitions"].items()]
     return "\n".join(lines) + "\n"
@@ -312,7 +312,7 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
         where = f"on {n['hardware']}" if n["kind"] == "snn" else "on a CPU (fp32)"
         extra = "" if n["kind"] == "dnn" or n["fits"] else f"; does not fit the chip: {n['fit_problem']}"
         out.append(f"report: {n['name']}: accuracy {n['accuracy']:.4f}, "
-                   f"{_joules(n['energy_j'])} per inference {where}{extra}")
+                   f"{joules(n['energy_j'])} per inference {where}{extra}")
     return out
 
 
