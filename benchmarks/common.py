@@ -728,3 +728,23 @@ def teacher_macs_from_architecture(r: Dict) -> int:
     ds = pipeline.load_data(cfg)
     model = build_teacher(cfg.teacher.model, ds.input_shape, ds.num_classes, hidden=cfg.teacher.hidden)
     return dnn_macs(model, ds.input_shape)
+
+
+def refresh_energy(results: Dict, rows: Callable[[Dict], Any], teacher: bool) -> Dict:
+    """Energy per inference, priced with the loihi2 profile, of every spiking row (``rows(r)``
+    yields a dataset result's rows) that recorded its activity and, with ``teacher``, of each
+    dataset's teacher; the teacher's MACs from its architecture where the run did not record
+    them."""
+    results["hardware"] = hw = "loihi2"
+    e = profile_energy(hw)
+    results["energy_figures"] = e.model_dump() if e is not None else None
+    for r in results["datasets"].values():
+        if teacher:
+            if r.get("teacher_macs") is None:
+                r["teacher_macs"] = teacher_macs_from_architecture(r)
+                r["teacher_macs_from"] = "architecture"
+            r["teacher_energy_j"] = dnn_energy_j(r["teacher_macs"], hw)
+        for row in rows(r):
+            if row.get("activity"):
+                row["energy_j"] = snn_energy_j(row["activity"], hw)
+    return results

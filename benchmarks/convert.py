@@ -241,22 +241,10 @@ def summarize(name: str, results: Dict[str, Dict], seeds: List[int], timesteps: 
 
 
 def refresh(results: Dict) -> Dict:
-    """Energy per inference of every spiking row that recorded its activity and of the teacher,
-    priced with the profile; the teacher's MACs from its architecture where the run did not
-    record them."""
-    results["hardware"] = hw = "loihi2"
-    e = common.profile_energy(hw)
-    results["energy_figures"] = e.model_dump() if e is not None else None
-    for r in results["datasets"].values():
-        if r.get("teacher_macs") is None:
-            r["teacher_macs"] = common.teacher_macs_from_architecture(r)
-            r["teacher_macs_from"] = "architecture"
-        r["teacher_energy_j"] = common.dnn_energy_j(r["teacher_macs"], hw)
-        for rows in r["methods"].values():
-            for row in rows.values():
-                if row.get("activity"):
-                    row["energy_j"] = common.snn_energy_j(row["activity"], hw)
-    return results
+    """Energy of every spiking row that recorded its activity and of the teacher."""
+    return common.refresh_energy(
+        results, lambda r: (row for rows in r["methods"].values() for row in rows.values()),
+        teacher=True)
 
 
 def markdown(results: Dict) -> str:

@@ -177,16 +177,10 @@ def summarize(name: str, results: Dict[str, Dict], seeds: List[int], methods: Li
 
 
 def refresh(results: Dict) -> Dict:
-    """Energy per inference of every row that recorded its activity, priced with the profile."""
-    results["hardware"] = "loihi2"
-    e = common.profile_energy(results["hardware"])
-    results["energy_figures"] = e.model_dump() if e is not None else None
-    for r in results["datasets"].values():
-        for rows in r["methods"].values():
-            for row in rows.values():
-                if row.get("activity"):
-                    row["energy_j"] = common.snn_energy_j(row["activity"], results["hardware"])
-    return results
+    """Energy of every row that recorded its activity."""
+    return common.refresh_energy(
+        results, lambda r: (row for rows in r["methods"].values() for row in rows.values()),
+        teacher=False)
 
 
 def markdown(results: Dict) -> str:

@@ -149,7 +149,6 @@ def training_steps(reps: int) -> List[Dict[str, Any]]:
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
-        base = times["slayer_float"]
         row: Dict[str, Any] = {"network": f"{inp}-{hid}-{out}", "timesteps": steps, "batch": BATCH,
                                "reps": reps,
                                "ms": {k: statistics.median(v) * 1e3 for k, v in times.items()}}
@@ -158,12 +157,9 @@ def training_steps(reps: int) -> List[Dict[str, Any]]:
             ratios = [p / q for p, q in zip(times[a], times[b])]
             row[f"{a}_over_{b}"] = {"median": statistics.median(ratios),
                                     "ci": bootstrap_median(ratios)}
-        del base
         rows.append(row)
         print(f"step {row['network']} T{steps}: " + ", ".join(
-            f"{k} {v['median']:.2f}" for k, v in row.items() if k.endswith(("float", "snntorch",
-                                                                           "fused")) and isinstance(v, dict)
-            and "median" in v), flush=True)
+            f"{k} {v['median']:.2f}" for k, v in row.items() if "_over_" in k), flush=True)
     return rows
 
 

@@ -213,7 +213,7 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
             raw, xb, yb = raw[part].to(dev), xb[part].to(dev), yb[part].to(dev)
             loss = step(raw, xb, yb)
             opt.zero_grad()
-            (loss * weight if w.size > 1 else loss).backward()
+            (loss * weight).backward()  # weight 1 in one process
             opt.step()
             if sched is not None:
                 sched.step()
