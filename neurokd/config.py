@@ -85,6 +85,8 @@ class StudentConfig(TrainConfig):
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(32, gt=0)
     patience: int = Field(15, gt=0)
+    schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate: "
+                                                    "constant, or cosine decay to 0 over the epochs")
 
     @field_validator("hidden", mode="before")
     @classmethod

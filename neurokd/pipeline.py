@@ -214,7 +214,8 @@ def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _qu
     prepare = make_prepare(s.encoder, s.timesteps, model.window_pad)
     res = fit(model, ds.train, ds.val, prepare, spike_counts, epochs=s.epochs, lr=s.lr,
               batch_size=s.batch_size, patience=s.patience, weight_decay=s.weight_decay,
-              seed=cfg.seed, desc="snn", progress=progress, log=log, device=cfg.device)
+              seed=cfg.seed, desc="snn", progress=progress, log=log, device=cfg.device,
+              schedule=s.schedule)
     test_acc = accuracy(model.eval(), ds.test, prepare, spike_counts, seed=cfg.seed)
     warn_if_chance(res.best_val_accuracy, ds, "snn", log)
     return model, {"snn_accuracy": test_acc, "snn_val_accuracy": res.best_val_accuracy,
@@ -270,6 +271,7 @@ def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | 
     res = fit(learner, ds.train, ds.val, prepare, lambda m, x: spike_counts(m.student, x),
               epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, patience=s.patience,
               weight_decay=s.weight_decay, seed=cfg.seed, desc=f"distill {d.method}",
+              schedule=s.schedule,
               progress=progress, log=log, param_groups=learner.param_groups(s.lr),
               objective=lambda m, raw_b, x, y: m.objective(raw_b, x, y), device=cfg.device)
     learner.eval()

@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 import torch
 
 from neurokd.config import build_config
 from neurokd.data import load_dataset
 from neurokd import pipeline
+from neurokd.errors import NeurokdError
 from neurokd.training import accuracy, encoded_batches
 
 
@@ -135,6 +137,37 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero():
     # 2 epochs of 2 steps: the rate at each step is 0.1 * (1 + cos(pi * step / 4)) / 2
     assert np.allclose(rates, [0.1, 0.1 * (1 + np.cos(np.pi / 4)) / 2, 0.05,
                                0.1 * (1 + np.cos(3 * np.pi / 4)) / 2])
+
+
+def test_student_schedule_reaches_the_student_training(monkeypatch, tmp_path):
+    """``student.schedule`` is the learning-rate schedule train-snn and distill train with
+    (constant unless asked)."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["schedule"])
+        raise Stop
+
+    kd = build_config(overrides=["data.limit=200", "student.timesteps=2", "distill.method=kd",
+                                 "student.schedule=cosine"])
+    ds = pipeline.load_data(kd)
+    teacher = pipeline.train_teacher(build_config(overrides=["data.limit=200", "teacher.epochs=1"]),
+                                     ds, progress=False)[0]
+    path = pipeline.save_teacher(tmp_path / "teacher.pt", teacher, kd, ds)
+    monkeypatch.setattr(pipeline, "fit", spy)
+    for overrides, want in (([], "constant"), (["student.schedule=cosine"], "cosine")):
+        cfg = build_config(overrides=["data.limit=200", "student.timesteps=2", *overrides])
+        with pytest.raises(Stop):
+            pipeline.train_snn(cfg, ds, progress=False)
+        assert seen[-1] == want
+    with pytest.raises(Stop):
+        pipeline.train_distilled(kd, ds, path, progress=False)
+    assert seen == ["constant", "cosine", "cosine"]
+    with pytest.raises(NeurokdError, match="schedule"):
+        build_config(overrides=["student.schedule=linear"])
 
 
 def test_without_a_progress_bar_each_epoch_is_one_line_with_its_values():
