@@ -154,7 +154,8 @@ def _teacher_ref(args: argparse.Namespace):
 
 # The proxies `search --proxy` offers (neurokd.nas.proxies.PROXIES; a test keeps them equal).
 SEARCH_PROXIES = ("synops", "params", "gradsign", "grad_stats", "zico_mean", "grad_cosine",
-                  "jacob_cov", "snip", "synflow", "snasnet", "sahd", "naswot")
+                  "jacob_cov", "jacob_cov_wide", "snip", "snip_wide", "synflow", "snasnet", "sahd",
+                  "naswot")
 TRAIN_TOP_EPOCHS = 5
 
 
@@ -350,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "gradient proxies need backward passes)")
     p.add_argument("--probe-tau-grad", type=_number, metavar="W",
                    help="surrogate-gradient width of the scoring probes (default: the spec "
-                        "neuron's tau_grad, 0.03, the one training uses)")
+                        "neuron's tau_grad, 0.03, the one training uses; snip_wide and "
+                        "jacob_cov_wide keep their own)")
     p.add_argument("--train-top", type=int, metavar="K",
                    help="train the K best-ranked candidates briefly (student training, the "
                         "search's data, T, encoder and seed; --set student.lr=... applies) and "

@@ -166,6 +166,29 @@ def test_sample_wise_proxies_compute_their_definitions():
     assert PROXIES.get("sahd")(p) == pytest.approx(math.log(16 - off * off))
 
 
+def test_a_wide_variant_scores_its_proxy_at_its_own_surrogate_width(all_scores):
+    """snip_wide is snip through a surrogate of width 0.3, whatever the search's width; snip
+    follows the search's width. A variant scored beside its base proxy gets its own probe."""
+    from neurokd.nas.proxies import WIDE_JACOB, WIDE_SNIP, proxy_tau_grad, register_proxy
+
+    batches, specs, _ = all_scores
+    spec = specs[1]
+    for variant, base, width in (("snip_wide", "snip", WIDE_SNIP),
+                                 ("jacob_cov_wide", "jacob_cov", WIDE_JACOB)):
+        at_width = score_arch(spec, LOIHI2, batches, [0], [base], tau_grad=width)[base]
+        own = score_arch(spec, LOIHI2, batches, [0], [base])[base]
+        assert at_width != own  # the width changes the score
+        assert proxy_tau_grad(variant, 0.05) == width and proxy_tau_grad(base, 0.05) == 0.05
+        for search_width in (None, 0.05):
+            both = score_arch(spec, LOIHI2, batches, [0], [base, variant], tau_grad=search_width)
+            assert both[variant] == at_width
+            assert both[base] == score_arch(spec, LOIHI2, batches, [0], [base],
+                                            tau_grad=search_width)[base]
+    with pytest.raises(NeurokdError, match="tau_grad must be positive"):
+        register_proxy("bad_width", "x", needs=("grads",), tau_grad=0.0)
+    assert "bad_width" not in PROXIES.names()
+
+
 def test_a_probe_computes_only_what_its_proxies_need(digits):
     """synops: a forward pass and no gradients; params: not even the network; an input Jacobian
     row is the gradient of that sample's own output spike count (the samples do not mix)."""
