@@ -37,6 +37,9 @@ respect to weight ``w``, ``N`` the samples of a batch:
   r, D the layer's neurons (hidden layers);
 * ``naswot``: the Hamming kernel on which neurons fired at all in the window (NASWOT on spikes);
 * ``snip``: Σ |w · ∂L/∂w|;
+* ``snip_wide`` and ``jacob_cov_wide``: ``snip`` and ``jacob_cov`` with the probe's surrogate
+  widened to tau_grad 0.3 and 1.0 (``register_proxy``'s ``tau_grad``: the variant keeps its width
+  whatever the search's ``tau_grad``);
 * ``synflow``: log Σ |w · ∂R/∂w|, R the output sum of the network with |w| and no neurons, on ones;
 * ``params``: distinct weights; ``synops``: synaptic operations per inference at the rates
   measured at initialization.
