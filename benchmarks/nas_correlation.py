@@ -74,9 +74,9 @@ BUDGETS: Dict[str, List[str]] = {
 # is the budget nas_search.py searches at.
 MAX_CORES: Dict[str, int] = {"mnist": 4}
 # Rank averages scored beside the single proxies: the gradient score with each of the two
-# baselines and with synflow, and the best single proxy (synops) with the gradient scores.
+# baselines and with synflow, and synops with the gradient scores (the wide variants included).
 COMBINATIONS = [("grad_stats", "params"), ("grad_stats", "synops"), ("grad_stats", "synflow"),
-                ("synops", "gradsign")]
+                ("synops", "gradsign"), ("synops", "jacob_cov_wide"), ("synops", "snip_wide")]
 TIMED = 20  # architectures on which each proxy is also timed alone
 FIELDS = (["key", "arch", "spec"] + [f"acc_seed{s}" for s in TRUTH_SEEDS]
           + [f"val_seed{s}" for s in TRUTH_SEEDS] + [f"epochs_seed{s}" for s in TRUTH_SEEDS]

@@ -4,11 +4,15 @@ Per dataset and budget (``BUDGETS``: estimated cores, and optionally synaptic op
 inference), four picks, every one within the budget:
 
 * **searched**: ``neurokd search --candidates 500 --train-top 3 --workers 2`` with the budget's
-  ``--max-cores`` / ``--max-synops`` and the default proxy, as a user runs it (the command's wall
-  time is measured: proxy scoring plus training the 3 best-ranked briefly);
+  ``--max-cores`` / ``--max-synops`` and the default proxy, as a user runs it, on the table's
+  space (its T, ``--space``) and data split (``--set data....``), the setting the picks are
+  judged in (the command's wall time is measured: proxy scoring plus training the 3 best-ranked
+  briefly);
 * **default**: the student spec ``train-snn`` builds without ``--spec``;
-* **random-K**: K = 3 random architectures that fit the budget, trained as ``--train-top``
-  trains, the best by validation accuracy (the search without its proxy);
+* **random-K**: K = 3 random architectures of the same space that fit the budget, trained as
+  ``--train-top`` trains, the best by validation accuracy (the search without its proxy), and
+  the exact expected best of K random table architectures had one known their converged
+  accuracies (an upper bound for random-K);
 * **table best**: the best architecture of the ground-truth table (``nas_correlation.py``) that
   fits the budget (an oracle: it needed the whole table trained).
 
@@ -41,21 +45,25 @@ import nas_correlation as truth
 from common import ROOT, parser, t_interval
 from neurokd import pipeline
 from neurokd.config import build_config
-from neurokd.fileio import atomic_path, write_json
+from neurokd.fileio import atomic_path, write_json, write_yaml
 from neurokd.hardware import load_profile
 from neurokd.models.spec import spec_from_dict
 from neurokd.nas.resources import Budget, summary
 from neurokd.nas.search import _feasible, best_trained, train_candidates
-from neurokd.nas.space import SearchSpace, describe
+from neurokd.nas.space import describe
 
 # Per dataset, the chip budgets the picks are compared at: every pick must fit (estimated cores,
 # and synaptic operations per inference: the resource model's bound at the search's T).
 BUDGETS: Dict[str, List[Dict[str, Any]]] = {
-    "digits": [{"max_cores": 4}, {"max_cores": 4, "max_synops": 1e6}],
+    "digits": [{"max_cores": 4}, {"max_cores": 4, "max_synops": 5e5}],
     "mnist": [{"max_cores": 4}],
 }
 K = 3
 CANDIDATES = 500
+# How the picks are made; a stored (dataset, budget) made otherwise is run again. "table
+# setting": the search, its brief training and the random picks use the ground truth's space (T)
+# and data split, so that the picks are judged in the setting they were chosen in.
+PROTOCOL = "table setting"
 TRAIN_EPOCHS = 5  # --train-top's default
 
 
@@ -81,17 +89,30 @@ def data_overrides(dataset: str, data_dir) -> List[str]:
     return [f"data.dataset={dataset}"] + ([f"data.data_dir={data_dir}"] if data_dir else [])
 
 
+def table_setting(name: str) -> List[str]:
+    """The ground truth's data options (split and fractions; the dataset and its folder are
+    given apart), so that the search, its brief training and the random picks see the data the
+    table was trained on."""
+    return [o for o in truth.BUDGETS[name] if o.startswith("data.") and
+            not o.startswith(("data.dataset=", "data.data_dir="))]
+
+
 def run_search_cli(dataset: str, data_dir, budget: Dict[str, Any], work: Path) -> Dict[str, Any]:
+    """``neurokd search`` as a user runs it, on the table's space (its T) and data split."""
     out = work / f"search_{dataset}"
+    space_file = work / "space.yaml"
+    write_yaml(space_file, truth.SPACE.model_dump())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     extra = (["--data-dir", str(data_dir)] if data_dir else []) + (
         ["--max-synops", str(budget["max_synops"])] if budget.get("max_synops") else [])
+    for option in table_setting(dataset):
+        extra += ["--set", option]
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "neurokd", "search", "--dataset", dataset,
                           "--max-cores", str(budget["max_cores"]), "--candidates", str(CANDIDATES),
                           "--train-top", str(K), "--workers", "2", "--no-progress",
-                          "--out", str(out), *extra], env=env, cwd=ROOT, capture_output=True,
-                         text=True)
+                          "--space", str(space_file), "--out", str(out), *extra], env=env,
+                         cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if res.returncode:
         raise SystemExit(f"neurokd search failed:\n{res.stderr[-3000:]}")
@@ -103,10 +124,11 @@ def run_search_cli(dataset: str, data_dir, budget: Dict[str, Any], work: Path) -
 
 def random_k(dataset: str, data_dir, budget: Dict[str, Any], work: Path,
              seed: int = 0) -> Dict[str, Any]:
-    """K random feasible architectures of the search's space, trained as --train-top trains."""
-    cfg = build_config(overrides=data_overrides(dataset, data_dir) + [f"seed={seed}"])
+    """K random feasible architectures of the table's space, trained as --train-top trains."""
+    cfg = build_config(overrides=data_overrides(dataset, data_dir) + table_setting(dataset)
+                       + [f"seed={seed}"])
     ds = pipeline.load_data(cfg)
-    space, profile = SearchSpace(), load_profile(cfg.hardware)
+    space, profile = truth.SPACE, load_profile(cfg.hardware)
     rng, seen = random.Random(1000 + seed), set()
     limit = Budget(budget["max_cores"], max_synops=budget.get("max_synops"))
     cands = [_feasible(space, rng, ds.input_shape, ds.num_classes, profile, limit, seen)
@@ -118,18 +140,30 @@ def random_k(dataset: str, data_dir, budget: Dict[str, Any], work: Path,
             "trained": trained}
 
 
-def final_accuracy(name: str, data_dir, picks: Dict[str, Dict], jobs: int) -> Dict[str, List[float]]:
-    """Train every pick with the ground truth's protocol (three seeds, to convergence)."""
+def final_accuracy(name: str, data_dir, picks: Dict[str, Dict], jobs: int,
+                   out: Path) -> Dict[str, List[float]]:
+    """Train every pick with the ground truth's protocol (three seeds, to convergence). A (pick,
+    seed) the ground truth already holds is read from its cell (training is seeded: it would give
+    the same accuracy); one trained here is stored as a cell too, so a rerun does not repeat it."""
+    from neurokd.nas.space import arch_key
+
     base = truth.BUDGETS[name] + ([f"data.data_dir={data_dir}"] if data_dir else [])
-    ds = pipeline.load_data(build_config(overrides=base))
-    truth._WORKER.update(base=base, ds=ds, name=name)
-    jobs_list = [(pick["spec"], s) for pick in picks.values() for s in truth.TRUTH_SEEDS]
-    with mp.get_context("fork").Pool(jobs, initializer=truth._ignore_sigint) as pool:
-        results = pool.map(truth._train_cell, jobs_list)
-    out: Dict[str, List[float]] = {}
-    for (label, _), i in zip(picks.items(), range(0, len(results), len(truth.TRUTH_SEEDS))):
-        out[label] = [r["acc"] for r in results[i:i + len(truth.TRUTH_SEEDS)]]
-    return out
+    budget = truth.BUDGETS[name]
+    wanted = [(arch_key(spec_from_dict(pick["spec"])), pick["spec"], s)
+              for pick in picks.values() for s in truth.TRUTH_SEEDS]
+    done = {(key, s): cell["acc"] for key, _, s in wanted
+            if (cell := truth._read_cell(out, name, key, s, budget)) is not None}
+    todo = list({(key, s): (spec, s) for key, spec, s in wanted if (key, s) not in done}.items())
+    if todo:
+        ds = pipeline.load_data(build_config(overrides=base))
+        truth._WORKER.update(base=base, ds=ds, name=name)
+        with mp.get_context("fork").Pool(jobs, initializer=truth._ignore_sigint) as pool:
+            for (key, s), res in zip([k for k, _ in todo],
+                                     pool.imap(truth._train_cell, [job for _, job in todo])):
+                write_json(truth.cell_path(out, name, key, s), {"key": key, **res})
+                done[(key, s)] = res["acc"]
+    return {label: [done[(arch_key(spec_from_dict(pick["spec"])), s)] for s in truth.TRUTH_SEEDS]
+            for label, pick in picks.items()}
 
 
 def expected_best_of(values: np.ndarray, k: int) -> float:
@@ -150,17 +184,37 @@ def percentile(value: float, population: np.ndarray) -> float:
     return float((population <= value).mean() * 100) if len(population) else float("nan")
 
 
-def run_budget(name: str, data_dir, budget: Dict[str, Any], table: List[Dict], jobs: int
-               ) -> Dict[str, Any]:
+def table_within(table: List[Dict], budget: Dict[str, Any]):
+    """The table's specs, mean accuracies, and the indices of those within ``budget`` (cores and
+    synaptic operations at the table's T, which the search scores at)."""
     profile = load_profile("loihi2")
     specs = [spec_from_dict(json.loads(r["spec"])) for r in table]
     means = np.array([np.mean([float(r[f"acc_seed{s}"]) for s in truth.TRUTH_SEEDS]) for r in table])
-    cores = np.array([cores_of(s, profile) for s in specs])
-    space_t = SearchSpace().timesteps  # the T the search scores and --train-top trains at
-    fits = np.array([c <= budget["max_cores"] and (budget.get("max_synops") is None or
-                                                  synops_of(s, profile, space_t) <= budget["max_synops"])
-                     for s, c in zip(specs, cores)])
-    inside = np.flatnonzero(fits)
+    fits = [cores_of(s, profile) <= budget["max_cores"] and (
+        budget.get("max_synops") is None or synops_of(s, profile) <= budget["max_synops"])
+        for s in specs]
+    return specs, means, np.flatnonzero(fits)
+
+
+def derived(block: Dict[str, Any], table: List[Dict]) -> Dict[str, Any]:
+    """What follows from a budget's trained picks and the table without training: the searched
+    pick against each other pick (paired by seed), and the expected best of K random table
+    architectures (also for a block stored before these were recorded)."""
+    _, means, inside = table_within(table, block)
+    rows = block["rows"]
+    s = np.array(rows["searched"]["accuracy_per_seed"])
+    for other, key in (("default spec", "minus_default"), (f"random-{K}", "minus_random"),
+                       ("table best", "minus_table_best")):
+        d = s - np.array(rows[other]["accuracy_per_seed"])
+        rows["searched"][key] = {"mean": float(d.mean()), "ci": t_interval(d)}
+    block["random_k_oracle_expected"] = expected_best_of(means[inside], K)
+    return block
+
+
+def run_budget(name: str, data_dir, budget: Dict[str, Any], table: List[Dict], jobs: int,
+               out: Path) -> Dict[str, Any]:
+    profile = load_profile("loihi2")
+    specs, means, inside = table_within(table, budget)
     if not len(inside):
         raise SystemExit(f"no architecture of the {name} table fits the budget {budget_label(budget)}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +227,7 @@ def run_budget(name: str, data_dir, budget: Dict[str, Any], table: List[Dict], j
         best = int(inside[np.argmax(means[inside])])
         picks["table best"] = {"spec": specs[best].model_dump(), "wall_seconds": None,
                                "table_mean": float(means[best])}
-    accs = final_accuracy(name, data_dir, picks, jobs)
+    accs = final_accuracy(name, data_dir, picks, jobs, out)
     rows = {}
     for label, pick in picks.items():
         spec = spec_from_dict(pick["spec"])
@@ -185,32 +239,30 @@ def run_budget(name: str, data_dir, budget: Dict[str, Any], table: List[Dict], j
             "percentile_table": percentile(float(a.mean()), means),
             "percentile_within_budget": percentile(float(a.mean()), means[inside]),
             "wall_seconds": pick.get("wall_seconds"),
-            **({k: pick[k] for k in ("search_seconds", "train_top_seconds") if k in pick})}
-    s = np.array(accs["searched"])
-    for other, key in (("default spec", "minus_default"), (f"random-{K}", "minus_random"),
-                       ("table best", "minus_table_best")):
-        d = s - np.array(accs[other])
-        rows["searched"][key] = {"mean": float(d.mean()), "ci": t_interval(d)}
-    return {**budget, "proxy": picks["searched"]["proxy"], "candidates": CANDIDATES, "k": K,
-            "within_budget": int(len(inside)), "table_p90": float(np.percentile(means, 90)),
-            "random_k_oracle_expected": expected_best_of(means[inside], K),
-            "rows": rows}
+            **({k: pick[k] for k in ("search_seconds", "train_top_seconds") if k in pick}),
+            **({"brief_training": pick["trained"]} if "trained" in pick else {})}
+    return derived({**budget, "proxy": picks["searched"]["proxy"], "candidates": CANDIDATES,
+                    "k": K, "within_budget": int(len(inside)),
+                    "table_p90": float(np.percentile(means, 90)), "rows": rows}, table)
 
 
 def markdown(results: Dict[str, Any]) -> str:
     lines = ["# What `neurokd search` hands a user, at equal chip budget", "",
              f"Generated by `benchmarks/nas_search.py` ({results['date']}; {results['machine']}). "
              f"`searched`: `neurokd search --candidates {CANDIDATES} --train-top {K} --workers 2` "
-             f"with the budget's `--max-cores` (and `--max-synops`) and the default proxy (wall "
-             "time of the whole command). Every pick then trained with the ground truth's "
+             f"with the budget's `--max-cores` (and `--max-synops`) and the default proxy, on the "
+             f"table's space (T = {truth.SPACE.timesteps}) and data split (wall time of the whole "
+             f"command); `random-{K}`: the best by validation of {K} random architectures of the "
+             "space within the budget, trained as `--train-top` trains. Every pick then trained "
+             "with the ground truth's "
              f"protocol (seeds {truth.TRUTH_SEEDS}, to convergence, the table's split): mean test "
              "accuracy, 95% t-interval over seeds, percentile among the table's architectures. "
              "Synops: the resource model's bound at the table's T.", ""]
     for name, r in results["datasets"].items():
         for label, b in r["budgets"].items():
             title = (f"at most {b['max_cores']} cores" if b.get("max_synops") is None else
-                     f"at most {b['max_cores']} cores and {b['max_synops']:,.0f} synops (bound at "
-                     f"the search's T)")
+                     f"at most {b['max_cores']} cores and {b['max_synops']:,.0f} synops (the "
+                     f"resource model's bound at T = {truth.SPACE.timesteps})")
             proxy = f"; proxy `{b['proxy']}`" if b.get("proxy") else ""
             lines += [f"## {name}, {title}", "",
                       f"{r['table_architectures']} architectures in the table, {b['within_budget']} "
@@ -252,6 +304,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     path = out / "nas_search.json"
     results = json.loads(path.read_text()) if path.is_file() else {"datasets": {}}
+    results.setdefault("date", time.strftime("%Y-%m-%d"))
     from neurokd.cli import build_parser
 
     proxy = build_parser().parse_args(["search", "--dataset", "digits", "--out", "x"]).proxy
@@ -267,21 +320,29 @@ def main(argv=None) -> int:
         for budget in BUDGETS[name]:
             label = budget_label(budget)
             stored = entry["budgets"].get(label)
-            if (stored and not args.fresh and stored.get("proxy", "synops") == proxy
-                    and stored.get("table_architectures_at_run", len(table)) == len(table)):
+            if (stored and not args.fresh and stored.get("proxy") == proxy
+                    and stored.get("protocol") == PROTOCOL
+                    and stored.get("table_architectures_at_run") == len(table)):
                 print(f"[{name}] {label}: stored, kept")
+                derived(stored, table)
                 continue
             print(f"[{name}] budget {label}: searching, then training 4 picks x "
                   f"{len(truth.TRUTH_SEEDS)} seeds", flush=True)
-            entry["budgets"][label] = {**run_budget(name, data_dir, budget, table, args.jobs),
+            entry["budgets"][label] = {**run_budget(name, data_dir, budget, table, args.jobs, out),
                                        "table_architectures_at_run": len(table),
+                                       "protocol": PROTOCOL,
                                        "date": time.strftime("%Y-%m-%d"), "machine": machine}
             results["date"], results["machine"] = time.strftime("%Y-%m-%d"), machine
-            write_json(path, results)
-            with atomic_path(out / "nas_search.md") as md:
-                md.write_text(markdown(results))
+            write(out, results)
+    write(out, results)
     print(markdown(results))
     return 0
+
+
+def write(out: Path, results: Dict[str, Any]) -> None:
+    write_json(out / "nas_search.json", results)
+    with atomic_path(out / "nas_search.md") as md:
+        md.write_text(markdown(results))
 
 
 if __name__ == "__main__":

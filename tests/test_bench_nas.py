@@ -1,0 +1,61 @@
+"""The architecture-search benchmarks' statistics: how well a ground truth ranks itself, the
+expected best of K random architectures, and the stored tables rendering."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import nas_correlation  # noqa: E402
+import nas_probe_choices  # noqa: E402
+import nas_search  # noqa: E402
+
+
+def test_reliability_of_a_table_that_repeats_itself_and_of_one_that_is_noise():
+    gen = np.random.default_rng(0)
+    arch = np.linspace(0.8, 0.95, 40)
+    exact = np.repeat(arch[:, None], 3, axis=1)
+    r = nas_correlation.reliability(exact)
+    assert r["seed_vs_rest_tau"] == pytest.approx(1.0)
+    assert r["icc_single"] == r["icc_mean"] == pytest.approx(1.0)
+    assert r["within_seed_std"] == pytest.approx(0.0, abs=1e-12)
+    assert r["ceiling_mean_tau"] == pytest.approx(1.0)
+    noise = gen.normal(0.9, 0.01, size=(400, 3))  # no architecture differs from another
+    r = nas_correlation.reliability(noise)
+    assert abs(r["seed_vs_rest_tau"]) < 0.1 and r["icc_single"] < 0.1
+    assert r["within_seed_std"] == pytest.approx(0.01, rel=0.1)
+    # seeds with noise equal to the spread between architectures: ICC(1) = 1/2, ICC(3) = 3/4
+    half = gen.normal(0, 1, size=(4000, 1)) + gen.normal(0, 1, size=(4000, 3))
+    r = nas_correlation.reliability(half)
+    assert r["icc_single"] == pytest.approx(0.5, abs=0.03)
+    assert r["icc_mean"] == pytest.approx(0.75, abs=0.03)
+    assert r["ceiling_mean_tau"] == pytest.approx(2 / np.pi * np.arcsin(np.sqrt(0.75)), abs=0.02)
+
+
+def test_expected_best_of_k_is_the_mean_of_the_largest_over_every_k_subset():
+    values = np.array([0.91, 0.85, 0.93, 0.88, 0.80, 0.95, 0.90])
+    for k in (1, 2, 3, 7):
+        brute = np.mean([max(c) for c in itertools.combinations(values, k)])
+        assert nas_search.expected_best_of(values, k) == pytest.approx(brute)
+    assert nas_search.expected_best_of(values[:2], 3) == pytest.approx(0.91)
+
+
+def test_budget_labels_keep_the_first_results_key():
+    assert nas_search.budget_label({"max_cores": 4}) == "4"
+    assert nas_search.budget_label({"max_cores": 4, "max_synops": 1e6}) == "4 cores, synops 1e+06"
+
+
+@pytest.mark.parametrize("module, stem", [(nas_correlation, "nas_correlation"),
+                                          (nas_search, "nas_search"),
+                                          (nas_probe_choices, "nas_probe_choices")])
+def test_the_stored_results_render(module, stem):
+    results = json.loads((BENCH / "results" / f"{stem}.json").read_text())
+    text = module.markdown(results)
+    assert text == (BENCH / "results" / f"{stem}.md").read_text()
