@@ -130,7 +130,9 @@ def markdown(results: Dict[str, Any]) -> str:
              "initialization seeds 0 and 1). Bold: the best τ of a proxy's column. "
              "`params` and `synflow` do not read data and are left out.", ""]
     for name, r in results["datasets"].items():
-        settings = r["settings"]
+        order = list(SETTINGS)
+        settings = dict(sorted(r["settings"].items(), key=lambda kv: order.index(kv[0])
+                               if kv[0] in order else len(order)))
         proxies = [p for p in next(iter(settings.values()))["proxies"]
                    if p not in ("params", "synflow")]
         best = {p: max(s["proxies"][p]["tau"] for s in settings.values()) for p in proxies}
