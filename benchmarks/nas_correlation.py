@@ -322,6 +322,16 @@ def evaluate(name: str, data_dir, rows: List[Dict], boot: int = 1000) -> Dict:
     return out
 
 
+# The table each fixed-width variant's width was chosen on (benchmarks/nas_probe_choices.py):
+# its τ there is in-sample, and only the other tables test the choice.
+TUNED_ON = {"snip_wide": "digits", "jacob_cov_wide": "digits"}
+
+
+def _parts(proxy: str) -> List[str]:
+    """The proxies a column is made of: itself, or both of a rank(a+b) combination."""
+    return proxy[5:-1].split("+") if proxy.startswith("rank(") else [proxy]
+
+
 def stopping(r: Dict) -> str:
     """How the table's runs ended: stopped early (patience) or trained for a fixed cosine."""
     best = (f", the kept (best validation) epoch {r['best_epoch_mean']:.1f} on average"
@@ -368,9 +378,16 @@ def markdown(results: Dict) -> str:
                              f"P(not better) = {g['p_not_better']:.3f})")
         lines += ["", "| proxy | τ | 95% CI | top-10% hit rate | regret | s/arch alone |",
                   "|---|---|---|---|---|---|"]
+        tuned = [p for p in r["proxies"] if any(TUNED_ON.get(v) == name for v in _parts(p))]
         for p, s in sorted(r["proxies"].items(), key=lambda kv: -kv[1]["tau"]):
-            lines.append(f"| {p} | {s['tau']:.3f} | [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] | "
+            mark = " †" if p in tuned else ""
+            lines.append(f"| {p}{mark} | {s['tau']:.3f} | [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] | "
                          f"{s['top10_hit_rate']:.2f} | {s['regret']:.4f} | {s.get('seconds_per_arch', float('nan')):.2f} |")
+        if tuned:
+            held = [n for n, o in results["datasets"].items() if n != name and "seeds" in o]
+            lines += ["", "† its surrogate width was chosen on this table "
+                          "(`nas_probe_choices.py`), so its τ here is in-sample"
+                      + (f"; {', '.join(held)} did not choose it." if held else ".")]
         lines.append("")
     return "\n".join(lines)
 
