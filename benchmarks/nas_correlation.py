@@ -389,7 +389,31 @@ def markdown(results: Dict) -> str:
                           "(`nas_probe_choices.py`), so its τ here is in-sample"
                       + (f"; {', '.join(held)} did not choose it." if held else ".")]
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + across(results))
+
+
+def across(results: Dict) -> List[str]:
+    """Each proxy's τ on every converged table side by side, ordered by the worst of them: a
+    default must rank well on data it was not chosen on. An in-sample τ (†) is left out of the
+    worst and the mean."""
+    tables = {n: r for n, r in results["datasets"].items() if "seeds" in r}
+    if len(tables) < 2:
+        return []
+    names = list(tables)
+    common = [p for p in tables[names[0]]["proxies"] if all(p in r["proxies"] for r in tables.values())]
+    held = {p: [tables[n]["proxies"][p]["tau"] for n in names
+                if not any(TUNED_ON.get(v) == n for v in _parts(p))] for p in common}
+    lines = ["## Across tables", "",
+             "τ on each table; worst and mean over the tables that did not choose the proxy "
+             "(an in-sample τ, †, is left out).", "",
+             "| proxy | " + " | ".join(names) + " | worst | mean |",
+             "|---|" + "---|" * (len(names) + 2)]
+    for p in sorted(common, key=lambda p: -min(held[p])):
+        cells = [f"{tables[n]['proxies'][p]['tau']:.3f}"
+                 + (" †" if any(TUNED_ON.get(v) == n for v in _parts(p)) else "") for n in names]
+        lines.append(f"| {p} | " + " | ".join(cells)
+                     + f" | {min(held[p]):.3f} | {float(np.mean(held[p])):.3f} |")
+    return lines + [""]
 
 
 def main(argv=None) -> int:

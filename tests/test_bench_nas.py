@@ -18,6 +18,26 @@ import nas_probe_choices  # noqa: E402
 import nas_search  # noqa: E402
 
 
+def test_across_tables_ranks_by_the_worst_held_out_tau():
+    def table(taus):
+        return {"seeds": [0, 1, 2], "proxies": {p: {"tau": t} for p, t in taus.items()}}
+
+    results = {"datasets": {
+        "digits": table({"synops": 0.4, "snip_wide": 0.7, "rank(synops+snip_wide)": 0.6,
+                         "params": 0.5}),
+        "mnist": table({"synops": 0.5, "snip_wide": 0.0, "rank(synops+snip_wide)": 0.3,
+                        "params": 0.2}),
+        "old": {"proxies": {"synops": {"tau": 0.9}}}}}  # an earlier table without seeds: ignored
+    rows = [r for r in nas_correlation.across(results) if r.startswith("| ")][1:]
+    got = {r.split(" | ")[0][2:]: r.split(" | ")[1:] for r in rows}
+    assert [r.split(" | ")[0][2:] for r in rows] == ["synops", "rank(synops+snip_wide)", "params",
+                                                    "snip_wide"]
+    # snip_wide's digits tau is in-sample: marked, and left out of the worst and the mean
+    assert got["snip_wide"] == ["0.700 †", "0.000", "0.000", "0.000 |"]
+    assert got["synops"] == ["0.400", "0.500", "0.400", "0.450 |"]
+    assert nas_correlation.across({"datasets": {"digits": results["datasets"]["digits"]}}) == []
+
+
 def test_reliability_of_a_table_that_repeats_itself_and_of_one_that_is_noise():
     gen = np.random.default_rng(0)
     arch = np.linspace(0.8, 0.95, 40)
