@@ -94,14 +94,21 @@ def keep_other_datasets(path: Path, results: Dict, running: List[str]) -> Dict:
     return results
 
 
+def write_results(out: Path, stem: str, results: Dict, markdown: Callable[[Dict], str]) -> None:
+    """Write ``<stem>.json`` and its rendering ``<stem>.md`` in ``out``, each atomically."""
+    from neurokd.fileio import atomic_path, write_json
+
+    write_json(out / f"{stem}.json", results)
+    with atomic_path(out / f"{stem}.md") as md:
+        md.write_text(markdown(results))
+
+
 def run_benchmark(stem: str, out: Path, datasets: List[str], seeds: List[int],
                   run_one: Callable[[str, Path], Dict], markdown: Callable[[Dict], str],
                   plot: Optional[Callable[[Dict, Path], None]] = None, **extra) -> Dict:
     """Run ``run_one(dataset, workdir)`` for each dataset in this process and write
     ``<stem>.json`` and ``<stem>.md`` (and ``<stem>.png`` with ``plot``) in ``out`` after every
     dataset; other datasets' results are kept from an earlier run with the same seeds."""
-    from neurokd.fileio import atomic_path, write_json
-
     results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds, "datasets": {}, **extra}
     results = keep_other_datasets(out / f"{stem}.json", results, datasets)
     t0 = time.time()
@@ -112,9 +119,7 @@ def run_benchmark(stem: str, out: Path, datasets: List[str], seeds: List[int],
             results["datasets"][name].update(date=time.strftime("%Y-%m-%d"),
                                              seconds=time.time() - started)
             results["seconds"] = time.time() - t0
-            write_json(out / f"{stem}.json", results)
-            with atomic_path(out / f"{stem}.md") as md:
-                md.write_text(markdown(results))
+            write_results(out, stem, results, markdown)
             if plot is not None:
                 plot(results, out / f"{stem}.png")
     print(markdown(results))

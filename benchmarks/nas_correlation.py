@@ -37,7 +37,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from common import parser
+from common import parser, write_results
 from neurokd import pipeline
 from neurokd.config import build_config
 from neurokd.fileio import atomic_path, write_json
@@ -441,9 +441,7 @@ def main(argv=None) -> int:
             print(f"[{name}] {len(rows)} architectures trained: too few to rank; skipped")
             continue
         results["datasets"][name] = evaluate(name, data_dir, rows)
-        write_json(path, results)
-        with atomic_path(out / "nas_correlation.md") as md:
-            md.write_text(markdown(results))
+        write_results(out, "nas_correlation", results, markdown)
     print(markdown(results))
     return 0
 

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 import nas_correlation as truth
-from common import parser
+from common import parser, write_results
 from neurokd import pipeline
 from neurokd.config import build_config
-from neurokd.fileio import atomic_path, write_json
+from neurokd.fileio import write_json
 from neurokd.hardware import load_profile
 from neurokd.models.spec import spec_from_dict
 from neurokd.nas.proxies import PROXIES, proxy_tau_grad, score_arch
@@ -187,9 +187,7 @@ def main(argv=None) -> int:
             cells[label] = cell
         if cells:
             results["datasets"][name] = summarize(name, rows, cells)
-    write_json(out / "nas_probe_choices.json", results)
-    with atomic_path(out / "nas_probe_choices.md") as md:
-        md.write_text(markdown(results))
+    write_results(out, "nas_probe_choices", results, markdown)
     print(markdown(results))
     return 0
 

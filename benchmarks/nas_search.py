@@ -42,10 +42,10 @@ from typing import Any, Dict, List
 import numpy as np
 
 import nas_correlation as truth
-from common import ROOT, parser, t_interval
+from common import ROOT, parser, t_interval, write_results
 from neurokd import pipeline
 from neurokd.config import build_config
-from neurokd.fileio import atomic_path, write_json, write_yaml
+from neurokd.fileio import write_json, write_yaml
 from neurokd.hardware import load_profile
 from neurokd.models.spec import spec_from_dict
 from neurokd.nas.resources import Budget, summary
@@ -340,9 +340,7 @@ def main(argv=None) -> int:
 
 
 def write(out: Path, results: Dict[str, Any]) -> None:
-    write_json(out / "nas_search.json", results)
-    with atomic_path(out / "nas_search.md") as md:
-        md.write_text(markdown(results))
+    write_results(out, "nas_search", results, markdown)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ from neurokd.config import build_config
 from neurokd.data.encoders import get_encoder
 from neurokd.deploy import nir_io
 from neurokd.deploy.export import read_meta
-from neurokd.fileio import atomic_path, write_json
 from neurokd.training import encoded_batches, seed_everything
+
+from common import write_results  # noqa: E402  (run as a script: benchmarks/ is on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 T = 16
@@ -211,9 +212,7 @@ def main() -> None:
                   f"{r['export_float']['spike_match']:.4f} / {r['export_quant8']['spike_match']:.4f}"
                   f" ({time.perf_counter() - start:.0f} s)", flush=True)
     out = Path(args.out)
-    write_json(out / "nir_interop.json", res)
-    with atomic_path(out / "nir_interop.md") as tmp_md:
-        tmp_md.write_text(markdown(res))
+    write_results(out, "nir_interop", res, markdown)
     print(markdown(res))
 
 

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from common import ROOT, Cell, run_cells, t_interval  # noqa: E402
+from common import ROOT, Cell, run_cells, t_interval, write_results  # noqa: E402
 
 CELLS = ROOT / "benchmarks" / "results" / "rf_cells"
 CACHE = ROOT / "benchmarks" / ".rf_cache"
@@ -525,8 +525,6 @@ def plot(results: Dict[str, Any], path: Path) -> None:
 
 
 def summarize(tasks: List[str], seeds: List[int], out: Path) -> Dict[str, Any]:
-    from neurokd.fileio import atomic_path, write_json
-
     e = common.profile_energy("loihi2")
     results = {"date": time.strftime("%Y-%m-%d"), "seeds": seeds,
                "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU (Lava CPU simulator)",
@@ -536,9 +534,7 @@ def summarize(tasks: List[str], seeds: List[int], out: Path) -> Dict[str, Any]:
         r = summarize_task(task, seeds)
         if r is not None:
             results["tasks"][task] = r
-    write_json(out / "rf.json", results)
-    with atomic_path(out / "rf.md") as md:
-        md.write_text(markdown(results))
+    write_results(out, "rf", results, markdown)
     plot(results, out / "rf.png")
     return results
 

@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, parser  # noqa: E402
+from benchmarks.common import ROOT, parser, write_results  # noqa: E402
 
 STEP_CASES = [(784, 256, 10, 24), (64, 256, 10, 16)]
 BATCH = 64
@@ -323,8 +323,6 @@ def main(argv=None) -> int:
                     default=["steps", "emulator", "ddp"])
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from neurokd.fileio import atomic_path, write_json
-
     out = Path(args.out)
     path = out / "throughput.json"
     results: Dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
@@ -342,9 +340,7 @@ def main(argv=None) -> int:
                       f"{row['spike_match']}", flush=True)
         if "ddp" in args.only:
             results["ddp"] = data_parallel(args.mnist_dir, args.ddp_reps, Path(tmp))
-    write_json(path, results)
-    with atomic_path(out / "throughput.md") as md:
-        md.write_text(markdown(results))
+    write_results(out, "throughput", results, markdown)
     print(markdown(results))
     return 0
 
