@@ -372,7 +372,7 @@ def markdown(results: Dict) -> str:
                       "(normal model, `reliability` in nas_correlation.py).", ""]
         for baseline in ("params", "synops"):
             g = r.get(f"best_minus_{baseline}")
-            if g:
+            if g and r["best_proxy"] != baseline:
                 lines.append(f"- best proxy ({r['best_proxy']}) − {baseline}: Δτ = {g['mean']:+.3f} "
                              f"[{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] (paired bootstrap; "
                              f"P(not better) = {g['p_not_better']:.3f})")
