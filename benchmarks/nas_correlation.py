@@ -327,9 +327,10 @@ def evaluate(name: str, data_dir, rows: List[Dict], boot: int = 1000) -> Dict:
 TUNED_ON = {"snip_wide": "digits", "jacob_cov_wide": "digits"}
 
 
-def _parts(proxy: str) -> List[str]:
-    """The proxies a column is made of: itself, or both of a rank(a+b) combination."""
-    return proxy[5:-1].split("+") if proxy.startswith("rank(") else [proxy]
+def in_sample(proxy: str, table: str) -> bool:
+    """Whether ``table`` chose a setting of ``proxy`` (or of either half of a rank(a+b))."""
+    parts = proxy[5:-1].split("+") if proxy.startswith("rank(") else [proxy]
+    return any(TUNED_ON.get(part) == table for part in parts)
 
 
 def stopping(r: Dict) -> str:
@@ -378,7 +379,7 @@ def markdown(results: Dict) -> str:
                              f"P(not better) = {g['p_not_better']:.3f})")
         lines += ["", "| proxy | τ | 95% CI | top-10% hit rate | regret | s/arch alone |",
                   "|---|---|---|---|---|---|"]
-        tuned = [p for p in r["proxies"] if any(TUNED_ON.get(v) == name for v in _parts(p))]
+        tuned = [p for p in r["proxies"] if in_sample(p, name)]
         for p, s in sorted(r["proxies"].items(), key=lambda kv: -kv[1]["tau"]):
             mark = " †" if p in tuned else ""
             lines.append(f"| {p}{mark} | {s['tau']:.3f} | [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] | "
@@ -401,8 +402,8 @@ def across(results: Dict) -> List[str]:
         return []
     names = list(tables)
     common = [p for p in tables[names[0]]["proxies"] if all(p in r["proxies"] for r in tables.values())]
-    held = {p: [tables[n]["proxies"][p]["tau"] for n in names
-                if not any(TUNED_ON.get(v) == n for v in _parts(p))] for p in common}
+    held = {p: [tables[n]["proxies"][p]["tau"] for n in names if not in_sample(p, n)]
+            for p in common}
     lines = ["## Across tables", "",
              "τ on each table; worst and mean over the tables that did not choose the proxy "
              "(an in-sample τ, †, is left out).", "",
@@ -410,7 +411,7 @@ def across(results: Dict) -> List[str]:
              "|---|" + "---|" * (len(names) + 2)]
     for p in sorted(common, key=lambda p: -min(held[p])):
         cells = [f"{tables[n]['proxies'][p]['tau']:.3f}"
-                 + (" †" if any(TUNED_ON.get(v) == n for v in _parts(p)) else "") for n in names]
+                 + (" †" if in_sample(p, n) else "") for n in names]
         lines.append(f"| {p} | " + " | ".join(cells)
                      + f" | {min(held[p]):.3f} | {float(np.mean(held[p])):.3f} |")
     return lines + [""]

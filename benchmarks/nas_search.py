@@ -63,11 +63,16 @@ BUDGETS: Dict[str, List[Dict[str, Any]]] = {
 }
 K = 3
 CANDIDATES = 500  # unless a budget says "candidates"
+
 # How the picks are made; a stored (dataset, budget) made otherwise is run again. "table
 # setting": the search, its brief training and the random picks use the ground truth's space (T)
 # and data split, so that the picks are judged in the setting they were chosen in.
 PROTOCOL = "table setting"
 TRAIN_EPOCHS = 5  # --train-top's default
+
+
+def candidates_of(budget: Dict[str, Any]) -> int:
+    return int(budget.get("candidates", CANDIDATES))
 
 
 def budget_label(b: Dict[str, Any]) -> str:
@@ -113,7 +118,7 @@ def run_search_cli(dataset: str, data_dir, budget: Dict[str, Any], work: Path) -
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "neurokd", "search", "--dataset", dataset,
                           "--max-cores", str(budget["max_cores"]),
-                          "--candidates", str(budget.get("candidates", CANDIDATES)),
+                          "--candidates", str(candidates_of(budget)),
                           "--train-top", str(K), "--workers", "2", "--no-progress",
                           "--space", str(space_file), "--out", str(out), *extra], env=env,
                          cwd=ROOT, capture_output=True, text=True)
@@ -246,7 +251,7 @@ def run_budget(name: str, data_dir, budget: Dict[str, Any], table: List[Dict], j
             **({k: pick[k] for k in ("search_seconds", "train_top_seconds") if k in pick}),
             **({"brief_training": pick["trained"]} if "trained" in pick else {})}
     return derived({**budget, "proxy": picks["searched"]["proxy"],
-                    "candidates": budget.get("candidates", CANDIDATES),
+                    "candidates": candidates_of(budget),
                     "k": K, "within_budget": int(len(inside)),
                     "table_p90": float(np.percentile(means, 90)), "rows": rows}, table)
 

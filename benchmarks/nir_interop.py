@@ -36,7 +36,7 @@ from neurokd.deploy import nir_io
 from neurokd.deploy.export import read_meta
 from neurokd.training import encoded_batches, seed_everything
 
-from common import write_results  # noqa: E402  (run as a script: benchmarks/ is on the path)
+from common import write_results  # run as a script: benchmarks/ is on the path
 
 ROOT = Path(__file__).resolve().parents[1]
 T = 16
