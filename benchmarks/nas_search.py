@@ -160,7 +160,7 @@ def final_accuracy(name: str, data_dir, picks: Dict[str, Dict], jobs: int,
     budget = truth.BUDGETS[name]
     wanted = [(arch_key(spec_from_dict(pick["spec"])), pick["spec"], s)
               for pick in picks.values() for s in truth.TRUTH_SEEDS]
-    done = {(key, s): cell["acc"] for key, _, s in wanted
+    done = {(key, s): truth.score_of(cell) for key, _, s in wanted
             if (cell := truth._read_cell(out, name, key, s, budget)) is not None}
     todo = list({(key, s): (spec, s) for key, spec, s in wanted if (key, s) not in done}.items())
     if todo:
@@ -170,7 +170,7 @@ def final_accuracy(name: str, data_dir, picks: Dict[str, Dict], jobs: int,
             for (key, s), res in zip([k for k, _ in todo],
                                      pool.imap(truth._train_cell, [job for _, job in todo])):
                 write_json(truth.cell_path(out, name, key, s), {"key": key, **res})
-                done[(key, s)] = res["acc"]
+                done[(key, s)] = truth.score_of(res)
     return {label: [done[(arch_key(spec_from_dict(pick["spec"])), s)] for s in truth.TRUTH_SEEDS]
             for label, pick in picks.items()}
 

@@ -79,3 +79,29 @@ def test_the_stored_results_render(module, stem):
     results = json.loads((BENCH / "results" / f"{stem}.json").read_text())
     text = module.markdown(results)
     assert text == (BENCH / "results" / f"{stem}.md").read_text()
+
+
+class _Undecided(__import__("torch").nn.Module):
+    """A two-output detector that spikes the same on every frame: it cannot tell H1 from H0."""
+    window_pad = 0
+
+    def forward(self, x):
+        import torch
+
+        out = torch.zeros(x.shape[0], 2, x.shape[-1])
+        out[:, 1, ::2] = 1.0
+        return out
+
+
+def test_a_sensing_cell_is_ranked_by_pd_and_a_blind_detector_detects_at_the_false_alarm_rate():
+    from neurokd import pipeline
+    from neurokd.config import build_config
+
+    cfg = build_config(overrides=["data.dataset=sensing", "data.limit=1300", "student.timesteps=8"])
+    ds = pipeline.load_data(cfg)
+    got = nas_correlation.detection(_Undecided(), cfg, ds)
+    # every score ties, so the randomised Neyman-Pearson test detects at exactly Pfa 0.1 at every SNR
+    assert got["score"] == pytest.approx(0.1, abs=1e-12)
+    assert got["auc"] == pytest.approx(0.5, abs=1e-12)
+    assert nas_correlation.score_of({"acc": 0.71, **got}) == pytest.approx(0.1, abs=1e-12)
+    assert nas_correlation.score_of({"acc": 0.71}) == 0.71  # the image tables rank accuracy
