@@ -476,7 +476,11 @@ def main(argv=None) -> int:
         if len(rows) < 10:
             print(f"[{name}] {len(rows)} architectures trained: too few to rank; skipped")
             continue
-        results["datasets"][name] = evaluate(name, data_dir, rows)
+        scored = evaluate(name, data_dir, rows)
+        # read again just before writing: a run on another dataset may have written meanwhile
+        if path.is_file():
+            results["datasets"] = json.loads(path.read_text())["datasets"]
+        results["datasets"][name] = scored
         write_results(out, "nas_correlation", results, markdown)
     print(markdown(results))
     return 0
