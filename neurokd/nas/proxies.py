@@ -337,7 +337,7 @@ def snip(p: Probe) -> float:
 # width (0.03) only neurons within a few percent of threshold pass a gradient at initialization,
 # and the scores rest on a handful of them. The widths are the ones that ranked best on the digits
 # ground truth (tau 0.631 and 0.583, in-sample); on mnist, which did not choose them, they rank at
-# 0.046 and 0.306, below the neuron's own width for SNIP (0.277): the width that helps does not
+# 0.068 and 0.299, below the neuron's own width for SNIP (0.271): the width that helps does not
 # carry from one dataset to the other.
 register_proxy("snip_wide", "SNIP through a wide surrogate gradient (tau_grad 0.3)",
                needs=("grads",), tau_grad=WIDE_SNIP)(snip)
