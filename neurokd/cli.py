@@ -344,9 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architectures to score (default %(default)s)")
     p.add_argument("--proxy", default="synops",
                    help="score to maximise: " + ", ".join(SEARCH_PROXIES) + " (default synops: "
-                        "the highest mean rank correlation with trained accuracy over the "
-                        "converged digits and mnist ground truths, of the proxies neither table "
-                        "tuned; see benchmarks/results/nas_correlation.md)")
+                        "the highest mean rank correlation with the trained score over the "
+                        "converged digits, mnist and sensing ground truths, of the proxies no "
+                        "table tuned; see benchmarks/results/nas_correlation.md)")
     p.add_argument("--all-proxies", action="store_true",
                    help="score every proxy, not only --proxy (all in ranked.csv; slower: the "
                         "gradient proxies need backward passes)")
