@@ -7,12 +7,13 @@ that notebooks call too. A NeurokdError becomes one line on stderr and exit stat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from neurokd import __version__
 from neurokd.errors import NeurokdError
@@ -835,21 +836,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     _positive("--samples", args.samples)
     run_dir = _run_dir(args) if args.out is not None else None  # --out is checked before any work
-    model, meta = pipeline.load_snn(args.snn)
-    cfg = pipeline.config_from_meta(meta, args.data_dir, where=args.snn)
-    payload = pipeline.load_checkpoint(args.teacher, "teacher") if args.teacher else None
-    ds = pipeline.load_data(cfg)
-    teacher = None
-    if payload is not None:
-        check_teacher_fits(payload["arch"], ds.num_classes, ds.input_shape, str(args.teacher))
-        teacher = teacher_from_checkpoint(payload, where=str(args.teacher))
-    nets = energy.networks([(model, meta)], teacher, str(payload["arch"].get("model", "")) if payload else "")
-    report = energy.build_report(ds, nets, cfg.seed, args.samples)
-    report["neurokd"] = {"version": __version__, "command": "report", "snn": str(args.snn),
-                         "teacher": None if args.teacher is None else str(args.teacher)}
     written: List[str] = []
-    if run_dir is not None:
-        with run_dir as run:
+    # the lock is taken before any work, so a second report into the same --out fails at once
+    with run_dir if run_dir is not None else contextlib.nullcontext() as run:
+        model, meta = pipeline.load_snn(args.snn)
+        cfg = pipeline.config_from_meta(meta, args.data_dir, where=args.snn)
+        payload = pipeline.load_checkpoint(args.teacher, "teacher") if args.teacher else None
+        ds = pipeline.load_data(cfg)
+        teacher = None
+        if payload is not None:
+            check_teacher_fits(payload["arch"], ds.num_classes, ds.input_shape, str(args.teacher))
+            teacher = teacher_from_checkpoint(payload, where=str(args.teacher))
+        nets = energy.networks([(model, meta)], teacher,
+                               str(payload["arch"].get("model", "")) if payload else "")
+        report = energy.build_report(ds, nets, cfg.seed, args.samples)
+        report["neurokd"] = {"version": __version__, "command": "report", "snn": str(args.snn),
+                             "teacher": None if args.teacher is None else str(args.teacher)}
+        if run is not None:
             written = [path.name for path in energy.write_report(run, report)]
     print(energy.report_markdown(report), end="")
     if args.out is not None:
@@ -858,8 +861,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _positive_dt(dt: float) -> None:
-    if not (math.isfinite(dt) and dt > 0):
-        raise NeurokdError(f"--dt must be a positive number of seconds, got {dt}")
+    from neurokd.deploy.nir_io import DT_RANGE
+
+    if not (math.isfinite(dt) and DT_RANGE[0] <= dt <= DT_RANGE[1]):
+        raise NeurokdError(f"--dt must be a number of seconds from {DT_RANGE[0]:g} to "
+                           f"{DT_RANGE[1]:g}, got {dt:g}")
 
 
 def _export_nir(args: argparse.Namespace) -> int:
@@ -1056,6 +1062,18 @@ def _run_command(args: argparse.Namespace) -> int:
             raise
         print(f"neurokd: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except SystemExit as exc:  # neurokd never exits from inside a command: a user's code did
+        if args.debug:
+            raise
+        print(f"neurokd: error: code loaded from a teacher's module or factory tried to exit "
+              f"(sys.exit({exc.code!r})); stopped, nothing half-written was kept", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        if args.debug:
+            raise
+        print("neurokd: error: ran out of memory; nothing half-written was kept (a smaller "
+              "input, batch or window needs less)", file=sys.stderr)
+        return EXIT_USER_ERROR
     except Exception as exc:  # an unexpected failure: one line unless --debug
         from neurokd.interrupts import interrupted
 
@@ -1066,6 +1084,31 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"neurokd: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
               "the traceback)", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings as one line each on stderr (once per message), not Python's two-line form with
+    a source line. numpy's floating-point warnings and matplotlib's are not shown: every value
+    neurokd saves is checked finite, and a plot's cosmetic complaints are no news to a user."""
+    import warnings
+
+    import numpy as np
+
+    shown = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        if text not in shown:
+            shown.add(text)
+            print(f"neurokd: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy(\.|$)")
+        warnings.filterwarnings("ignore", module=r"matplotlib(\.|$)")
+        with np.errstate(all="ignore"):
+            yield
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -1079,7 +1122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if hasattr(sys.stdout, "reconfigure") and not sys.stdout.line_buffering:
         sys.stdout.reconfigure(line_buffering=True)  # a file or a pipe gets each line as it is printed
-    with signals_to_exceptions() as state:
+    with signals_to_exceptions() as state, _one_line_warnings():
         try:
             args = build_parser().parse_args(argv)
             code: Optional[int] = _run_command(args)

@@ -19,6 +19,7 @@ from neurokd.data.datasets import Dataset, Split, load_dataset
 from neurokd.data.encoders import encode_window, get_encoder
 from neurokd import runtime
 from neurokd.errors import NeurokdError
+from neurokd.h5safe import available_memory
 from neurokd.hardware import load_profile
 from neurokd.models.byo import TeacherRef
 from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
@@ -132,17 +133,6 @@ def student_spec(cfg: RunConfig, ds: Dataset) -> ArchSpec:
     spec = load_spec(s.spec) if s.spec else default_spec(ds.input_shape, ds.num_classes, s.hidden)
     spec.check_task(ds.num_classes, ds.input_shape)
     return spec
-
-
-def available_memory() -> Optional[int]:
-    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None if unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def memory_estimate(cfg: RunConfig, ds: Dataset, spec: ArchSpec) -> Dict[str, int]:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from neurokd import runtime
 from neurokd.data.datasets import Split
+from neurokd.errors import NeurokdError
 
 # prepare(x, generator) turns a batch of samples into the model's input (identity, or an encoder).
 Prepare = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -181,6 +182,7 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
                                        broadcast_buffers=False)
     groups = param_groups if param_groups is not None else [{"params": list(model.parameters())}]
     opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    trained = [p for g in opt.param_groups for p in g["params"]]
     n = len(train)
     total_steps = max(1, epochs * -(-n // batch_size))
     sched = None
@@ -217,7 +219,17 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
             opt.step()
             if sched is not None:
                 sched.step()
-            total += float(loss) * len(yb) * (weight > 0)
+            value = float(loss)
+            if not (math.isfinite(value) and _finite(trained)):
+                # averaged gradients carry a NaN to every process's weights, so under torchrun
+                # every process stops at the same step
+                what = f"the loss is {value}" if not math.isfinite(value) else \
+                    "the weights hold NaN or infinite values"
+                raise NeurokdError(
+                    f"{desc}: training diverged at epoch {epoch}, batch {start // batch_size + 1}: "
+                    f"{what}; stopped, nothing saved (look for NaN or infinite values in the "
+                    "teacher, the data or the configuration; a lower learning rate may help)")
+            total += value * len(yb) * (weight > 0)
             count += len(yb) * (weight > 0)
         total, count = runtime.all_sum([total, count], dev)
         seconds = time.perf_counter() - t0
@@ -260,6 +272,12 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
             log(f"{desc}: best validation accuracy {best_val:.4f} at epoch {best_epoch} "
                 f"({how}{since})")
     return FitResult(best_epoch, best_val, len(history), history, start_val)
+
+
+def _finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether every value of ``tensors`` is finite (one device synchronisation)."""
+    flags = [torch.isfinite(t.detach()).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _at(epoch: int) -> str:

@@ -288,8 +288,13 @@ def test_files_that_are_not_nir_graphs_are_refused(tmp_path):
     broken = tmp_path / "c.nir"
     with h5py.File(broken, "w") as h:
         h.create_group("node").create_dataset("type", data=b"Wormhole")
-    with pytest.raises(NeurokdError, match="unreadable NIR graph"):
+    with pytest.raises(NeurokdError, match="node 'node' has type 'Wormhole', which NIR does not define"):
         nir_io.read_graph(broken)
+    fieldless = tmp_path / "d.nir"
+    with h5py.File(fieldless, "w") as h:
+        h.create_group("node").create_dataset("type", data=b"Affine")
+    with pytest.raises(NeurokdError, match="unreadable NIR graph"):
+        nir_io.read_graph(fieldless)
     with pytest.raises(NeurokdError, match="no such NIR file"):
         nir_io.read_graph(tmp_path / "missing.nir")
 
@@ -352,7 +357,7 @@ def test_dt_sets_the_decays():
     for dt, decay in ((1e-4, 410), (5e-4, 2048)):
         res = nir_io.chain_to_snn(nir_io.parse_chain(_graph(nodes, edges), dt=dt))
         assert res.model.blocks[0].neuron.cx_voltage_decay == decay
-    with pytest.raises(NeurokdError, match="dt must be a positive number"):
+    with pytest.raises(NeurokdError, match="dt must be a number of seconds from 1e-12"):
         nir_io.parse_chain(_graph(nodes, edges), dt=0.0)
 
 

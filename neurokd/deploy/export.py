@@ -17,6 +17,7 @@ import torch
 from neurokd.config import MAX_TIMESTEPS
 from neurokd.errors import NeurokdError
 from neurokd.fileio import atomic_path
+from neurokd.h5safe import check_hdf5
 from neurokd.hardware import HardwareProfile
 from neurokd.models.snn import SpikingNet
 from neurokd.models.spec import ConvLayer
@@ -109,6 +110,7 @@ def read_meta(path: str | Path) -> Dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise NeurokdError(f"{p}: no such network file")
+    check_hdf5(p, "netx network")
     try:
         with h5py.File(p, "r") as h:
             if "layer" not in h or len(h["layer"]) == 0:

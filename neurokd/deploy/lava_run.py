@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neurokd.errors import NeurokdError
+from neurokd.h5safe import check_hdf5
 
 BACKENDS = ("auto", "sim", "loihi2")
 
@@ -79,6 +80,7 @@ def count_spiking_layers(net_path: str | Path) -> int:
     """Layers of the netx file that hold neurons (and so a synaptic delay and a reset)."""
     import h5py
 
+    check_hdf5(net_path, "netx network")  # nothing outside the file is ever read
     with h5py.File(net_path, "r") as h:
         layers = h["layer"]
         count = 0

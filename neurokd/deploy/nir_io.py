@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from neurokd.errors import NeurokdError
+from neurokd.h5safe import check_hdf5
 from neurokd.hardware import HardwareProfile, load_profile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec
 
@@ -74,12 +75,57 @@ def _quiet(_: str) -> None:
 
 
 # ---------------------------------------------------------------- reading a graph
+# The time steps a graph is written or read with: every time constant written (dt · 4096 / decay,
+# up to dt · 2^40 for a zero decay) then stays a positive, finite float32.
+DT_RANGE = (1e-12, 1e6)
+
+
+def check_dt(dt: Any) -> float:
+    """``dt`` as a float, or one line when it is not a number of seconds in :data:`DT_RANGE`."""
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) \
+            or not DT_RANGE[0] <= dt <= DT_RANGE[1]:
+        raise NeurokdError(f"dt must be a number of seconds from {DT_RANGE[0]:g} to "
+                           f"{DT_RANGE[1]:g}, got {dt!r}")
+    return float(dt)
+
+
 def _nir():
     try:
         import nir
     except ImportError:  # pragma: no cover - a declared dependency
         raise NeurokdError("the 'nir' package is missing; install it with: pip install nir") from None
     return nir
+
+
+def _node_type_names(nir) -> List[str]:
+    return sorted(n for n in dir(nir) if isinstance(getattr(nir, n), type)
+                  and issubclass(getattr(nir, n), nir.NIRNode) and n != "NIRNode")
+
+
+def _check_node_types(group, p: Path, name: str, nir, depth: int = 0) -> None:
+    """Refuse a node whose type NIR does not define, naming it (``nir.read`` only asserts)."""
+    import h5py
+
+    if not isinstance(group, h5py.Group) or not isinstance(group.get("type"), h5py.Dataset):
+        raise NeurokdError(f"{p}: NIR node {name!r} has no type")
+    raw = group["type"]
+    if raw.dtype.kind not in "SOU" or raw.size != 1 or raw.dtype.itemsize > 256:
+        raise NeurokdError(f"{p}: NIR node {name!r} has a type that is not a short string")
+    kind = raw[()]
+    kind = kind.decode("utf-8", errors="replace") if isinstance(kind, bytes) else str(kind)
+    known = _node_type_names(nir)
+    if kind not in known:
+        raise NeurokdError(f"{p}: NIR node {name!r} has type {kind!r}, which NIR does not define "
+                           f"(known: {', '.join(known)})")
+    if kind == "NIRGraph":
+        if depth > 16:
+            raise NeurokdError(f"{p}: NIR graphs nested deeper than 16 at {name!r}")
+        nodes = group.get("nodes")
+        if not isinstance(nodes, h5py.Group):
+            raise NeurokdError(f"{p}: NIR graph {name!r} has no 'nodes' group")
+        for key in nodes:
+            _check_node_types(nodes[key], p, key if name == "node" else f"{name}.{key}", nir,
+                              depth + 1)
 
 
 def read_graph(path: Union[str, Path]):
@@ -92,10 +138,12 @@ def read_graph(path: Union[str, Path]):
     p = Path(path)
     if not p.is_file():
         raise NeurokdError(f"{p}: no such NIR file")
+    check_hdf5(p, "NIR graph")
     try:
         with h5py.File(p, "r") as h:
             if "node" not in h:
                 raise NeurokdError(f"{p}: HDF5 file without a 'node' group; not a NIR graph")
+            _check_node_types(h["node"], p, "node", nir)
     except OSError:
         raise NeurokdError(f"{p}: not an HDF5 file (NIR graphs are HDF5)") from None
     try:
@@ -145,12 +193,40 @@ class Chain:
     node_types: Dict[str, str]
 
 
+# The most neurons one layer may have (one Loihi 2 chip: 128 cores of 8192 neurons) and the most
+# values one input frame may have: sizes past these are refused before anything is allocated.
+MAX_LAYER_NEURONS = 128 * 8192
+MAX_INPUT_VALUES = 1 << 24
+
+
+def _numeric(value: Any, what: str, where: str) -> np.ndarray:
+    """``value`` as a float64 array, refusing strings, records, objects and complex numbers (whose
+    imaginary part a float conversion would drop without a word)."""
+    try:
+        arr = np.asarray(value)
+    except Exception:  # noqa: BLE001 - ragged or exotic content
+        raise NeurokdError(f"{where}: {what} is not a numeric array") from None
+    if arr.dtype.kind == "c":
+        raise NeurokdError(f"{where}: {what} holds complex numbers; Loihi computes with real "
+                           "values and the imaginary part would be lost")
+    if arr.dtype.kind not in "biuf":
+        raise NeurokdError(f"{where}: {what} is stored as {arr.dtype} data, not as numbers")
+    return arr.astype(np.float64)
+
+
+def _elements(shape: Sequence[int]) -> int:
+    """The number of values of ``shape``, in Python integers (no int64 overflow)."""
+    return math.prod(int(v) for v in shape)
+
+
 def _ints(value: Any, n: int, what: str, where: str) -> Tuple[int, ...]:
-    arr = np.asarray(value).reshape(-1)
+    arr = _numeric(value, what, where).reshape(-1)
     if arr.size == 1:
         arr = np.repeat(arr, n)
-    if arr.size != n or not np.all(np.isfinite(arr.astype(np.float64))) or np.any(arr != np.round(arr)):
-        raise NeurokdError(f"{where}: {what} {np.asarray(value).tolist()} is not {n} integers")
+    if arr.size != n or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)) \
+            or np.any(np.abs(arr) >= 2.0 ** 62):
+        shown = arr.tolist() if arr.size <= 8 else f"{arr.size} values"
+        raise NeurokdError(f"{where}: {what} {shown} is not {n} integers")
     return tuple(int(v) for v in arr)
 
 
@@ -164,10 +240,7 @@ def _param(node: Any, name: str, shape: Tuple[int, ...], where: str, default: Op
         if default is None:
             raise NeurokdError(f"{where}: has no {name}")
         value = default
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise NeurokdError(f"{where}: {name} is not numeric") from None
+    arr = _numeric(value, name, where)
     if np.any(np.isnan(arr)):
         raise NeurokdError(f"{where}: {name} holds NaN")
     channels = shape[0]
@@ -278,7 +351,7 @@ def _chain_order(graph, where: str) -> List[str]:
 
 
 def _conv_geometry(node: Any, kernel: Tuple[int, int], where: str) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    groups = int(np.asarray(getattr(node, "groups", 1)).reshape(-1)[0])
+    groups = _ints(getattr(node, "groups", 1), 1, "groups", where)[0]
     if groups != 1:
         raise NeurokdError(f"{where}: groups = {groups}; neurokd's convolutions are dense (groups 1)")
     dilation = _ints(getattr(node, "dilation", 1), 2, "dilation", where)
@@ -310,8 +383,7 @@ NEURON_TYPES = ("LIF", "CubaLIF", "IF")
 
 def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chain:
     """Read ``graph`` as neurokd's layers, or refuse it with one line naming the node."""
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-        raise NeurokdError(f"dt must be a positive number, got {dt!r}")
+    check_dt(dt)
     order = _chain_order(graph, where)
     nodes = graph.nodes
     node_types = {n: type(nodes[n]).__name__ for n in order}
@@ -319,10 +391,18 @@ def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chai
     raw = (in_node.input_type or {}).get("input") if isinstance(in_node.input_type, dict) else None
     if raw is None:
         raise NeurokdError(f"{where}: Input node {order[0]!r} does not give its shape")
-    shape = _ints(raw, int(np.asarray(raw).size), "input shape", f"{where}: node {order[0]!r}")
-    if not 1 <= len(shape) <= 3 or min(shape) <= 0:
+    size = int(np.asarray(raw).size)
+    if not 1 <= size <= 3:
+        raise NeurokdError(f"{where}: Input node {order[0]!r} has a shape of {size} dimensions; "
+                           "neurokd takes (features,) or (channels, height, width) inputs")
+    shape = _ints(raw, size, "input shape", f"{where}: node {order[0]!r}")
+    if min(shape) <= 0:
         raise NeurokdError(f"{where}: Input node {order[0]!r} has shape {list(shape)}; neurokd takes "
                            "(features,) or (channels, height, width) inputs")
+    if _elements(shape) > MAX_INPUT_VALUES:
+        raise NeurokdError(f"{where}: Input node {order[0]!r} has shape {list(shape)}, "
+                           f"{_elements(shape):,} values per step; neurokd takes at most "
+                           f"{MAX_INPUT_VALUES:,}")
     input_shape = shape
     stages: List[Stage] = []
     pending: Optional[Stage] = None
@@ -333,8 +413,8 @@ def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chai
         if kind == "Flatten":
             if len(shape) == 1:
                 continue  # flattening a flat vector does nothing
-            start = int(np.asarray(node.start_dim).reshape(-1)[0])
-            end = int(np.asarray(node.end_dim).reshape(-1)[0])
+            start = _ints(node.start_dim, 1, "start_dim", at)[0]
+            end = _ints(node.end_dim, 1, "end_dim", at)[0]
             if start % len(shape) != 0 or end % len(shape) != len(shape) - 1:
                 raise NeurokdError(f"{at}: flattens dims {start}..{end} of {list(shape)}; neurokd "
                                    "flattens all of them (start_dim 0, end_dim -1)")
@@ -343,14 +423,14 @@ def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chai
             elif stages:
                 stages[-1].flatten_after = True
             # before the first synapse: a dense first layer takes its input flat anyway
-            shape = (int(np.prod(shape)),)
+            shape = (_elements(shape),)
             continue
         if kind in SYNAPSE_TYPES:
             if pending is not None:
                 raise NeurokdError(f"{at}: follows {pending.synapse!r} without spiking neurons "
                                    "between them; each neurokd layer is a synapse followed by "
                                    "LIF, CubaLIF or IF neurons")
-            weight = np.asarray(node.weight, dtype=np.float64)
+            weight = _numeric(node.weight, "weight", at)
             if not np.all(np.isfinite(weight)):
                 raise NeurokdError(f"{at}: weights hold NaN or infinite values")
             if kind == "Conv2d":
@@ -367,6 +447,11 @@ def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chai
                 if h <= 0 or w <= 0:
                     raise NeurokdError(f"{at}: kernel {list(kernel)} does not fit input {list(shape)}")
                 out_shape: Tuple[int, ...] = (int(weight.shape[0]), h, w)
+                if _elements(out_shape) > MAX_LAYER_NEURONS:
+                    raise NeurokdError(f"{at}: gives {list(out_shape)}, {_elements(out_shape):,} "
+                                       "neurons in one layer (stride "
+                                       f"{list(stride)}, padding {list(padding)}); one Loihi 2 "
+                                       f"chip holds {MAX_LAYER_NEURONS:,}")
                 stage = Stage(name, "", "", "conv", weight, np.zeros(weight.shape[0]), stride,
                               padding, shape, out_shape)
             else:
@@ -376,14 +461,14 @@ def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chai
                 if len(shape) > 1 and stages:
                     raise NeurokdError(f"{at}: reads a {list(shape)} output; put a Flatten node "
                                        "before it")
-                if int(np.prod(shape)) != weight.shape[1]:
+                if _elements(shape) != weight.shape[1]:
                     raise NeurokdError(f"{at}: takes {weight.shape[1]} inputs, but its input has "
                                        f"shape {list(shape)}")
                 out_shape = (int(weight.shape[0]),)
                 stage = Stage(name, "", "", "dense", weight, np.zeros(weight.shape[0]),
                               in_shape=shape, out_shape=out_shape)
             if kind in ("Affine", "Conv2d") and getattr(node, "bias", None) is not None:
-                bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
+                bias = _numeric(node.bias, "bias", at).reshape(-1)
                 if bias.size == 1:
                     bias = np.full(weight.shape[0], float(bias[0]))
                 if bias.size != weight.shape[0] or not np.all(np.isfinite(bias)):
@@ -745,6 +830,7 @@ def import_nir(path: Union[str, Path], cfg, ds, dt: float = DEFAULT_DT, log: Log
         model.spec.check_task(ds.num_classes, ds.input_shape)
     except NeurokdError as exc:
         raise NeurokdError(f"{path}: the graph does not fit {ds.name}: {exc}") from None
+    pipeline.check_memory(cfg, ds, model.spec)  # before the graph is run on the test set
     for line in approximation_lines(result.approximations):
         log(line)
     s = cfg.student
@@ -825,8 +911,7 @@ def snn_to_nir(model: nn.Module, dt: float = DEFAULT_DT, metadata: Optional[Dict
     are ``synapse_<i>``, ``neuron_<i>``, ``flatten_<i>`` with ``i`` the spec layer index (no dots:
     snntorch's importer names torch modules after them)."""
     nir = _nir()
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-        raise NeurokdError(f"dt must be a positive number, got {dt!r}")
+    check_dt(dt)
     spec: ArchSpec = model.spec
     dscale = float(model.profile.decay_scale)
     i_decay, v_decay = _decays(model)
@@ -924,6 +1009,7 @@ def read_nir_meta(path: Union[str, Path]) -> Dict[str, Any]:
     import h5py
 
     p = Path(path)
+    check_hdf5(p, "NIR graph")
     try:
         with h5py.File(p, "r") as h:
             raw = h["node"]["metadata"][META_KEY][()] if "node" in h and "metadata" in h["node"] \

@@ -28,8 +28,19 @@ FORMAT = "neurokd-checkpoint"
 VERSION = 1
 
 
+def non_finite(state_dict: Dict[str, Any]) -> list:
+    """Names of the floating-point tensors of ``state_dict`` that hold NaN or infinite values."""
+    return [k for k, v in state_dict.items() if isinstance(v, torch.Tensor)
+            and (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())]
+
+
 def save_checkpoint(path: str | Path, kind: str, arch: Dict[str, Any],
                     state_dict: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Path:
+    bad = non_finite(state_dict)
+    if bad:
+        raise NeurokdError(f"{path}: not written: {bad[0]!r}"
+                           + (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else "")
+                           + " hold NaN or infinite values")
     payload = {"format": FORMAT, "version": VERSION, "kind": kind, "arch": arch,
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": meta}
     with atomic_path(path) as tmp:
@@ -103,4 +114,9 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Dict[str, Any]
            if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise NeurokdError(f"{p}: state_dict entry {bad[0]!r} is not a named tensor")
+    bad = non_finite(payload["state_dict"])
+    if bad:
+        raise NeurokdError(f"{p}: refused: {bad[0]!r}"
+                           + (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else "")
+                           + " hold NaN or infinite values")
     return payload
