@@ -5,6 +5,7 @@ is refused with one line before anything is read or allocated; nothing is left b
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -227,13 +228,14 @@ def _with(tmp_path: Path, node: str, field: str, data) -> Path:
     ("fc2", "weight", (np.ones((10, 32)) + 1j).astype(np.complex64),
      "weight holds complex numbers"),
     ("in", "shape", np.array(b"64"), "input shape"),
-    ("in", "shape", np.array([2 ** 62, 2 ** 62]), "is not 2 integers"),
+    ("in", "shape", np.array([2 ** 62, 2 ** 62]),
+     "input shape [4611686018427387904, 4611686018427387904] is out of range"),
     ("in", "shape", np.array([40_000, 40_000, 6]), "9,600,000,000 values per step"),
     ("lif2", "v_threshold", np.array([b"x"] * 10), "v_threshold is stored as"),
 ])
 def test_graph_fields_that_are_not_numbers_get_one_line(tmp_path, capsys, node, field, data, words):
     path = _with(tmp_path, node, field, data)
-    with pytest.raises(NeurokdError, match=words.replace("|", r"\|").replace("(", r"\(")):
+    with pytest.raises(NeurokdError, match=re.escape(words)):
         nir_io.parse_chain(nir_io.read_graph(path), where=str(path))
     assert main(["import", str(path), "--out", str(tmp_path / "run"), "--set", "data.limit=200"]) == 2
     err = capsys.readouterr().err

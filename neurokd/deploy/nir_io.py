@@ -223,10 +223,12 @@ def _ints(value: Any, n: int, what: str, where: str) -> Tuple[int, ...]:
     arr = _numeric(value, what, where).reshape(-1)
     if arr.size == 1:
         arr = np.repeat(arr, n)
-    if arr.size != n or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)) \
-            or np.any(np.abs(arr) >= 2.0 ** 62):
-        shown = arr.tolist() if arr.size <= 8 else f"{arr.size} values"
+    shown = [int(v) if np.isfinite(v) and v == round(v) else float(v) for v in arr[:8]]
+    shown = shown if arr.size <= 8 else f"{arr.size} values"
+    if arr.size != n or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
         raise NeurokdError(f"{where}: {what} {shown} is not {n} integers")
+    if np.any(np.abs(arr) >= 2.0 ** 40):
+        raise NeurokdError(f"{where}: {what} {shown} is out of range (each at most 2^40)")
     return tuple(int(v) for v in arr)
 
 
