@@ -42,7 +42,15 @@ def available_memory() -> Optional[int]:
     return None
 
 
-def _size(n: float) -> str:
+def memory_budget() -> int:
+    """Bytes one step may allocate from a user's file: half the memory available now (16 GiB
+    where that is unknown)."""
+    avail = available_memory()
+    return avail // 2 if avail else 1 << 34
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as people read them (``512 B``, ``2.5 KB``, ``4.0 GB``)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -67,8 +75,7 @@ def check_hdf5(path: Union[str, Path], what: str = "HDF5 file",
     if not p.is_file():
         raise NeurokdError(f"{p}: no such file")
     if max_bytes is None:
-        avail = available_memory()
-        max_bytes = avail // 2 if avail else 1 << 34
+        max_bytes = memory_budget()
     try:
         fh = h5py.File(p, "r")
     except OSError:
@@ -116,8 +123,8 @@ def check_hdf5(path: Union[str, Path], what: str = "HDF5 file",
                     total += _check_dataset(p, full, obj, what)
                     if total > max_bytes:
                         raise NeurokdError(
-                            f"{p}: refused: its datasets hold {_size(total)} once read, more than "
-                            f"the {_size(max_bytes)} this machine can spare")
+                            f"{p}: refused: its datasets hold {format_bytes(total)} once read, more than "
+                            f"the {format_bytes(max_bytes)} this machine can spare")
     return total
 
 
@@ -149,5 +156,5 @@ def _check_dataset(p: Path, name: str, ds, what: str) -> int:
     backed = stored * (MAX_EXPANSION if filters else 1)
     if nbytes > SMALL_BYTES and nbytes > backed:
         raise NeurokdError(f"{p}: refused: {name} declares {tuple(ds.shape)} {ds.dtype} "
-                           f"({_size(nbytes)}) but the file stores {_size(stored)} of it")
+                           f"({format_bytes(nbytes)}) but the file stores {format_bytes(stored)} of it")
     return nbytes

@@ -219,7 +219,7 @@ def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | Te
     ``module:factory``, see ``neurokd.models.byo``), each checked against the data and carrying
     its ``neurokd_source``."""
     from neurokd.distill.colearn import uses_teacher
-    from neurokd.models.byo import load_dnn
+    from neurokd.models.byo import check_activations, load_dnn, source_label
 
     d = cfg.distill
     if not uses_teacher(d):
@@ -229,7 +229,11 @@ def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | Te
     paths = [teacher] + (list(d.ensemble) if d.method == "ensemble" else [])
     if d.method == "ensemble" and len(paths) < 2:
         raise NeurokdError("method 'ensemble' needs more teachers: --set distill.ensemble=[a.pt, b.pt]")
-    return [load_dnn(path, ds.input_shape, ds.num_classes)[0] for path in paths]
+    teachers = [load_dnn(path, ds.input_shape, ds.num_classes)[0] for path in paths]
+    for t in teachers:  # the probe ran 2 samples; training runs a whole batch through each teacher
+        check_activations(t, ds.input_shape, cfg.student.batch_size,
+                          source_label(t.neurokd_source), "distillation")
+    return teachers
 
 
 def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | TeacherRef] = None,

@@ -15,6 +15,16 @@ A teacher is named by one string (``--teacher``):
 Every teacher is checked against the data (input shape, class count) before any work starts, and
 carries a ``neurokd_source`` record (kind, path or factory, SHA-256 of the files) for the run's
 metrics.
+
+What a teacher holds is checked before it is used, each problem refused with one line naming the
+file and the tensor, node or layer: an ONNX tensor's type, shape and stored bytes before its
+values are read (and the whole file and its external data against the memory this machine can
+spare); NaN or infinite values anywhere in a teacher's parameters and buffers, in a weights file,
+in a graph's attributes (Gemm's ``alpha``, BatchNormalization's ``epsilon``) or in what mapping
+computes from them; strides, kernels, padding and shape arithmetic that make no sense; and
+activations too large to hold, computed from the layers' shapes before anything runs the model.
+A weights file is read and checked before the user's module is imported, and an attempt of the
+user's code to exit the process (``sys.exit``) is refused like any other failure.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurokd import h5safe
 from neurokd.errors import NeurokdError
 
 # ONNX operators mapped onto layers (the first group), and those only read to compute the target
@@ -53,6 +64,17 @@ _HINTS = {
     "Softmax": "export the logits, without the final Softmax",
     "LogSoftmax": "export the logits, without the final LogSoftmax",
 }
+# Tensor types read from an ONNX file: float weights and integer (or boolean) shape constants.
+_TENSOR_TYPES = ("FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16", "INT8", "INT16", "INT32", "INT64",
+                 "UINT8", "UINT16", "UINT32", "UINT64", "BOOL")
+# A protobuf message (an ONNX file without external data) holds at most 2 GiB.
+MAX_ONNX_BYTES = (1 << 31) - 1
+# One sample's activations (all layers together) beyond this are no network a chip runs.
+MAX_SAMPLE_BYTES = 1 << 30
+# Samples that the probe of a teacher (``check_fits``) runs at once.
+PROBE_SAMPLES = 2
+# Values a shape computation (Gather, Concat) may produce: shape vectors are short.
+MAX_SHAPE_VALUES = 1 << 16
 
 
 # ---------------------------------------------------------------- what the user names
@@ -148,11 +170,155 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+# ---------------------------------------------------------------- sizes and values
+memory_budget = h5safe.memory_budget
+format_bytes = h5safe.format_bytes
+
+
+def nonfinite(tensors: Iterator[Tuple[str, Any]]) -> Optional[str]:
+    """The name of the first floating-point tensor holding NaN or infinity, if any."""
+    for name, t in tensors:
+        if isinstance(t, torch.Tensor):
+            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+                return name
+        elif isinstance(t, np.ndarray) and t.dtype.kind in "fc":
+            if not bool(np.isfinite(t).all()):
+                return name
+    return None
+
+
+def check_finite(model: nn.Module, where: str) -> None:
+    """Refuse a model whose parameters or buffers hold NaN or infinity, naming the tensor."""
+    bad = nonfinite(iter([*model.named_parameters(), *model.named_buffers()]))
+    if bad is not None:
+        raise NeurokdError(f"{where}: the teacher's tensor {bad!r} holds NaN or infinite values; "
+                           "a teacher's weights must be finite")
+
+
+def activation_sizes(model: nn.Module, input_shape: Sequence[int]
+                     ) -> Optional[List[Tuple[str, int]]]:
+    """Per layer, the values in one sample's output, from the layers' shapes alone (nothing is
+    run): for an ``nn.Sequential`` of the layers conversion reads (as ONNX teachers are), None
+    for any other model or where a layer would not take its input (the forward pass says why)."""
+    if not _plain_sequential(model):
+        return None
+    shape = tuple(int(v) for v in input_shape)
+    out: List[Tuple[str, int]] = []
+    for name, mod in _sequential_leaves(model):
+        if mod is None:  # a Sequential that runs its own forward
+            return None
+        if isinstance(mod, (nn.ReLU, nn.Dropout, nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d)):
+            pass
+        elif isinstance(mod, nn.Flatten):
+            if mod.start_dim != 1 or mod.end_dim != -1:
+                return None
+            shape = (math.prod(shape),)
+        elif isinstance(mod, nn.Linear):
+            shape = (int(mod.out_features),)
+        elif isinstance(mod, (nn.Conv2d, nn.AvgPool2d)):
+            if len(shape) != 3 or isinstance(getattr(mod, "padding", 0), str):
+                return None
+            k, st, pad = (_as_pair(getattr(mod, a)) for a in ("kernel_size", "stride", "padding"))
+            dil = _as_pair(getattr(mod, "dilation", 1))
+            ceil = bool(getattr(mod, "ceil_mode", False))
+            if None in (k, st, pad, dil) or min(st) < 1:
+                return None
+            hw = []
+            for i in range(2):
+                span = shape[i + 1] + 2 * pad[i] - dil[i] * (k[i] - 1) - 1
+                hw.append((-(-span // st[i]) if ceil else span // st[i]) + 1)
+            channels = mod.out_channels if isinstance(mod, nn.Conv2d) else shape[0]
+            shape = (int(channels), *hw)
+        else:
+            return None
+        if min(shape) < 1:
+            return None
+        out.append((name, math.prod(shape)))
+    return out
+
+
+def _plain_sequential(model: nn.Module) -> bool:
+    """An ``nn.Sequential`` that runs its layers in order (its forward is not overridden)."""
+    return isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+
+
+def _sequential_leaves(model: nn.Sequential) -> Iterator[Tuple[str, Optional[nn.Module]]]:
+    for name, child in model.named_children():
+        if isinstance(child, nn.Sequential):
+            if not _plain_sequential(child):
+                yield name, None
+                return
+            yield from ((f"{name}.{n}", m) for n, m in _sequential_leaves(child))
+        else:
+            yield name, child
+
+
+def _as_pair(value: Any) -> Optional[Tuple[int, int]]:
+    vals = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(vals) != 2 or not all(isinstance(v, int) for v in vals):
+        return None
+    return int(vals[0]), int(vals[1])
+
+
+def check_activations(model: nn.Module, input_shape: Sequence[int], samples: int, where: str,
+                      purpose: str) -> None:
+    """Refuse, before anything runs, a model whose activations for ``samples`` samples at once
+    (``purpose``: what runs them) would take more memory than this machine can spare, or whose
+    one sample's activations alone exceed :data:`MAX_SAMPLE_BYTES`. Models whose layers'
+    shapes cannot be computed without running them (see :func:`activation_sizes`) pass."""
+    sizes = activation_sizes(model, input_shape)
+    if not sizes:
+        return
+    per_sample = 4 * (math.prod(int(v) for v in input_shape) + sum(n for _, n in sizes))
+    refuse_activations(f"{where}: ", sizes, per_sample, per_sample * samples, samples, purpose)
+
+
+def refuse_activations(prefix: str, sizes: Sequence[Tuple[str, int]], per_sample: int, need: int,
+                       samples: int, purpose: str, hint: str = "") -> None:
+    """Refuse activations of ``per_sample`` bytes a sample beyond :data:`MAX_SAMPLE_BYTES`, or
+    ``need`` bytes for ``purpose`` (run on ``samples`` samples) beyond what this machine can
+    spare; ``sizes``: the values of each layer's output, to name the largest."""
+    layer, most = max(sizes, key=lambda item: item[1])
+    largest = f"layer {layer!r} alone {format_bytes(4 * most)}"
+    if per_sample > MAX_SAMPLE_BYTES:
+        raise NeurokdError(f"{prefix}refused: one sample's activations take "
+                           f"{format_bytes(per_sample)} ({largest}), more than the "
+                           f"{format_bytes(MAX_SAMPLE_BYTES)} a network neurokd converts can have")
+    budget = memory_budget()
+    if need > budget:
+        raise NeurokdError(f"{prefix}refused: {purpose} of {samples} samples needs "
+                           f"{format_bytes(need)} of activations ({largest} a sample), more than "
+                           f"the {format_bytes(budget)} this machine can spare{hint}")
+
+
+@contextlib.contextmanager
+def _user_code(ref: str, what: str) -> Iterator[None]:
+    """Run the user's code (``what``: importing it, calling it): an attempt to end the process
+    (``sys.exit``) or any other exception that is not an interruption becomes one line."""
+    try:
+        yield
+    except NeurokdError:
+        raise
+    except SystemExit as exc:
+        code = exc.code if exc.code is not None else 0
+        raise NeurokdError(f"{ref}: {what} tried to exit the process (sys.exit with code "
+                           f"{code!r})") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the user's code, whatever it raises
+        raise NeurokdError(f"{ref}: {what} failed ({_first_line(exc)})") from None
+
+
 # ---------------------------------------------------------------- any teacher, checked
 def load_dnn(teacher: str | Path | TeacherRef, input_shape: Sequence[int], num_classes: int
              ) -> Tuple[nn.Module, Dict[str, Any]]:
     """The teacher in evaluation mode and the record of where it came from, checked against the
-    data's ``input_shape`` and ``num_classes``."""
+    data's ``input_shape`` and ``num_classes``.
+
+    A weights file is read and checked (archive, tensors, finite values) before anything of the
+    user's is imported or called; every teacher's parameters and buffers must be finite; and a
+    model whose activations could not be held is refused from its layers' shapes before the
+    probe runs it (see :func:`check_activations`)."""
     from neurokd.distill.colearn import check_teacher_fits
     from neurokd.models.checkpoint import load_checkpoint
     from neurokd.models.teachers import teacher_from_checkpoint
@@ -163,9 +329,11 @@ def load_dnn(teacher: str | Path | TeacherRef, input_shape: Sequence[int], num_c
         payload = load_checkpoint(ref.ref, "teacher")
         check_teacher_fits(payload.get("arch", {}), num_classes, tuple(input_shape), where)
         model = teacher_from_checkpoint(payload, where=where)
+        check_finite(model, where)
         source: Dict[str, Any] = {"kind": "checkpoint", "path": ref.ref, "sha256": _sha256(ref.ref)}
         model.neurokd_source = source
         return model, source
+    state = read_state_dict(ref.weights) if ref.weights is not None else None
     if kind == "onnx":
         model = onnx_teacher(ref.ref, input_shape)
         source = {"kind": "onnx", "path": ref.ref, "sha256": _sha256(ref.ref)}
@@ -173,8 +341,10 @@ def load_dnn(teacher: str | Path | TeacherRef, input_shape: Sequence[int], num_c
         model = factory_teacher(ref.ref, ref.kwargs, ref.search_path)
         source = {"kind": "factory", "factory": ref.ref, "kwargs": dict(ref.kwargs)}
     if ref.weights is not None:
-        load_weights(model, ref.weights, where)
+        load_weights(model, ref.weights, where, state)
         source.update(weights=ref.weights, weights_sha256=_sha256(ref.weights))
+    check_finite(model, where)
+    check_activations(model, input_shape, PROBE_SAMPLES, where, "the probe of the teacher")
     check_fits(model, input_shape, num_classes, where)
     model.neurokd_source = source
     return model.eval(), source
@@ -182,20 +352,29 @@ def load_dnn(teacher: str | Path | TeacherRef, input_shape: Sequence[int], num_c
 
 def check_fits(model: nn.Module, input_shape: Sequence[int], num_classes: int, where: str) -> None:
     """Run two zero samples of the data's shape through ``model``: it must take them and give
-    ``num_classes`` logits per sample."""
+    ``num_classes`` finite logits per sample."""
     model.eval()
     try:
         with torch.no_grad():
-            y = model(torch.zeros(2, *input_shape))
-    except Exception as exc:  # the user's model, whatever it raises
+            y = model(torch.zeros(PROBE_SAMPLES, *input_shape))
+    except SystemExit as exc:
+        code = exc.code if exc.code is not None else 0
+        raise NeurokdError(f"{where}: the teacher's forward pass tried to exit the process "
+                           f"(sys.exit with code {code!r})") from None
+    except (KeyboardInterrupt, NeurokdError):
+        raise
+    except BaseException as exc:  # the user's model, whatever it raises
         raise NeurokdError(f"{where}: the teacher cannot take the data's input "
                            f"{list(input_shape)} ({_first_line(exc)})") from None
     if not isinstance(y, torch.Tensor):
         raise NeurokdError(f"{where}: the teacher returns a {type(y).__name__}, not a tensor of "
                            "class logits")
-    if tuple(y.shape) != (2, num_classes):
+    if tuple(y.shape) != (PROBE_SAMPLES, num_classes):
         raise NeurokdError(f"{where}: the teacher gives outputs of shape {list(y.shape[1:])} per "
                            f"sample; the data has {num_classes} classes")
+    if not bool(torch.isfinite(y).all()):
+        raise NeurokdError(f"{where}: the teacher gives NaN or infinite logits for an all-zero "
+                           "input; its weights overflow")
 
 
 # ---------------------------------------------------------------- state_dict files
@@ -227,6 +406,10 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     bad = [k for k, v in payload.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise NeurokdError(f"{p}: state_dict entry {bad[0]!r} is not a named tensor")
+    name = nonfinite(iter(payload.items()))
+    if name is not None:
+        raise NeurokdError(f"{p}: state_dict entry {name!r} holds NaN or infinite values; a "
+                           "teacher's weights must be finite")
     return dict(payload)
 
 
@@ -235,10 +418,13 @@ def _listed(names: Sequence[str], most: int = 4) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def load_weights(model: nn.Module, path: str | Path, where: str) -> None:
-    """``model.load_state_dict(read_state_dict(path), strict=True)``; a mismatch is one line
-    naming the missing and unexpected keys and the first shapes that differ."""
-    state = read_state_dict(path)
+def load_weights(model: nn.Module, path: str | Path, where: str,
+                 state: Optional[Dict[str, torch.Tensor]] = None) -> None:
+    """``model.load_state_dict(read_state_dict(path), strict=True)`` (``state``: the file's
+    state_dict, already read); a mismatch is one line naming the missing and unexpected keys and
+    the first shapes that differ."""
+    if state is None:
+        state = read_state_dict(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -253,10 +439,12 @@ def load_weights(model: nn.Module, path: str | Path, where: str) -> None:
         problems.append(f"shapes differ: {_listed(shapes, 2)}")
     if problems:
         raise NeurokdError(f"{path}: the weights do not fit {where} ({'; '.join(problems)})")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise NeurokdError(f"{path}: the weights do not fit {where} ({_first_line(exc)})") from None
+    with _user_code(where, "loading the weights into the model"):  # it may override loading
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise NeurokdError(f"{path}: the weights do not fit {where} "
+                               f"({_first_line(exc)})") from None
 
 
 def save_weights(path: str | Path, model: nn.Module) -> Path:
@@ -287,12 +475,14 @@ def _first_on_path(folder: Optional[str]) -> Iterator[None]:
 def factory_teacher(ref: str, kwargs: Optional[Dict[str, Any]] = None,
                     search_path: Optional[str] = None) -> nn.Module:
     """Import ``module`` of ``module:factory`` (this runs the module's code) and call
-    ``factory(**kwargs)``; the result must be an ``nn.Module``."""
+    ``factory(**kwargs)``; the result must be an ``nn.Module``. Whatever the module or the
+    factory raises, an attempt to exit the process (``sys.exit``) included, is one line; only an
+    interruption (Ctrl-C, a signal) goes through."""
     match = _FACTORY.fullmatch(ref)
     if match is None:
         raise NeurokdError(f"{ref!r}: expected module:factory, e.g. mypkg.models:make_net")
     module_name, attr_path = match.groups()
-    with _first_on_path(search_path):
+    with _first_on_path(search_path), _user_code(ref, f"importing {module_name}"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -300,31 +490,29 @@ def factory_teacher(ref: str, kwargs: Optional[Dict[str, Any]] = None,
                     exc.name == module_name or module_name[len(exc.name)] == "."):
                 raise NeurokdError(f"{ref}: no module named {module_name!r} (run from its folder "
                                    "or put it on PYTHONPATH)") from None
-            raise NeurokdError(f"{ref}: importing {module_name} failed ({_first_line(exc)})") from None
-        except Exception as exc:  # the user's module, whatever it raises
-            raise NeurokdError(f"{ref}: importing {module_name} failed ({_first_line(exc)})") from None
+            raise
     target: Any = module
-    for part in attr_path.split("."):
-        if not hasattr(target, part):
-            raise NeurokdError(f"{ref}: {module_name} has no attribute {attr_path!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise NeurokdError(f"{ref}: {attr_path} is a {type(target).__name__}, not a callable "
-                           "factory")
-    try:
+    with _user_code(ref, f"looking up {attr_path}"):
+        for part in attr_path.split("."):
+            if not hasattr(target, part):
+                raise NeurokdError(f"{ref}: {module_name} has no attribute {attr_path!r}")
+            target = getattr(target, part)
+        if not callable(target):
+            raise NeurokdError(f"{ref}: {attr_path} is a {type(target).__name__}, not a callable "
+                               "factory")
+    with _user_code(ref, f"calling {attr_path}()"):
         model = target(**(kwargs or {}))
-    except Exception as exc:  # the user's factory, whatever it raises
-        raise NeurokdError(f"{ref}: calling {attr_path}() failed ({_first_line(exc)})") from None
-    if not isinstance(model, nn.Module):
-        raise NeurokdError(f"{ref}: {attr_path}() returned a {type(model).__name__}, not a "
-                           "torch.nn.Module")
-    return model.float().eval()
+        if not isinstance(model, nn.Module):
+            raise NeurokdError(f"{ref}: {attr_path}() returned a {type(model).__name__}, not a "
+                               "torch.nn.Module")
+        return model.float().eval()
 
 
 # ---------------------------------------------------------------- ONNX
 def read_onnx(path: str | Path):
-    """Parse ``path`` as an ONNX model (protobuf only: nothing is executed), load external
-    tensor data only from files inside the model's folder, and run the ONNX checker."""
+    """Parse ``path`` as an ONNX model (protobuf only: nothing is executed), check every tensor
+    it declares (type, shape, stored bytes: see :func:`_check_tensor`), load external tensor data
+    only from files inside the model's folder, and run the ONNX checker."""
     import onnx
     from onnx import external_data_helper
 
@@ -332,6 +520,11 @@ def read_onnx(path: str | Path):
     if not p.is_file():
         raise NeurokdError(f"{p}: no such ONNX file")
     try:
+        size = p.stat().st_size
+        if size > MAX_ONNX_BYTES:
+            raise NeurokdError(f"{p}: refused: {format_bytes(size)} is more than an ONNX file "
+                               f"can hold ({format_bytes(MAX_ONNX_BYTES)}; larger weights go in "
+                               "external data)")
         data = p.read_bytes()
     except OSError as exc:
         raise NeurokdError(f"{p}: cannot read ({exc.strerror})") from None
@@ -339,19 +532,37 @@ def read_onnx(path: str | Path):
         model = onnx.load_model_from_string(data)  # external data is not read here
     except Exception:  # protobuf's DecodeError and kin
         raise NeurokdError(f"{p}: not an ONNX model (the file does not parse as one)") from None
+    del data
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
         raise NeurokdError(f"{p}: not an ONNX model (no graph of operators)")
     folder = p.resolve().parent
+    budget = memory_budget()
+    external = 0
     for tensor in _graph_tensors(model.graph):
+        declared = _check_tensor(p, tensor)
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         entries = {e.key: e.value for e in tensor.external_data}
         location = entries.get("location", "")
-        target = (folder / location).resolve()
-        if (not location or Path(location).is_absolute() or folder not in target.parents
-                or not target.is_file()):
+        found = _inside(folder, location)
+        if found is None:
             raise NeurokdError(f"{p}: refused: tensor {tensor.name!r} reads external data from "
                                f"{location!r}, which is not a file inside {folder}")
+        offset, length = (_entry(p, tensor, entries, key) for key in ("offset", "length"))
+        if length is not None and length != declared:
+            raise NeurokdError(f"{p}: tensor {tensor.name!r} declares {declared} bytes of "
+                               f"values but its external data is {length} bytes long")
+        if (offset or 0) + declared > found[1]:
+            raise NeurokdError(f"{p}: tensor {tensor.name!r} declares {declared} bytes of "
+                               f"values at offset {offset or 0} of {location!r}, which holds "
+                               f"only {found[1]} bytes")
+        if length is None:  # read exactly what the shape declares, not the rest of the file
+            entry = tensor.external_data.add()
+            entry.key, entry.value = "length", str(declared)
+        external += declared
+        if external > budget:
+            raise NeurokdError(f"{p}: refused: its external data holds {format_bytes(external)} or "
+                               f"more, more than the {format_bytes(budget)} this machine can spare")
         try:
             external_data_helper.load_external_data_for_tensor(tensor, str(folder))
         except Exception as exc:
@@ -359,11 +570,81 @@ def read_onnx(path: str | Path):
                                f"({_first_line(exc)})") from None
         tensor.data_location = onnx.TensorProto.DEFAULT
         del tensor.external_data[:]
+        _check_tensor(p, tensor)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx.checker.ValidationError and the like
         raise NeurokdError(f"{p}: not a valid ONNX model ({_first_line(exc)})") from None
     return model
+
+
+def _inside(folder: Path, location: str) -> Optional[Tuple[Path, int]]:
+    """``folder / location`` resolved and its size, if it is a regular file inside ``folder``."""
+    if not location or "\x00" in location or Path(location).is_absolute():
+        return None
+    try:
+        target = (folder / location).resolve()
+        if folder not in target.parents or not target.is_file():
+            return None
+        return target, target.stat().st_size
+    except (OSError, ValueError, RuntimeError):  # a name the system refuses, a link loop
+        return None
+
+
+def _entry(p: Path, tensor, entries: Dict[str, str], key: str) -> Optional[int]:
+    """The external data's ``offset`` or ``length`` entry: a non-negative integer, if given."""
+    if key not in entries:
+        return None
+    text = entries[key]
+    if not re.fullmatch(r"[0-9]{1,19}", text or ""):
+        raise NeurokdError(f"{p}: tensor {tensor.name!r} has external data {key} {text!r}, not "
+                           "a byte count")
+    return int(text)
+
+
+def _check_tensor(p: Path, tensor) -> int:
+    """Check a tensor of the file before its values are read: a type neurokd reads (float
+    weights, integer shape constants), non-negative dimensions, no segments, a declared size
+    this machine can hold, and (where its values are in the file) exactly as many stored values
+    or bytes as its shape declares. Returns its declared size in bytes."""
+    import onnx
+
+    dt = int(tensor.data_type)
+    name = onnx.TensorProto.DataType.Name(dt) if dt in onnx.TensorProto.DataType.values() else None
+    if name not in _TENSOR_TYPES:
+        shown = name if name is not None else f"data_type {dt} (no ONNX type)"
+        raise NeurokdError(f"{p}: tensor {tensor.name!r} is of type {shown}; neurokd reads float "
+                           "weights and integer shape constants only")
+    if tensor.HasField("segment"):
+        raise NeurokdError(f"{p}: tensor {tensor.name!r} is stored in segments, which neurokd "
+                           "does not read")
+    dims = [int(d) for d in tensor.dims]
+    if any(d < 0 for d in dims):
+        raise NeurokdError(f"{p}: tensor {tensor.name!r} has negative dimensions {dims}")
+    count = math.prod(dims)
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(dt).itemsize
+    declared = count * itemsize
+    budget = memory_budget()
+    if declared > budget:
+        raise NeurokdError(f"{p}: refused: tensor {tensor.name!r} declares shape {dims} "
+                           f"({format_bytes(declared)}), more than the {format_bytes(budget)} "
+                           "this machine can spare")
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return declared
+    field_name = onnx.helper.tensor_dtype_to_field(dt)
+    if tensor.HasField("raw_data"):
+        stored, want, unit = len(tensor.raw_data), declared, "bytes"
+    else:
+        stored, want, unit = len(getattr(tensor, field_name)), count, "values"
+    for other in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                  "string_data"):
+        if (other != field_name or tensor.HasField("raw_data")) and len(getattr(tensor, other)):
+            raise NeurokdError(f"{p}: tensor {tensor.name!r} of type {name} stores values in "
+                               f"{other}, not where its type keeps them")
+    if stored != want:
+        raise NeurokdError(f"{p}: tensor {tensor.name!r} declares shape {dims} ({want} {unit} "
+                           f"of {name}) but stores {stored} {unit}")
+    return declared
 
 
 def _graph_tensors(graph) -> List[Any]:
@@ -399,12 +680,6 @@ def _dims(value_info) -> Optional[List[Optional[int]]]:
     return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
 
 
-def _pairs(values: Sequence[int], what: str, where: str) -> Tuple[int, int]:
-    if len(values) != 2:
-        raise NeurokdError(f"{where}: {what} {list(values)} is not 2-D")
-    return int(values[0]), int(values[1])
-
-
 class _OnnxMapper:
     """Walks the graph in its (topological) order, keeping the one activation that flows along
     the chain of layers (``cur``, of per-sample shape ``shape``), the constants (initializers and
@@ -414,8 +689,17 @@ class _OnnxMapper:
         from onnx import numpy_helper
 
         self.graph, self.where = model.graph, where
-        self.consts: Dict[str, np.ndarray] = {
-            t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.consts: Dict[str, np.ndarray] = {}
+        for t in self.graph.initializer:
+            try:
+                value = numpy_helper.to_array(t)
+            except Exception as exc:  # read_onnx checked it; anything left is one line
+                raise NeurokdError(f"{where}: initializer {t.name!r} cannot be read "
+                                   f"({_first_line(exc)})") from None
+            if nonfinite(iter([(t.name, value)])) is not None:
+                raise NeurokdError(f"{where}: initializer {t.name!r} holds NaN or infinite "
+                                   "values; a teacher's weights must be finite")
+            self.consts[t.name] = value
         self.symbolic: Dict[str, np.ndarray] = {}  # shape vectors, object arrays of ints and "N"
         self.layers: "OrderedDict[str, nn.Module]" = OrderedDict()
         self.input_shape = input_shape
@@ -423,6 +707,7 @@ class _OnnxMapper:
         self.cur = ""
         self.batch: Optional[int] = None  # the graph's batch size, where it is fixed
         self.last_op = ""
+        self.values = math.prod(input_shape)  # one sample's activations so far, input included
 
     # -- helpers
     def fail(self, node, message: str) -> NeurokdError:
@@ -442,12 +727,55 @@ class _OnnxMapper:
     def weight(self, node, name: str, what: str) -> torch.Tensor:
         arr = self.const(node, name, what)
         try:
-            values = np.asarray(arr, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # out of range: refused below
+                values = np.asarray(arr, dtype=np.float32)
         except (TypeError, ValueError):
             values = None
         if values is None or arr.dtype.kind not in "fV":
             raise self.fail(node, f"its {what} {name!r} holds {arr.dtype} values, not float weights")
+        if values.size == 0:
+            raise self.fail(node, f"its {what} {name!r} is empty (shape {list(values.shape)})")
+        if not np.isfinite(values).all():
+            raise self.fail(node, f"its {what} {name!r} holds NaN or infinite values (or values "
+                                  "beyond float32's range)")
         return torch.from_numpy(values.copy())
+
+    def number(self, node, a: Dict[str, Any], key: str, default: float) -> float:
+        """A float attribute, which must be finite."""
+        value = float(a.get(key, default))
+        if not math.isfinite(value):
+            raise self.fail(node, f"{key} = {value:g} is not a finite number")
+        return value
+
+    def ints(self, node, values: Sequence[Any], what: str, least: int) -> Tuple[int, int]:
+        """A (height, width) pair of integers, each at least ``least``."""
+        if len(values) != 2:
+            raise self.fail(node, f"{what} {list(values)} is not 2-D")
+        pair = (int(values[0]), int(values[1]))
+        if min(pair) < least:
+            raise self.fail(node, f"{what} {list(pair)}: each must be at least {least}")
+        return pair
+
+    def finite(self, node, module: nn.Module) -> None:
+        bad = nonfinite(iter([*module.named_parameters(), *module.named_buffers()]))
+        if bad is not None:
+            raise self.fail(node, f"gives the layer a {bad} of NaN or infinite values (the "
+                                  "graph's numbers overflow float32)")
+
+    def output(self, node, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        """Check a layer's per-sample output ``shape``: not empty, and one sample's activations
+        (all layers so far) within :data:`MAX_SAMPLE_BYTES`."""
+        if min(shape) < 1:
+            raise self.fail(node, f"its output would be {list(shape)} per sample (the kernel is "
+                                  f"larger than its padded input {list(self.shape)})")
+        total = 4 * (self.values + math.prod(shape))
+        if total > MAX_SAMPLE_BYTES:
+            raise self.fail(node, f"refused: its output {list(shape)} takes "
+                                  f"{format_bytes(4 * math.prod(shape))} per sample, and one "
+                                  f"sample's activations {format_bytes(total)}, more than the "
+                                  f"{format_bytes(MAX_SAMPLE_BYTES)} a network neurokd converts "
+                                  "can have")
+        return shape
 
     def data(self, node, index: int = 0) -> str:
         name = node.input[index] if len(node.input) > index else ""
@@ -475,6 +803,9 @@ class _OnnxMapper:
         base, k = name, 1
         while name in self.layers:
             name, k = f"{base}_{k}", k + 1
+        self.finite(node, module)
+        self.output(node, shape)
+        self.values += math.prod(shape)
         self.layers[name] = module
         self.advance(node, shape)
 
@@ -548,7 +879,8 @@ class _OnnxMapper:
         w = self.weight(node, node.input[1], "weight")
         if w.dim() != 2:
             raise self.fail(node, f"weight of shape {list(w.shape)} is not a matrix")
-        w = (w if a.get("transB", 0) else w.t()) * float(a.get("alpha", 1.0))
+        alpha, beta = self.number(node, a, "alpha", 1.0), self.number(node, a, "beta", 1.0)
+        w = (w if a.get("transB", 0) else w.t()) * alpha
         if w.shape[1] != self.shape[0]:
             raise self.fail(node, f"expects {w.shape[1]} inputs, gets {self.shape[0]}")
         has_bias = len(node.input) > 2 and node.input[2] != ""
@@ -556,7 +888,7 @@ class _OnnxMapper:
         with torch.no_grad():
             layer.weight.copy_(w)
             if has_bias:
-                c = self.weight(node, node.input[2], "bias").numpy() * float(a.get("beta", 1.0))
+                c = self.weight(node, node.input[2], "bias").numpy() * beta
                 layer.bias.copy_(self.per_channel(node, c, (w.shape[0],)))
         self.add(node, layer, (w.shape[0],))
 
@@ -594,6 +926,7 @@ class _OnnxMapper:
                 last.bias = nn.Parameter(bias)
             else:
                 last.bias.add_(bias)
+        self.finite(node, last)
         self.cur = node.output[0]  # the layer and its shape stay; the next Add may add again
 
     def per_channel(self, node, c: np.ndarray, shape: Tuple[int, ...]) -> torch.Tensor:
@@ -616,11 +949,17 @@ class _OnnxMapper:
             raise self.fail(node, f"only 2-D convolutions convert (weight {list(w.shape)}, input "
                                   f"{list(self.shape)}); export a 1-D one as a 1×k Conv2d")
         groups = int(a.get("group", 1))
+        if groups < 1 or w.shape[0] % groups:
+            raise self.fail(node, f"group {groups} does not divide its {w.shape[0]} output "
+                                  "channels")
         if w.shape[1] * groups != self.shape[0]:
             raise self.fail(node, f"weight {list(w.shape)} does not take {self.shape[0]} channels")
-        k = tuple(w.shape[2:])
-        stride = _pairs(a.get("strides", [1, 1]), "strides", self.where)
-        dil = _pairs(a.get("dilations", [1, 1]), "dilations", self.where)
+        k = tuple(int(v) for v in w.shape[2:])
+        if "kernel_shape" in a and [int(v) for v in a["kernel_shape"]] != list(k):
+            raise self.fail(node, f"kernel_shape {list(a['kernel_shape'])} is not its weight's "
+                                  f"{list(k)}")
+        stride = self.ints(node, a.get("strides", [1, 1]), "strides", 1)
+        dil = self.ints(node, a.get("dilations", [1, 1]), "dilations", 1)
         pad = self.padding(node, a, k, stride, dil)
         has_bias = len(node.input) > 2 and node.input[2] != ""
         layer = nn.Conv2d(self.shape[0], w.shape[0], k, stride=stride, padding=pad, dilation=dil,
@@ -634,10 +973,24 @@ class _OnnxMapper:
         self.add(node, layer, (int(w.shape[0]), h, wd))
 
     def padding(self, node, a: Dict[str, Any], k: Tuple[int, ...], stride: Tuple[int, int],
-                dil: Tuple[int, int] = (1, 1)) -> Tuple[int, int]:
-        """Symmetric (height, width) zero padding from ``pads`` or ``auto_pad``."""
+                dil: Tuple[int, int] = (1, 1), pool: bool = False) -> Tuple[int, int]:
+        """Symmetric (height, width) zero padding from ``pads`` or ``auto_pad``: less than the
+        (dilated) kernel on each side (more only adds outputs that see padding alone), at most
+        half the kernel for a pooling layer (as torch's pooling requires)."""
+        pad = self._padding(node, a, k, stride, dil)
+        for i in range(2):
+            span = dil[i] * (k[i] - 1) + 1
+            if pad[i] < 0 or (pad[i] > span // 2 if pool else pad[i] >= span):
+                bound = f"at most half the kernel ({span // 2})" if pool else \
+                    f"less than the kernel ({span})"
+                raise self.fail(node, f"padding {list(pad)} must be non-negative and "
+                                      f"{bound} on each side")
+        return pad
+
+    def _padding(self, node, a: Dict[str, Any], k: Tuple[int, ...], stride: Tuple[int, int],
+                 dil: Tuple[int, int]) -> Tuple[int, int]:
         auto = a.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        auto = auto.decode(errors="replace") if isinstance(auto, bytes) else str(auto)
         if auto == "VALID":
             return (0, 0)
         if auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -651,6 +1004,8 @@ class _OnnxMapper:
                                           "padding converts")
                 pads.append(total // 2)
             return (pads[0], pads[1])
+        if auto not in ("NOTSET", ""):
+            raise self.fail(node, f"auto_pad {auto!r} is not an ONNX padding mode")
         p = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
         if len(p) != 4 or p[0] != p[2] or p[1] != p[3]:
             raise self.fail(node, f"pads {p} are not symmetric; only symmetric padding converts")
@@ -666,8 +1021,16 @@ class _OnnxMapper:
         c = self.shape[0]
         if len(self.shape) not in (1, 3) or any(t.numel() != c for t in (scale, bias, mean, var)):
             raise self.fail(node, f"does not fit its input {list(self.shape)}")
+        eps = self.number(node, a, "epsilon", 1e-5)
+        if eps <= 0:
+            raise self.fail(node, f"epsilon = {eps:g} must be positive")
+        if bool((var < 0).any()):
+            raise self.fail(node, f"its variance {node.input[4]!r} holds negative values "
+                                  f"({float(var.min()):g}); a variance is never negative")
+        if not bool(torch.isfinite((var + eps).rsqrt() * scale).all()):
+            raise self.fail(node, f"epsilon = {eps:g} and its variance give an infinite scale")
         bn_cls = nn.BatchNorm2d if len(self.shape) == 3 else nn.BatchNorm1d
-        bn = bn_cls(c, eps=float(a.get("epsilon", 1e-5)))
+        bn = bn_cls(c, eps=eps)
         with torch.no_grad():
             bn.weight.copy_(scale)
             bn.bias.copy_(bias)
@@ -684,14 +1047,14 @@ class _OnnxMapper:
         self.data(node)
         if len(self.shape) != 3:
             raise self.fail(node, f"only 2-D pooling converts (input {list(self.shape)})")
-        k = _pairs(a.get("kernel_shape", []), "kernel_shape", self.where)
-        stride = _pairs(a.get("strides", [1, 1]), "strides", self.where)
+        k = self.ints(node, a.get("kernel_shape", []), "kernel_shape", 1)
+        stride = self.ints(node, a.get("strides", [1, 1]), "strides", 1)
         if any(int(d) != 1 for d in a.get("dilations", [1, 1])):
             raise self.fail(node, "dilated pooling cannot be converted")
-        pad = self.padding(node, a, k, stride)
+        pad = self.padding(node, a, k, stride, pool=True)
         ceil = bool(a.get("ceil_mode", 0))
-        rnd = math.ceil if ceil else math.floor
-        h, wd = (int(rnd((self.shape[i + 1] + 2 * pad[i] - k[i]) / stride[i])) + 1 for i in range(2))
+        spans = [self.shape[i + 1] + 2 * pad[i] - k[i] for i in range(2)]
+        h, wd = ((-(-span // st) if ceil else span // st) + 1 for span, st in zip(spans, stride))
         pool = nn.AvgPool2d(k, stride=stride, padding=pad, ceil_mode=ceil,
                             count_include_pad=bool(a.get("count_include_pad", 0)))
         self.add(node, pool, (self.shape[0], h, wd))
@@ -719,12 +1082,12 @@ class _OnnxMapper:
 
     def op_Reshape(self, node) -> None:
         self.data(node)
-        target, _ = self.value(node, node.input[1])
+        target, _ = self.value(node, node.input[1] if len(node.input) > 1 else "")
+        target = self.int_values(node, target, "target shape")
         allowzero = int(self.attrs(node).get("allowzero", 0))
         full = ["N", *self.shape]
-        out = [full[i] if (not allowzero and not isinstance(t, str) and int(t) == 0
-                           and i < len(full)) else (t if isinstance(t, str) else int(t))
-               for i, t in enumerate(np.asarray(target, dtype=object).reshape(-1))]
+        out = [full[i] if (not allowzero and t == 0 and i < len(full)) else t
+               for i, t in enumerate(target)]
         numel = int(np.prod(self.shape))
         if out == full:
             self.advance(node, self.shape)
@@ -743,10 +1106,14 @@ class _OnnxMapper:
         a = self.attrs(node)
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
-            axes = self.const(node, node.input[1], "axes").reshape(-1).tolist()
+            axes = self.const(node, node.input[1], "axes")
         full = ["N", *self.shape]
-        axes = [int(x) + len(full) if int(x) < 0 else int(x) for x in
-                (axes if axes is not None else [i for i, d in enumerate(full) if d == 1])]
+        if axes is None:
+            axes = [i for i, d in enumerate(full) if d == 1]
+        axes = self.int_values(node, axes, "axes")
+        if any(not -len(full) <= x < len(full) for x in axes):
+            raise self.fail(node, f"axes {axes} are out of range for its input {full}")
+        axes = [x + len(full) if x < 0 else x for x in axes]
         kept = tuple(d for i, d in enumerate(self.shape, start=1) if i not in axes)
         if 0 in axes or any(full[i] != 1 for i in axes) or len(kept) != 1:
             raise self.fail(node, f"squeezes axes {axes} of {full}; only flattening each sample "
@@ -769,13 +1136,19 @@ class _OnnxMapper:
         from onnx import numpy_helper
 
         if "value" in a:
-            self.consts[node.output[0]] = numpy_helper.to_array(a["value"])
+            try:
+                value = numpy_helper.to_array(a["value"])
+            except Exception as exc:  # read_onnx checked it; anything left is one line
+                raise self.fail(node, f"its value cannot be read ({_first_line(exc)})") from None
         elif "value_float" in a or "value_int" in a:
-            self.consts[node.output[0]] = np.array(a.get("value_float", a.get("value_int")))
+            value = np.array(a.get("value_float", a.get("value_int")))
         elif "value_floats" in a or "value_ints" in a:
-            self.consts[node.output[0]] = np.array(a.get("value_floats", a.get("value_ints")))
+            value = np.array(a.get("value_floats", a.get("value_ints")))
         else:
             raise self.fail(node, f"holds {sorted(a)}; only tensor and number constants convert")
+        if nonfinite(iter([("value", value)])) is not None:
+            raise self.fail(node, "its value holds NaN or infinite values")
+        self.consts[node.output[0]] = value
 
     def op_Shape(self, node) -> None:
         if node.input[0] != self.cur:
@@ -786,33 +1159,120 @@ class _OnnxMapper:
         start, end = a.get("start", 0), a.get("end", len(full))
         self.symbolic[node.output[0]] = full[start:end]
 
+    def int_values(self, node, values: Any, what: str) -> List[Any]:
+        """``values`` (a constant or a symbolic shape vector) as a flat list of Python ints
+        (and ``"N"`` for the batch), refusing anything that is not an integer."""
+        out: List[Any] = []
+        for v in np.asarray(values, dtype=object).reshape(-1).tolist():
+            if isinstance(v, str) and v == "N":
+                out.append(v)
+            elif isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise self.fail(node, f"its {what} holds {v!r}, not an integer")
+            else:
+                out.append(int(v))
+        return out
+
     def shape_op(self, node, op: str) -> None:
         values = [self.value(node, n) for n in node.input if n]
+        if not values:
+            raise self.fail(node, "has no inputs")
         a = self.attrs(node)
         symbolic = any(s for _, s in values)
-        arrays = [np.asarray(v, dtype=object) if symbolic else v for v, _ in values]
+        arrays = [np.asarray(v, dtype=object) if symbolic else np.asarray(v) for v, _ in values]
         if op == "Gather":
-            if values[1][1] or int(a.get("axis", 0)) != 0:
+            if len(values) != 2 or values[1][1] or int(a.get("axis", 0)) != 0:
                 raise self.fail(node, "only gathering constant indices along axis 0 converts")
-            out = arrays[0][np.asarray(values[1][0]).astype(np.int64)]
+            data = arrays[0]
+            index = np.asarray(self.int_values(node, values[1][0], "indices"), dtype=np.int64)
+            index = index.reshape(np.shape(values[1][0]))
+            n = data.shape[0] if data.ndim else 0
+            if index.size and (index.min() < -n or index.max() >= n):
+                raise self.fail(node, f"indices {index.reshape(-1).tolist()[:8]} are out of range "
+                                      f"for {n} values")
+            self.bound(node, index.size * math.prod(data.shape[1:]))
         elif op in ("Unsqueeze", "Squeeze"):
+            axes = a.get("axes")
+            if axes is None and len(values) > 1:
+                axes = values[1][0]
+            if axes is not None:
+                axes = self.int_values(node, axes, "axes")
+            elif op == "Unsqueeze":
+                raise self.fail(node, "has no axes")
+            rank = arrays[0].ndim + (len(axes) if op == "Unsqueeze" else 0)
+            if axes is not None and (any(not -rank <= x < rank for x in axes)
+                                     or len({x % max(rank, 1) for x in axes}) != len(axes)):
+                raise self.fail(node, f"axes {axes} are out of range or repeated for a result "
+                                      f"of rank {rank}")
+            if op == "Squeeze" and axes is not None and any(
+                    arrays[0].shape[x] != 1 for x in axes):
+                raise self.fail(node, f"axes {axes} of shape {list(arrays[0].shape)} are not of "
+                                      "size 1")
+        elif op == "Concat":
+            if any(x.ndim > 1 for x in arrays):
+                raise self.fail(node, "only joining vectors (of shapes or constants) converts")
+            axis = int(a.get("axis", 0))
+            if axis not in (0, -1):
+                raise self.fail(node, f"axis {axis} is out of range for vectors")
+            self.bound(node, sum(x.size for x in arrays))
+        elif op == "Cast" and not symbolic:
+            self.consts[node.output[0]] = self.cast(node, arrays[0], a.get("to"))
+            return
+        try:
+            out = self.compute(op, arrays, a, values, symbolic)
+        except (ValueError, IndexError, TypeError) as exc:  # numpy's refusals, AxisError included
+            raise self.fail(node, f"cannot be computed ({_first_line(exc)})") from None
+        if symbolic:
+            self.symbolic[node.output[0]] = np.asarray(out, dtype=object)
+        else:
+            self.consts[node.output[0]] = np.asarray(out)
+
+    def cast(self, node, value: np.ndarray, to: Any) -> np.ndarray:
+        """A constant cast to the ONNX type ``to``; a float cast to an integer type must hold
+        whole numbers within that type's range."""
+        import onnx
+
+        name = (onnx.TensorProto.DataType.Name(int(to))
+                if to is not None and int(to) in onnx.TensorProto.DataType.values() else None)
+        if name not in _TENSOR_TYPES:
+            raise self.fail(node, f"casts to {name or f'data_type {to}'}; neurokd reads float "
+                                  "weights and integer shape constants only")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(int(to))
+        if dtype.kind in "iu" and value.dtype.kind in "fV":
+            wide = value.astype(np.float64)
+            info = np.iinfo(dtype)
+            if wide.size and (not np.all(wide == np.round(wide)) or wide.min() < info.min
+                              or wide.max() > info.max):
+                raise self.fail(node, f"casts {wide.reshape(-1)[:4].tolist()} to {name}: not "
+                                      "whole numbers within its range")
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = value.astype(dtype)
+        if nonfinite(iter([("value", out)])) is not None:
+            raise self.fail(node, f"casts its values to {name} beyond that type's range")
+        return out
+
+    def bound(self, node, count: int) -> None:
+        if count > MAX_SHAPE_VALUES:
+            raise self.fail(node, f"refused: computes {count} values; shape computations are "
+                                  f"limited to {MAX_SHAPE_VALUES}")
+
+    @staticmethod
+    def compute(op: str, arrays: List[np.ndarray], a: Dict[str, Any], values, symbolic: bool):
+        if op == "Gather":
+            return arrays[0][np.asarray(values[1][0]).astype(np.int64)]
+        if op in ("Unsqueeze", "Squeeze"):
             axes = a.get("axes")
             if axes is None and len(arrays) > 1:
                 axes = np.asarray(values[1][0]).reshape(-1).tolist()
             out = np.asarray(arrays[0], dtype=object if symbolic else None)
             if op == "Unsqueeze":
-                for ax in sorted(int(x) for x in axes):
-                    out = np.expand_dims(out, ax if ax >= 0 else ax + out.ndim + 1)
-            else:
-                out = np.squeeze(out, axis=None if axes is None else tuple(int(x) for x in axes))
-        elif op == "Concat":
-            out = np.concatenate([np.atleast_1d(x) for x in arrays], axis=int(a.get("axis", 0)))
-        else:  # Cast, Identity
-            out = arrays[0]
-        if symbolic:
-            self.symbolic[node.output[0]] = np.asarray(out, dtype=object)
-        else:
-            self.consts[node.output[0]] = np.asarray(out)
+                rank = out.ndim + len(axes)
+                for ax in sorted(int(x) % rank for x in axes):
+                    out = np.expand_dims(out, ax)
+                return out
+            return np.squeeze(out, axis=None if axes is None else tuple(int(x) for x in axes))
+        if op == "Concat":
+            return np.concatenate([np.atleast_1d(x) for x in arrays], axis=0)
+        return arrays[0]  # Cast, Identity
 
     def op_Gather(self, node) -> None:
         self.shape_op(node, "Gather")

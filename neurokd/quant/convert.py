@@ -27,6 +27,11 @@ reaches the nominal threshold)::
 with a straight-through gradient (of ``λ · clip(z, 0, 1)``) and a trainable ``λ`` per layer; the
 full-precision DNN supervises it through the ``kd`` loss. Its activation grid is then the spike
 count grid of the converted network.
+
+Whatever the conversion computes from the DNN (folded weights, calibration activations, scales,
+quantized weights) must be finite, and the tensors it allocates (pooling kernels, calibration
+activations) are sized from the layers' shapes and refused, with one line, before they are made
+if this machine cannot hold them.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from torch import nn
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
+from neurokd.models.byo import format_bytes, memory_budget, nonfinite, refuse_activations
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec
 from neurokd.quant.qsnn import QuantSpikingNet
 from neurokd.quant.quantizers import int_range, round_ste
@@ -93,6 +99,24 @@ def _compact(value: Tuple[int, int]):
     return value[0] if value[0] == value[1] else list(value)
 
 
+def _check_alloc(nbytes: int, name: str, what: str) -> None:
+    """Refuse a tensor of ``nbytes`` for layer ``name`` (``what`` it is) that this machine cannot
+    spare, before it is made."""
+    budget = memory_budget()
+    if nbytes > budget:
+        raise NeurokdError(f"layer {name!r}: refused: {what} would take {format_bytes(nbytes)}, "
+                           f"more than the {format_bytes(budget)} this machine can spare")
+
+
+def _check_finite(name: str, what: str = "", **tensors: Optional[torch.Tensor]) -> None:
+    """Refuse NaN or infinite values in layer ``name``'s tensors (``what``: how they were made),
+    naming the layer and the tensor."""
+    bad = nonfinite(iter((k, v) for k, v in tensors.items() if v is not None))
+    if bad is not None:
+        raise NeurokdError(f"layer {name!r}: its {bad}{what} holds NaN or infinite values; the "
+                           "DNN cannot be converted")
+
+
 def _leaves(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     if not isinstance(model, nn.Sequential):
         raise NeurokdError(f"conversion needs an nn.Sequential DNN (its layer order is its "
@@ -142,6 +166,8 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
         nonlocal pending, flat_after_pool
         name, k, before = pending
         c = before[0]
+        _check_alloc(4 * c * c * k[0] * k[1], name, f"its {c}-channel average pool as a "
+                     f"convolution ({c}×{c}×{k[0]}×{k[1]} weights)")
         stages.append(Stage("pool", name, _pool_conv(c, k), torch.zeros(c), k, (0, 0), relu=True,
                             sources=[name]))
         pending = None
@@ -156,6 +182,7 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
             emit_pool()
         last = stages[-1] if stages else None
         if isinstance(mod, nn.Linear):
+            _check_finite(name, weight=mod.weight, bias=mod.bias)
             w = mod.weight.detach().clone()
             if int(np.prod(shape)) != w.shape[1]:
                 raise NeurokdError(f"layer {name!r}: Linear expects {w.shape[1]} inputs, gets {shape}")
@@ -163,6 +190,8 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
             sources = [name]
             if pending is not None:
                 pname, k, before = pending
+                _check_alloc(4 * w.numel() * k[0] * k[1], name,
+                             f"its weights merged with the average pool {pname!r} before it")
                 pooled = (before[0], before[1] // k[0], before[2] // k[1])
                 w = _merge_pool_into_linear(w, pooled, k)
                 sources = [pname, name]
@@ -183,13 +212,22 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
             k = _pair(mod.kernel_size, "kernel", name)
             st = _pair(mod.stride, "stride", name)
             p = _pair(mod.padding, "padding", name)
+            if min(k) < 1 or min(st) < 1 or min(p) < 0:
+                raise NeurokdError(f"layer {name!r}: Conv2d kernel {list(k)} and stride "
+                                   f"{list(st)} must be at least 1, padding {list(p)} not "
+                                   "negative")
+            _check_finite(name, weight=mod.weight, bias=mod.bias)
             w = mod.weight.detach().clone()
             b = mod.bias.detach().clone() if mod.bias is not None else torch.zeros(w.shape[0])
             shape = (w.shape[0], (shape[1] + 2 * p[0] - k[0]) // st[0] + 1,
                      (shape[2] + 2 * p[1] - k[1]) // st[1] + 1)
+            if min(shape) < 1:
+                raise NeurokdError(f"layer {name!r}: Conv2d gives an empty output {list(shape)}")
             sources = [name]
             if pending is not None:
                 pname, kp, _ = pending
+                _check_alloc(4 * w.numel() * kp[0] * kp[1], name,
+                             f"its weights merged with the average pool {pname!r} before it")
                 w, sources = _merge_pool_into_conv(w, kp), [pname, name]
                 st = (st[0] * kp[0], st[1] * kp[1])
                 p = (p[0] * kp[0], p[1] * kp[1])
@@ -201,6 +239,15 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
                                    "Conv2d layer to be folded into it")
             if mod.running_mean is None:
                 raise NeurokdError(f"layer {name!r}: BatchNorm without running statistics")
+            _check_finite(name, weight=mod.weight, bias=mod.bias, running_mean=mod.running_mean,
+                          running_var=mod.running_var)
+            if not (math.isfinite(float(mod.eps)) and float(mod.eps) > 0):
+                raise NeurokdError(f"layer {name!r}: BatchNorm eps {mod.eps} must be a positive "
+                                   "number")
+            if bool((mod.running_var < 0).any()):
+                raise NeurokdError(f"layer {name!r}: BatchNorm running_var holds negative values "
+                                   f"({float(mod.running_var.min())}); a variance is never "
+                                   "negative")
             scale = mod.running_var.add(mod.eps).rsqrt()
             if mod.weight is not None:
                 scale = scale * mod.weight
@@ -210,6 +257,8 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
             last.weight = last.weight * scale.reshape(-1, *([1] * (last.weight.dim() - 1)))
             last.bias = last.bias * scale + shift
             last.sources.append(name)
+            _check_finite(last.name, f" folded with BatchNorm {name!r}", weight=last.weight,
+                          bias=last.bias)
         elif isinstance(mod, nn.ReLU):
             if last is None or not last.spiking or last.relu:
                 raise NeurokdError(f"layer {name!r}: ReLU must follow a Linear, Conv2d or "
@@ -219,11 +268,16 @@ def dnn_stages(model: nn.Module, input_shape: Sequence[int]) -> List[Stage]:
         elif isinstance(mod, nn.AvgPool2d):
             k = _pair(mod.kernel_size, "kernel", name)
             st = _pair(mod.stride if mod.stride is not None else k, "stride", name)
+            if min(k) < 1:
+                raise NeurokdError(f"layer {name!r}: AvgPool2d kernel {list(k)} must be positive")
             if st != k or _pair(mod.padding, "padding", name) != (0, 0) or mod.ceil_mode:
                 raise NeurokdError(f"layer {name!r}: only AvgPool2d with stride = kernel, no padding "
                                    "and no ceil_mode becomes a strided convolution")
             if len(shape) != 3 or (last is not None and not last.relu):
                 raise NeurokdError(f"layer {name!r}: AvgPool2d must follow a ReLU on an image")
+            if shape[1] < k[0] or shape[2] < k[1]:
+                raise NeurokdError(f"layer {name!r}: AvgPool2d kernel {list(k)} is larger than its "
+                                   f"input {list(shape[1:])}")
             pending = (name, k, shape)
             if shape[1] % k[0] or shape[2] % k[1]:  # merging would read the rows the pool drops
                 emit_pool()
@@ -265,6 +319,37 @@ def stages_spec(stages: Sequence[Stage], input_shape: Sequence[int]) -> ArchSpec
     return spec
 
 
+def stage_sizes(stages: Sequence[Stage], input_shape: Sequence[int]) -> List[Tuple[str, int]]:
+    """Per spiking stage, the values in one sample's output, from the stages' shapes alone."""
+    shape = tuple(int(v) for v in input_shape)
+    out = []
+    for s in stages:
+        if s.kind == "flatten":
+            shape = (math.prod(shape),)
+            continue
+        if s.kind == "dense":
+            shape = (int(s.weight.shape[0]),)
+        else:
+            k = s.weight.shape[-2:]
+            shape = (int(s.weight.shape[0]),
+                     *((shape[i + 1] + 2 * s.padding[i] - int(k[i])) // s.stride[i] + 1
+                       for i in range(2)))
+        out.append((s.name, math.prod(shape)))
+    return out
+
+
+def check_calibration(stages: Sequence[Stage], input_shape: Sequence[int], samples: int) -> None:
+    """Refuse, before it runs, a calibration of ``samples`` samples whose activations (every
+    spiking layer's, kept for threshold balancing) this machine cannot hold."""
+    sizes = stage_sizes(stages, input_shape)
+    per_sample = 4 * sum(n for _, n in sizes)
+    # every layer's activations are kept; the largest one's positive values are then selected
+    # (a mask of 1 byte a value) and copied in double precision (8 more) for the quantile
+    need = samples * (per_sample + 13 * max(n for _, n in sizes))
+    refuse_activations("", sizes, per_sample, need, samples, "calibration",
+                       "; lower convert.calibration or use a smaller network")
+
+
 @torch.no_grad()
 def stage_activations(stages: Sequence[Stage], x: torch.Tensor,
                       batch: int = 512) -> List[torch.Tensor]:
@@ -286,7 +371,10 @@ def stage_activations(stages: Sequence[Stage], x: torch.Tensor,
 def balance_scales(acts: Sequence[torch.Tensor], percentile: float) -> List[float]:
     """Per spiking layer, the ``percentile`` of its positive activations (100: the maximum)."""
     scales = []
-    for a in acts:
+    for i, a in enumerate(acts):
+        if not bool(torch.isfinite(a).all()):
+            raise NeurokdError(f"spiking layer {i}: the DNN's calibration activations hold NaN or "
+                               "infinite values (its weights overflow); it cannot be converted")
         pos = a[a > 0].double()
         if pos.numel() == 0:
             scales.append(1.0)
@@ -390,6 +478,15 @@ class ClippedDNN(nn.Module):
         return out
 
 
+def check_scales(stages: Sequence[Stage], scales: Sequence[float], when: str) -> None:
+    """Every balancing scale must be a positive finite number."""
+    spiking = [s for s in stages if s.spiking]
+    for s, lam in zip(spiking, scales):
+        if not (math.isfinite(float(lam)) and float(lam) > 0):
+            raise NeurokdError(f"layer {s.name!r}: its balancing scale {float(lam)} {when} is "
+                               "not a positive finite number")
+
+
 def tie_pool_scales(stages: Sequence[Stage], scales: Sequence[Any]) -> List[Any]:
     """A pooling layer averages rates: its scale is its input's (so its weights stay 1/k²)."""
     out, k = list(scales), 0
@@ -415,16 +512,21 @@ def to_quant_snn(stages: Sequence[Stage], scales: Sequence[float], input_shape: 
     _, qp = int_range(bits)
     bias_share = timesteps / (timesteps + model.window_pad)
     lam_in = 1.0 / levels  # the input's integers are levels · x
+    check_scales(stages, scales, "from calibration")
     with torch.no_grad():
         for i, (s, lam) in enumerate(zip(spiking, scales)):
             w = s.weight * (lam_in / lam) * theta
             b = s.bias / lam * bias_share * theta
+            _check_finite(s.name, " scaled by its thresholds", weight=w, bias=b)
             step = max(float(w.abs().max()) / qp,
                        float(b.abs().max()) * g / profile.bias_mantissa_max,
                        theta * g / (profile.threshold_mantissa_max + 1), 1e-8)
             # The nominal threshold K = θ·g/step is made an integer; the chip threshold is K − 1,
             # so the neuron fires when the voltage reaches K (integer states).
             ratio = theta * g / step
+            if not (math.isfinite(step) and math.isfinite(ratio)):
+                raise NeurokdError(f"layer {s.name!r}: its quantization step {step} is not finite; "
+                                   "the DNN cannot be converted")
             nominal = max(2, round(ratio))
             if float(b.abs().max()) * nominal / theta > profile.bias_mantissa_max:
                 # rounding up shrank the step below what the largest bias needs (a bias mantissa
@@ -436,6 +538,10 @@ def to_quant_snn(stages: Sequence[Stage], scales: Sequence[float], input_shape: 
             model.quantizers[i].step.fill_(step)
             model.threshold_offset[i] = 1.0
             lam_in = lam
+    bad = nonfinite(iter([*model.named_parameters(), *model.named_buffers()]))
+    if bad is not None:
+        raise NeurokdError(f"the converted network's {bad} holds NaN or infinite values; the DNN "
+                           "cannot be converted")
     model.export_integers()  # raises if a layer does not fit the profile
     return model.eval()
 
@@ -491,6 +597,7 @@ def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProf
     levels = (1 << enc.message_bits) - 1
     teacher = teacher.eval()
     stages = dnn_stages(teacher, ds.input_shape)
+    check_calibration(stages, ds.input_shape, min(c.calibration, len(ds.train.x)))
     seed_everything(seed)
     x_cal = torch.as_tensor(ds.train.x[:c.calibration])
     x_cal = torch.round(x_cal.clamp(0, 1) * levels) / levels
@@ -531,6 +638,13 @@ def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProf
                         "qkd_start_val_accuracy": res.start_val_accuracy,
                         "qkd_history": res.history})
         stages, scales = clipped.write_back(), clipped.scales()
+        for s in stages:
+            bad = nonfinite(iter([("weight", s.weight), ("bias", s.bias)]))
+            if bad is not None:
+                raise NeurokdError(f"layer {s.name!r}: the qkd fine-tuning made its {bad} NaN or "
+                                   "infinite (it diverged; lower convert.lr or use --method "
+                                   "plain)")
+        check_scales(stages, scales, "after the qkd fine-tuning")
         acts = stage_activations(stages, x_cal)
     model = to_quant_snn(stages, scales, ds.input_shape, timesteps, levels, profile, c.bits)
     prepare = lambda x, g: encode_window(x, enc, timesteps, model.window_pad, g)  # noqa: E731
