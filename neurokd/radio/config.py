@@ -1,22 +1,27 @@
 """The radio generator's configuration: one strict, typed model, resolved per task.
 
-Unknown keys, NaN, infinities and booleans where a number is meant are refused. Options left out
-take the task's default (:data:`TASK_DEFAULTS`); the resolved model holds every value, so
-``model_dump()`` reproduces a generation exactly. :func:`radio_config` turns any validation problem
-into one :class:`~neurokd.errors.NeurokdError` line.
+Unknown keys, NaN, infinities and booleans where a number is meant (in the SNR and Eb/N0 grids
+too) are refused. Options left out take the task's default (:data:`TASK_DEFAULTS`); the resolved
+model holds every value, so ``model_dump()`` reproduces a generation exactly. A configuration
+whose generated dataset would not fit in the memory available (:func:`radio_bytes`,
+:func:`symbols_bytes`; :data:`MEMORY_CAP` when the available memory is unknown) is refused before
+anything is allocated. :func:`radio_config` turns any validation problem into one
+:class:`~neurokd.errors.NeurokdError` line.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal
+import math
+from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import (ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from neurokd import h5safe
 from neurokd.config import StrictModel
 from neurokd.errors import NeurokdError
-from neurokd.radio.channels import CHANNELS
-from neurokd.radio.waveforms import SYMBOL_WAVEFORMS, WAVEFORMS
+from neurokd.radio.channels import CHANNELS, SINC_HALF, max_channel_delay
+from neurokd.radio.waveforms import CONSTELLATIONS, GAUSS_SPAN, SYMBOL_WAVEFORMS, WAVEFORMS
 
 SNR_MIN_DB = -40.0
 SNR_MAX_DB = 40.0
@@ -38,6 +43,47 @@ TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
         "full_scale": 3.0,
     },
 }
+
+
+# Peak bytes of generating a dataset and turning it into network inputs (generator, encoding,
+# split), fitted to tracemalloc peaks of ``load_dataset`` on the 2-core machine and rounded up;
+# the estimates came out 1.2 to 2.8 times the peaks measured over defaults and extreme settings.
+# Radio frames: about 60 to 80 bytes per frame sample (complex128 signal and noise, complex64
+# frames, the five float32 input channels, the split's copies) and up to 20 per sample generated
+# around the frame (pulse tails, OFDM symbols, the channel filter's input). Symbol detection:
+# about 25 to 40 bytes per sample (resource element and stream) and per channel, estimate and
+# feature value it carries, about 45 per received grid value (noise and received OFDM symbols).
+RADIO_BYTES_PER_SAMPLE = 96
+RADIO_BYTES_PER_MARGIN_SAMPLE = 24
+SYMBOLS_BYTES_PER_TERM = 48
+SYMBOLS_BYTES_PER_RECEIVED = 64
+SYMBOLS_BYTES_PER_SENT = 32
+# The most a generated dataset may take when the memory available is unknown.
+MEMORY_CAP = 1 << 34
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_fits(need: int, what: str, lower: str) -> None:
+    """Refuse (ValueError, turned into one line by the config's caller) a dataset of ``need``
+    bytes that the memory available cannot hold; ``what`` names the sizes it comes from."""
+    avail: Optional[int] = h5safe.available_memory()
+    have = avail if avail else MEMORY_CAP
+    if need > have:
+        said = (f"{_gib(have)} is available" if avail else
+                f"the memory available is unknown, so at most {_gib(have)} is allowed")
+        raise ValueError(f"{what} needs about {_gib(need)} to generate, and {said}; lower {lower}")
+
+
+def no_booleans(value: Any) -> Any:
+    """A grid of numbers holds no true/false (pydantic would read them as 1 and 0)."""
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            if isinstance(v, bool):
+                raise ValueError(f"expected a number, got {str(v).lower()}")
+    return value
 
 
 def check_grid(value: List[float], what: str, lo: float, hi: float) -> List[float]:
@@ -120,6 +166,11 @@ class RadioConfig(StrictModel):
             raise ValueError(f"unknown channel {value!r}; known: {', '.join(CHANNELS)}")
         return value
 
+    @field_validator("snr_db", mode="before")
+    @classmethod
+    def _numbers_only(cls, value: Any) -> Any:
+        return no_booleans(value)
+
     @field_validator("snr_db")
     @classmethod
     def _sane_grid(cls, value: List[float]) -> List[float]:
@@ -141,7 +192,36 @@ class RadioConfig(StrictModel):
             raise ValueError(f"frame_length {self.frame_length} is shorter than one pulse "
                              f"(rrc_span {self.rrc_span} × samples_per_symbol "
                              f"{self.samples_per_symbol} = {pulse} samples)")
+        check_fits(radio_bytes(self), f"n_frames {self.n_frames} × frame_length "
+                   f"{self.frame_length} (+ {margin_samples(self)} samples generated around each "
+                   "frame)", "n_frames or frame_length")
         return self
+
+
+def margin_samples(cfg: RadioConfig) -> int:
+    """Samples the generator makes per frame beyond ``frame_length``: the channel filter's extra
+    input, plus the longest waveform's overhang (root-raised-cosine tails of ``3 × rrc_span ×
+    samples_per_symbol``, two OFDM symbols, the FSK phase filter's span; see
+    :mod:`neurokd.radio.waveforms`)."""
+    sps = cfg.samples_per_symbol
+    channel = 2 * SINC_HALF + 1 + math.ceil(max_channel_delay(cfg.channel) + 1.0)
+    overhang = 0
+    for name in cfg.signals:
+        if name == "ofdm":
+            extra = 2 * (cfg.ofdm_subcarriers + cfg.ofdm_cp)
+        elif name in CONSTELLATIONS:
+            extra = 2 * sps if cfg.pulse == "rect" else (3 * cfg.rrc_span + 2) * sps + 1
+        else:  # continuous-phase FSK
+            extra = (2 * GAUSS_SPAN + 3) * sps + 1
+        overhang = max(overhang, extra)
+    return channel + overhang
+
+
+def radio_bytes(cfg: RadioConfig) -> int:
+    """Peak bytes of generating ``cfg`` and turning it into network inputs (an estimate, see
+    :data:`RADIO_BYTES_PER_SAMPLE`), from the configured sizes alone."""
+    return cfg.n_frames * (RADIO_BYTES_PER_SAMPLE * cfg.frame_length
+                           + RADIO_BYTES_PER_MARGIN_SAMPLE * margin_samples(cfg))
 
 
 def radio_config(**options: Any) -> RadioConfig:
@@ -214,6 +294,11 @@ class SymbolsConfig(StrictModel):
         known = set(cls.model_fields)
         return {k: v for k, v in data.items() if v is not None or k not in known}
 
+    @field_validator("ebn0_db", mode="before")
+    @classmethod
+    def _numbers_only(cls, value: Any) -> Any:
+        return no_booleans(value)
+
     @field_validator("ebn0_db")
     @classmethod
     def _sane_grid(cls, value: List[float]) -> List[float]:
@@ -243,7 +328,26 @@ class SymbolsConfig(StrictModel):
         if self.modulation == "16qam" and self.n_tx > 3:
             raise ValueError("maximum-likelihood detection of 16-QAM is limited to 3 streams "
                              f"(16^{self.n_tx} hypotheses)")
+        samples = self.n_subframes * self.data_symbols * self.subcarriers * self.n_tx
+        check_fits(symbols_bytes(self), f"n_subframes {self.n_subframes} × data_symbols "
+                   f"{self.data_symbols} × subcarriers {self.subcarriers} × n_tx {self.n_tx} = "
+                   f"{samples} samples ({self.n_tx}×{self.n_rx} antennas)",
+                   "n_subframes, data_symbols or subcarriers")
         return self
+
+
+def symbols_bytes(cfg: SymbolsConfig) -> int:
+    """Peak bytes of generating ``cfg`` and turning it into network inputs (an estimate, see
+    :data:`SYMBOLS_BYTES_PER_TERM`): per sample (resource element and stream) the channel, its
+    estimate and the features, ``n_rx × n_tx + n_rx + n_tx`` values; per subframe the received
+    and transmitted grids of every OFDM symbol, and the channel per subcarrier."""
+    t, r = cfg.n_tx, cfg.n_rx
+    f, n = cfg.n_subframes, cfg.subcarriers
+    symbols = f * (cfg.pilot_symbols + cfg.data_symbols) * n
+    samples = f * cfg.data_symbols * n * t
+    return (SYMBOLS_BYTES_PER_TERM * samples * (r * t + r + t)
+            + SYMBOLS_BYTES_PER_RECEIVED * symbols * r
+            + SYMBOLS_BYTES_PER_SENT * (symbols * t + f * n * r * t))
 
 
 def symbols_config(**options: Any) -> SymbolsConfig:
