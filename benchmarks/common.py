@@ -670,7 +670,7 @@ def spec_neuron_updates(spec, timesteps: int, hardware: str = "loihi2") -> float
     its architecture alone: every neuron at every step of the window (T frames and one trailing
     frame per spiking layer), as the activity counts define them."""
     from neurokd.hardware import load_profile
-    from neurokd.nas.resources import layer_resources
+    from neurokd.metrics.resources import layer_resources
 
     neurons = sum(r.neurons for r in layer_resources(spec, load_profile(hardware)))
     return float(neurons * (timesteps + spec.num_spiking_layers))

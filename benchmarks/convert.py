@@ -42,7 +42,7 @@ from neurokd.config import build_config
 from neurokd.deploy.export import read_meta
 from neurokd.fileio import atomic_path
 from neurokd.hardware import load_profile
-from neurokd.quant.convert import convert_dnn, dnn_stages, stages_spec
+from neurokd.convert.dnn import convert_dnn, dnn_stages, stages_spec
 
 TIMESTEPS = [4, 8, 16, 32, 64]
 METHODS = ["plain", "qkd", "direct"]

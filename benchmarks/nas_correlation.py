@@ -48,7 +48,7 @@ from neurokd.fileio import atomic_path, write_json
 from neurokd.hardware import load_profile
 from neurokd.models.spec import spec_from_dict
 from neurokd.nas.proxies import PROXIES, score_arch
-from neurokd.nas.resources import summary
+from neurokd.metrics.resources import summary
 from neurokd.nas.search import encoded_batches_for_search
 from neurokd.nas.space import SearchSpace, arch_key, describe
 
@@ -171,7 +171,7 @@ def _train_cell(job) -> Dict:
 def detection(model, cfg, ds) -> Dict[str, float]:
     """A sensing student's detection figures on the test frames: ``score``, the mean over SNRs of
     Pd at Pfa 0.1 (thresholds set on the H0 test frames, ties randomised), and the pooled AUC."""
-    from neurokd.radio.report import sensing_report
+    from neurokd.metrics.radio import sensing_report
 
     meta = {"encoder": cfg.student.encoder, "timesteps": cfg.student.timesteps}
     scores = pipeline.radio_receivers(ds, {"snn": (model, meta)}, cfg.seed)

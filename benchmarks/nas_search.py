@@ -49,8 +49,9 @@ from neurokd.config import build_config
 from neurokd.fileio import write_json, write_yaml
 from neurokd.hardware import load_profile
 from neurokd.models.spec import spec_from_dict
-from neurokd.nas.resources import Budget, summary
-from neurokd.nas.search import _feasible, best_trained, train_candidates
+from neurokd.metrics.resources import Budget, summary
+from neurokd.nas.search import _feasible
+from neurokd.pipeline import best_trained, train_candidates
 from neurokd.nas.space import describe
 
 # Per dataset, the chip budgets the picks are compared at: every pick must fit (estimated cores,

@@ -131,7 +131,7 @@ def run_one(name: str, build, epochs: int, seed: int, work: Path) -> Dict[str, A
     for xb, yb in encoded_batches(ds.test, prepare0, seed=seed):
         correct += int((nir_io.snntorch_spikes(net, xb).sum(-1).argmax(1).numpy() == yb).sum())
     snntorch_acc = correct / len(ds.test)
-    model, meta, imported = nir_io.import_nir(path, cfg, ds)
+    model, meta, imported = pipeline.import_nir(path, cfg, ds)
     qmodel, qmetrics = pipeline.quantize(model, meta, cfg, ds, progress=False)
     net_path = pipeline.export_snn(qmodel, work / "network.net", meta, ds)
     start = time.perf_counter()

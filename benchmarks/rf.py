@@ -232,7 +232,7 @@ def _architecture(task: str, ds) -> Dict[str, float]:
     layers' shapes only."""
     from neurokd import pipeline
     from neurokd.models.teachers import build_teacher
-    from neurokd.quant.convert import dnn_stages, stages_spec
+    from neurokd.convert.dnn import dnn_stages, stages_spec
 
     cfg = _config(task, 0)
     spec = pipeline.student_spec(cfg, ds)
@@ -253,7 +253,7 @@ def _mean_ci(values: List[float]) -> Dict[str, Any]:
 
 def summarize_task(task: str, seeds: List[int]) -> Optional[Dict[str, Any]]:
     from neurokd import pipeline
-    from neurokd.radio.report import ENERGY, modulation_report, sensing_report
+    from neurokd.metrics.radio import ENERGY, modulation_report, sensing_report
 
     cells = _load_cells(task, seeds)
     if not cells:
@@ -339,7 +339,7 @@ def summarize_symbols(task: str, ds, cells: Dict[str, Dict[int, Dict]], seeds: L
                       ) -> Dict[str, Any]:
     """BER against Eb/N0 of every receiver per seed, Eb/N0 at BER 1e-2 and BER at 20 dB over
     seeds, and the issue's goals as paired differences."""
-    from neurokd.radio.report import LS_LMMSE, classical_symbol_decisions, symbols_report
+    from neurokd.metrics.radio import LS_LMMSE, classical_symbol_decisions, symbols_report
 
     classical = classical_symbol_decisions(ds)  # the same test samples for every seed (split_seed 0)
     per_seed: Dict[int, Dict[str, Any]] = {}
@@ -493,12 +493,12 @@ def markdown(results: Dict[str, Any]) -> str:
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
-    from neurokd.metrics.plots import _plt, _save
+    from neurokd.plotting import pyplot, save_figure
 
     tasks = list(results["tasks"])
     if not tasks:
         return
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         r = results["tasks"][task]
@@ -521,7 +521,7 @@ def plot(results: Dict[str, Any], path: Path) -> None:
                title=task, ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def summarize(tasks: List[str], seeds: List[int], out: Path) -> Dict[str, Any]:

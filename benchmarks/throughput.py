@@ -106,7 +106,8 @@ def _reference_kernel():
     """The QAT student with the step-by-step kernel it used before the fused one."""
     import contextlib
 
-    from neurokd.quant import numerics, qsnn
+    from neurokd.models.cuba import numerics
+    from neurokd.models.cuba import quantized as qsnn
 
     @contextlib.contextmanager
     def patched():
@@ -121,9 +122,9 @@ def _reference_kernel():
 
 def training_steps(reps: int) -> List[Dict[str, Any]]:
     from neurokd.hardware import load_profile
-    from neurokd.models.snn import SpikingNet
+    from neurokd.models.cuba.net import SpikingNet
     from neurokd.models.spec import ArchSpec, DenseLayer
-    from neurokd.quant.qsnn import QuantSpikingNet
+    from neurokd.models.cuba.quantized import QuantSpikingNet
 
     profile = load_profile("loihi2")
     rows = []

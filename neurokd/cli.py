@@ -554,7 +554,7 @@ def _save_colearned(run: Path, teacher, cfg, ds, out: str) -> None:
 
 def _radio_lines(report: Optional[Dict[str, Any]]) -> None:
     if report is not None:
-        from neurokd.radio.report import summary_lines
+        from neurokd.metrics.radio import summary_lines
 
         for line in summary_lines(report):
             print(line)
@@ -729,8 +729,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from neurokd.metrics.report import table
     from neurokd.models.spec import save_spec
     from neurokd.nas.proxies import PROXIES
-    from neurokd.nas.resources import Budget
-    from neurokd.nas.search import best_trained, run_search, train_candidates
+    from neurokd.metrics.resources import Budget
+    from neurokd.nas.search import run_search
+    from neurokd.pipeline import best_trained, train_candidates
     from neurokd.nas.space import describe, load_space
 
     for name in ("--candidates", "--workers", "--max-cores", "--max-memory", "--max-synops",
@@ -830,7 +831,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from neurokd import pipeline
-    from neurokd.distill.colearn import check_teacher_fits
+    from neurokd.models.teachers import check_teacher_fits
     from neurokd.metrics import energy
     from neurokd.models.teachers import teacher_from_checkpoint
 
@@ -887,7 +888,8 @@ def _export_nir(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from neurokd import pipeline
     from neurokd.config import build_config, config_to_dict
-    from neurokd.deploy.nir_io import import_nir, read_graph
+    from neurokd.deploy.nir_io import read_graph
+    from neurokd.pipeline import import_nir
     from neurokd.fileio import write_json, write_yaml
     from neurokd.metrics.report import table
     from neurokd.models.checkpoint import save_checkpoint

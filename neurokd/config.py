@@ -7,35 +7,20 @@ starts. The resolved configuration is saved in each run directory as ``config.ya
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Callable, Dict, Iterable, List, Literal, Optional, Union, get_args
+from typing import Annotated, Any, Callable, Dict, Iterable, List, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from neurokd.errors import NeurokdError
 from neurokd.fileio import read_yaml
-from neurokd.hardware import format_validation_error
+from neurokd.schema import StrictModel, format_validation_error
 
 
 # Upper bounds that keep a typo from reaching training: a seed numpy accepts, a window Lava can
 # hold for a few hundred samples. Memory is checked against the machine before training too.
 MAX_SEED = 2**32 - 1
 MAX_TIMESTEPS = 100_000
-
-
-class StrictModel(BaseModel):
-    """Unknown keys, NaN and infinities are refused; so are true/false where a number is meant."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if annotation is not bool and bool not in get_args(annotation):
-                raise ValueError(f"expected a number, got {str(value).lower()}")
-        return value
 
 
 _Strict = StrictModel

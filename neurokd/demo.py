@@ -25,7 +25,7 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
     that does not fit one chip of the profile is refused before training, unless ``ignore_fit``."""
     from neurokd.deploy.lava_run import resolve_backend
     from neurokd.metrics import energy
-    from neurokd.nas.resources import check_fit
+    from neurokd.metrics.resources import check_fit
 
     seconds: Dict[str, float] = {}
     cfg = pipeline.as_direct_training(cfg)  # the demo trains its student directly
@@ -96,7 +96,7 @@ def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: boo
         write_json(run / "metrics.json", metrics)
     log(demo_table(metrics))
     if radio is not None:
-        from neurokd.radio.report import summary_lines
+        from neurokd.metrics.radio import summary_lines
 
         for line in summary_lines(radio):
             log(line)

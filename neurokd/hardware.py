@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from neurokd.errors import NeurokdError
 from neurokd.fileio import read_yaml
+from neurokd.schema import format_validation_error
 
 
 # A positive, finite number of picojoules (true/false and strings refused).
@@ -149,14 +150,3 @@ def load_profile(name_or_path: str = "loihi2") -> HardwareProfile:
         return HardwareProfile(**data)
     except ValidationError as exc:
         raise NeurokdError(f"{where}: {format_validation_error(exc)}") from None
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """First problem of a pydantic error, as one line: ``key.path: message``."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "value"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    extra = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
-    return f"{loc}: {msg}{extra}"

@@ -16,18 +16,19 @@ from torch import nn
 
 from neurokd.config import RunConfig, config_to_dict
 from neurokd.data.datasets import Dataset, Split, load_dataset
-from neurokd.data.encoders import encode_window, get_encoder
+from neurokd.data.encoders import get_encoder
 from neurokd import runtime
 from neurokd.errors import NeurokdError
 from neurokd.h5safe import available_memory
 from neurokd.hardware import load_profile
 from neurokd.models.byo import TeacherRef
 from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
-from neurokd.models.snn import SpikingNet, snn_from_checkpoint
+from neurokd.models.cuba.net import SpikingNet, snn_from_checkpoint
 from neurokd.models.spec import ArchSpec, default_spec, load_spec
 from neurokd.models.teachers import build_teacher, teacher_arch, teacher_from_checkpoint
-from neurokd.nas.resources import check_fit as check_fit_chip
-from neurokd.training import Prepare, accuracy, encoded_batches, fit, seed_everything
+from neurokd.metrics.resources import check_fit as check_fit_chip
+from neurokd.training import (Prepare, accuracy, encoded_batches, fit, identity, logits_of,
+                              make_prepare, seed_everything, spike_counts)
 
 Log = Callable[[str], None]
 RADIO_DATASETS = ("sensing", "modulation", "symbols")
@@ -76,14 +77,6 @@ def load_data(cfg: RunConfig, log: Log = _quiet) -> Dataset:
 
 
 # ---------------------------------------------------------------- teacher
-def identity(x: torch.Tensor, _: torch.Generator) -> torch.Tensor:
-    return x
-
-
-def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x)
-
-
 def train_teacher(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _quiet
                   ) -> Tuple[nn.Module, Dict[str, Any]]:
     t = cfg.teacher
@@ -111,23 +104,6 @@ def load_teacher(path: str | Path) -> nn.Module:
 
 
 # ---------------------------------------------------------------- SNN student
-def make_prepare(encoder: str, timesteps: int, pad: int) -> Prepare:
-    """Samples → the SNN's input window: ``timesteps`` encoded frames and ``pad`` zero frames."""
-    enc = get_encoder(encoder)
-    if timesteps <= 0:
-        raise NeurokdError(f"timesteps must be positive, got {timesteps}")
-
-    def prepare(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return encode_window(x, enc, timesteps, pad, gen)
-
-    return prepare
-
-
-def spike_counts(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Decoded output of an SNN: output spike counts over the window, used as class logits."""
-    return model(x).sum(-1)
-
-
 def student_spec(cfg: RunConfig, ds: Dataset) -> ArchSpec:
     s = cfg.student
     spec = load_spec(s.spec) if s.spec else default_spec(ds.input_shape, ds.num_classes, s.hidden)
@@ -138,7 +114,7 @@ def student_spec(cfg: RunConfig, ds: Dataset) -> ArchSpec:
 def memory_estimate(cfg: RunConfig, ds: Dataset, spec: ArchSpec) -> Dict[str, int]:
     """Rough peak bytes of the SNN stages for this spec, window and batch: a lower bound meant to
     catch sizes that cannot fit (a typo in T or units), not to budget memory precisely."""
-    from neurokd.nas.resources import layer_resources
+    from neurokd.metrics.resources import layer_resources
 
     window = cfg.student.timesteps + spec.num_spiking_layers
     inputs = int(np.prod(ds.input_shape))
@@ -296,7 +272,7 @@ def load_snn(path: str | Path) -> Tuple[SpikingNet, Dict[str, Any]]:
         if key not in meta:
             raise NeurokdError(f"{path}: SNN checkpoint lacks {key!r} in its metadata")
     if (payload.get("arch") or {}).get("quant") is not None:
-        from neurokd.quant.qsnn import qsnn_from_checkpoint
+        from neurokd.models.cuba.quantized import qsnn_from_checkpoint
 
         return qsnn_from_checkpoint(payload, where=str(path)), meta
     return snn_from_checkpoint(payload, where=str(path)), meta
@@ -306,7 +282,7 @@ def load_snn(path: str | Path) -> Tuple[SpikingNet, Dict[str, Any]]:
 def kd_reference(path: str | Path, ds: Dataset, meta: Dict[str, Any], bits: List[int]):
     """``reference(raw, x)`` of ``--kd-from``: a DNN teacher on the samples, or a float SNN (run in
     full precision) on the same encoded window."""
-    from neurokd.distill.colearn import check_teacher_fits
+    from neurokd.models.teachers import check_teacher_fits
     from neurokd.quant.qat import Reference, counts, full_precision
 
     payload = load_checkpoint(path)
@@ -343,7 +319,7 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
     Returns the ``QuantSpikingNet`` and metrics; every argument is checked before training, and
     (``check_fit``) that the network fits one chip of the profile at its bit-widths."""
     from neurokd.quant.qat import layer_bits, quantize_snn
-    from neurokd.quant.qsnn import check_bits
+    from neurokd.models.cuba.quantized import check_bits
 
     if hasattr(snn, "to_slayer"):
         raise NeurokdError("this SNN checkpoint is already quantized; give the full-precision one")
@@ -376,7 +352,7 @@ def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path | TeacherRef, progr
     with ``check_fit``, a network that would not fit one chip of the profile is refused before
     any work."""
     from neurokd.models.byo import load_dnn
-    from neurokd.quant.convert import convert_dnn, dnn_stages, stages_spec
+    from neurokd.convert.dnn import convert_dnn, dnn_stages, stages_spec
 
     model, source = load_dnn(teacher, ds.input_shape, ds.num_classes)
     if check_fit:
@@ -394,7 +370,7 @@ def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path | TeacherRef, progr
 def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Optional[Dataset] = None,
                log: Log = _quiet, replace: bool = True, check_fit: bool = True) -> Path:
     """Export to netx. With ``check_fit``, refuses a network that does not fit one chip of its
-    profile (``neurokd.nas.resources.fit_violation``). Reports each layer's state against the
+    profile (``neurokd.metrics.resources.fit_violation``). Reports each layer's state against the
     chip's state bits: the worst case over every admissible input (``state_bound``) and, with
     data, the extremes measured on the first test samples; warns where either passes the limit."""
     from neurokd.deploy.export import export_netx
@@ -455,7 +431,7 @@ def config_from_meta(meta: Dict[str, Any], data_dir: Optional[str] = None,
     """The run configuration saved in a checkpoint's or network's metadata, checked like a file's."""
     from pydantic import ValidationError
 
-    from neurokd.hardware import format_validation_error
+    from neurokd.schema import format_validation_error
 
     tree = meta.get("config") if isinstance(meta, dict) else None
     if not isinstance(tree, dict):
@@ -544,7 +520,7 @@ def radio_receivers(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, An
                     ) -> Dict[str, np.ndarray]:
     """Scores (``sensing``: one detection score per frame) or predictions (``modulation``) of each
     model; ``models`` maps a receiver's name to (model, its SNN metadata, or {} for a DNN)."""
-    from neurokd.radio.report import spike_score
+    from neurokd.metrics.radio import spike_score
 
     out: Dict[str, np.ndarray] = {}
     for name, (model, meta) in models.items():
@@ -563,8 +539,8 @@ def radio_report(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, Any]]
     """Radio results of ``models`` beside the classical receivers, with their PNGs in ``out_dir``:
     Pd against SNR at Pfa 0.1 and 0.01, SNR at Pd 0.9 and ROC for ``sensing``; accuracy against SNR
     and the confusion matrix for ``modulation``; BER and SER against Eb/N0 for ``symbols`` (see
-    :mod:`neurokd.radio.report`)."""
-    from neurokd.radio.report import modulation_report, sensing_report, symbols_report
+    :mod:`neurokd.metrics.radio`)."""
+    from neurokd.metrics.radio import modulation_report, sensing_report, symbols_report
 
     receivers = radio_receivers(ds, models, seed)
     if ds.task == "detection":
@@ -572,3 +548,132 @@ def radio_report(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, Any]]
     if ds.task == "symbols":
         return symbols_report(ds, receivers, out_dir)
     return modulation_report(ds, receivers, out_dir)
+
+
+def _measured_synops(model, split, encoder: str, timesteps: int, seed: int) -> float:
+    """Synaptic operations per inference of a trained ``model``, measured on ``split``
+    (``neurokd.metrics.activity``: every input event times its fan-out)."""
+    from neurokd.metrics.activity import measured_synops
+
+    model = model.cpu().eval()
+    prepare = make_prepare(encoder, timesteps, model.window_pad)
+    total, count = 0.0, 0
+    for xb, _ in encoded_batches(split, prepare, seed):
+        total += measured_synops(model, xb)["synops"] * len(xb)
+        count += len(xb)
+    return total / max(count, 1)
+
+
+def train_candidates(cands: Sequence[Any], ds: Dataset, cfg: RunConfig, timesteps: int,
+                     epochs: int, spec_dir: str | Path, progress: bool = False,
+                     log: Log = _quiet) -> List[Dict[str, Any]]:
+    """Train each of ``cands`` (best-ranked first) for at most ``epochs`` epochs with the student
+    training of :func:`train_snn` (``cfg``'s data, seed, encoder, learning rate and
+    early stopping; ``timesteps`` steps), each spec written to ``spec_dir/rank<i>.yaml``. Returns
+    one record per candidate: its proxy rank, validation accuracy (best epoch; the one to choose
+    by) and test accuracy, cores, synapses, the synaptic operations per inference of the resource
+    model's upper bound and as measured on the validation split after training, and the wall time
+    of its training and measurement (``train_seconds``). ``cands`` are the search's
+    ``Candidate`` records (``neurokd.nas.search``), best first."""
+    import time
+
+    from neurokd.config import build_config
+    from neurokd.models.spec import save_spec
+    from neurokd.nas.search import describe
+
+    if epochs <= 0:
+        raise NeurokdError(f"--train-epochs must be positive, got {epochs}")
+    base = config_to_dict(cfg)
+    spec_dir = Path(spec_dir)
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for rank, c in enumerate(cands, 1):
+        path = save_spec(spec_dir / f"rank{rank}.yaml", c.spec, timesteps=timesteps,
+                         encoder=cfg.student.encoder)
+        run_cfg = build_config(base=base, values={"student.spec": str(path),
+                                                  "student.timesteps": timesteps,
+                                                  "student.epochs": epochs})
+        log(f"train-top: {rank}/{len(cands)} {describe(c.spec)} ({c.resources['cores']} cores, "
+            f"{epochs} epochs at most)")
+        t0 = time.perf_counter()
+        model, metrics = train_snn(run_cfg, ds, progress=progress, log=log)
+        ops = _measured_synops(model, ds.val, cfg.student.encoder, timesteps, cfg.seed)
+        out.append({"rank": rank, "arch": describe(c.spec), "spec_file": f"{spec_dir.name}/{path.name}",
+                    "val_accuracy": float(metrics["snn_val_accuracy"]),
+                    "test_accuracy": float(metrics["snn_accuracy"]),
+                    "train_epochs": int(metrics["snn_epochs"]), "cores": c.resources["cores"],
+                    "synapses": c.resources["synapses"], "synops_upper": c.resources["synops"],
+                    "synops_trained": ops, "train_seconds": time.perf_counter() - t0})
+    return out
+
+
+def best_trained(trained: Sequence[Dict[str, Any]]) -> int:
+    """Index of the best validation accuracy (the better proxy rank on a tie)."""
+    if not trained:
+        raise NeurokdError("no trained candidates to choose from")
+    return max(range(len(trained)), key=lambda i: (trained[i]["val_accuracy"], -trained[i]["rank"]))
+
+
+def import_nir(path: str | Path, cfg: RunConfig, ds: Dataset, dt: Optional[float] = None,
+               log: Log = _quiet) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
+    """Import the NIR graph at ``path`` for the data ``ds`` and run configuration ``cfg``
+    (``student.timesteps`` and ``student.encoder``: the window the graph's network reads).
+    Returns the float ``SpikingNet``, its checkpoint metadata (:func:`snn_meta` plus a
+    ``nir`` record) and metrics: test accuracy of the graph as written (``nir_reference_accuracy``,
+    float64 Euler steps, biases included), of the imported float model as ``train-snn`` evaluates
+    it (``snn_accuracy``) and without slayer's weight rounding (``float_unrounded_accuracy``),
+    and their output spike and prediction agreement. Every approximation is logged. ``dt``:
+    the time step the graph's time constants are read with (default ``nir_io.DEFAULT_DT``)."""
+    from neurokd.deploy.nir_io import (DEFAULT_DT, approximation_lines, chain_to_snn, decays,
+                                       nir_input_window, parse_chain, read_graph, simulate_chain,
+                                       spike_agreement)
+    from neurokd.quant.qat import full_precision
+
+    dt = DEFAULT_DT if dt is None else dt
+    seed_everything(cfg.seed)
+    graph = read_graph(path)
+    chain = parse_chain(graph, dt, where=str(path))
+    result = chain_to_snn(chain, load_profile(cfg.hardware), ds.input_shape)
+    model = result.model
+    try:
+        model.spec.check_task(ds.num_classes, ds.input_shape)
+    except NeurokdError as exc:
+        raise NeurokdError(f"{path}: the graph does not fit {ds.name}: {exc}") from None
+    check_memory(cfg, ds, model.spec)  # before the graph is run on the test set
+    for line in approximation_lines(result.approximations):
+        log(line)
+    s = cfg.student
+    prepare = make_prepare(s.encoder, s.timesteps, model.window_pad)
+    snn_acc = accuracy(model, ds.test, prepare, spike_counts, seed=cfg.seed)
+    fp = full_precision(model, [8] * model.spec.num_spiking_layers)
+    fp_acc = accuracy(fp, ds.test, prepare, spike_counts, seed=cfg.seed)
+    ref_correct = 0
+    bins = agree = 0.0
+    total = 0
+    with torch.no_grad():
+        for xb, yb in encoded_batches(ds.test, prepare, seed=cfg.seed):
+            x_nir, lag = nir_input_window(model, xb)
+            ref = simulate_chain(chain, x_nir)
+            mine = model(xb)
+            ref_correct += int((ref[..., :s.timesteps].sum(-1).argmax(1).numpy() == yb).sum())
+            m = spike_agreement(mine, ref, lag)
+            bins += m["spike_match"] * len(yb)
+            agree += m["prediction_agreement"] * len(yb)
+            total += len(yb)
+    metrics = {
+        "nir_reference_accuracy": ref_correct / total,
+        "snn_accuracy": snn_acc,
+        "float_unrounded_accuracy": fp_acc,
+        "import_spike_match": bins / total,
+        "import_prediction_agreement": agree / total,
+        "dt": float(dt), "threshold": float(model.spec.neuron.threshold),
+        "current_decay": decays(model)[0],
+        "voltage_decay": decays(model)[1],
+        "layers": result.layers,
+        "approximations": result.approximations,
+        "nir_nodes": chain.node_types,
+        "source": str(path),
+    }
+    meta = snn_meta(cfg, ds)
+    meta["nir"] = {"source": str(path), "dt": float(dt), "approximations": result.approximations}
+    return model, meta, metrics

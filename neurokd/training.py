@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from neurokd import runtime
 from neurokd.data.datasets import Split
+from neurokd.data.encoders import encode_window, get_encoder
 from neurokd.errors import NeurokdError
 
 # prepare(x, generator) turns a batch of samples into the model's input (identity, or an encoder).
@@ -60,6 +61,31 @@ def duration(seconds: float) -> str:
 
 
 EVAL_BATCH = 256
+
+
+def identity(x: torch.Tensor, _: torch.Generator) -> torch.Tensor:
+    return x
+
+
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+def make_prepare(encoder: str, timesteps: int, pad: int) -> Prepare:
+    """Samples → the SNN's input window: ``timesteps`` encoded frames and ``pad`` zero frames."""
+    enc = get_encoder(encoder)
+    if timesteps <= 0:
+        raise NeurokdError(f"timesteps must be positive, got {timesteps}")
+
+    def prepare(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return encode_window(x, enc, timesteps, pad, gen)
+
+    return prepare
+
+
+def spike_counts(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Decoded output of an SNN: output spike counts over the window, used as class logits."""
+    return model(x).sum(-1)
 
 
 def encoded_batches(split: Split, prepare: Prepare, seed: int, batch_size: int = EVAL_BATCH,
@@ -120,7 +146,7 @@ def _every_parameter_trains(model: nn.Module) -> bool:
     """Whether every step's loss reaches every trainable parameter of ``model``: true of SNN
     students and plain DNNs, not of the training wrappers (a QAT layer drawn unquantized leaves
     its quantizer step out; a distillation path may leave an adapter or a scale out)."""
-    from neurokd.models.snn import SpikingNet
+    from neurokd.models.cuba.net import SpikingNet
 
     return isinstance(model, (SpikingNet, nn.Sequential))
 

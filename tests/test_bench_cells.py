@@ -300,9 +300,9 @@ def test_energy_columns_of_old_cells_are_derived_from_the_architecture_honestly(
     from neurokd import pipeline
     from neurokd.hardware import load_profile
     from neurokd.metrics.activity import measured_synops
-    from neurokd.models.snn import SpikingNet
+    from neurokd.models.cuba.net import SpikingNet
     from neurokd.models.teachers import build_teacher
-    from neurokd.quant.convert import convert_dnn, dnn_stages, stages_spec
+    from neurokd.convert.dnn import convert_dnn, dnn_stages, stages_spec
     from neurokd.training import encoded_batches
 
     cfg = build_config(overrides=["data.dataset=digits", "student.hidden=16", "student.timesteps=4"])

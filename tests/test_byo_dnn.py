@@ -18,7 +18,7 @@ from neurokd.errors import NeurokdError
 from neurokd.fileio import read_yaml
 from neurokd.hardware import load_profile
 from neurokd.models.byo import load_dnn, teacher_ref
-from neurokd.quant.convert import convert_dnn
+from neurokd.convert.dnn import convert_dnn
 
 DIGITS = ((1, 8, 8), 10)  # the digits dataset's sample shape and class count
 FAST = ["--method", "plain", "-T", "4", "--set", "data.limit=150", "--no-progress"]

@@ -16,9 +16,9 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
 from neurokd.models.teachers import build_teacher
-from neurokd.quant.convert import (IF_NEURON, convert_dnn, dnn_stages, if_count_rate, stages_spec,
+from neurokd.convert.dnn import (IF_NEURON, convert_dnn, dnn_stages, if_count_rate, stages_spec,
                                    stage_activations)
-from neurokd.quant.qsnn import QuantSpikingNet
+from neurokd.models.cuba.quantized import QuantSpikingNet
 
 from tests.conftest import run_cli
 
@@ -268,7 +268,7 @@ def test_same_seed_same_converted_network(digits_teacher):
 def test_bias_bound_layers_always_fit_the_chip_after_threshold_rounding():
     """The threshold is rounded to an integer after the step is chosen; rounding up once made the
     largest bias mantissa 4096 against the 13-bit ±4095 (measured on a modulation teacher)."""
-    from neurokd.quant.convert import Stage, to_quant_snn
+    from neurokd.convert.dnn import Stage, to_quant_snn
 
     gen = torch.Generator().manual_seed(0)
     for trial in range(60):

@@ -10,7 +10,7 @@ from neurokd.distill.decoders import DECODERS, FeatureAdapter, exp_readout
 from neurokd.distill.hooks import FeatureTap
 from neurokd.distill.losses import LOSSES
 from neurokd.errors import NeurokdError
-from neurokd.models.snn import SpikingNet
+from neurokd.models.cuba.net import SpikingNet
 from neurokd.models.spec import default_spec
 from neurokd.models.teachers import build_teacher
 

@@ -12,7 +12,7 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
 from neurokd.metrics.activity import activity_counts, fan_out, layer_outputs
 from neurokd.metrics.energy import snn_costs, teacher_macs
-from neurokd.models.snn import SpikingNet
+from neurokd.models.cuba.net import SpikingNet
 from neurokd.models.spec import spec_from_dict
 
 # Memoryless neurons (current and voltage decay 1): a neuron fires at step t exactly when the
@@ -78,7 +78,7 @@ def test_activity_and_energy_match_a_hand_count():
 def test_quantized_and_float_models_are_counted_alike():
     """A quantized model (counted through its record of layer outputs) and the slayer network
     holding its exact integers give the same counts."""
-    from neurokd.quant.qsnn import QuantSpikingNet
+    from neurokd.models.cuba.quantized import QuantSpikingNet
 
     q = QuantSpikingNet.from_snn(hand_net("loihi2"), [8, 8]).eval()
     x = hand_input()
@@ -178,7 +178,7 @@ WIDE = {"input_shape": [1, 8, 8], "layers": [
 
 
 def test_fit_violation_names_the_layer_and_the_limit():
-    from neurokd.nas.resources import check_fit, fit_violation
+    from neurokd.metrics.resources import check_fit, fit_violation
 
     loihi2 = load_profile("loihi2")
     assert fit_violation(spec_from_dict(WIDE), loihi2) == (

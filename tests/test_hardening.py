@@ -71,7 +71,7 @@ def test_load_checkpoint_refuses_a_torchscript_archive_and_writes_nothing(tmp_pa
 @pytest.fixture(scope="module")
 def snn_files(tmp_path_factory):
     """An (untrained) digits SNN checkpoint, its teacher-shaped twin and its netx network."""
-    from neurokd.models.snn import SpikingNet
+    from neurokd.models.cuba.net import SpikingNet
     from neurokd.hardware import load_profile
 
     folder = tmp_path_factory.mktemp("snn")

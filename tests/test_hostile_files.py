@@ -3,7 +3,6 @@ and soft links, virtual datasets), small files that declare gigabytes, graphs wh
 numbers, and NaN or infinite values that must never be trained on, saved or exported. Each case
 is refused with one line before anything is read or allocated; nothing is left behind."""
 
-import json
 import os
 import re
 import subprocess
@@ -26,7 +25,7 @@ from neurokd.deploy.lava_run import count_spiking_layers
 from neurokd.errors import NeurokdError
 from neurokd.h5safe import check_hdf5
 from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
-from neurokd.models.snn import SpikingNet
+from neurokd.models.cuba.net import SpikingNet
 from neurokd.models.spec import ArchSpec
 from neurokd.training import fit
 from tests.conftest import REPO

@@ -138,9 +138,9 @@ def _iq_like_data(n=48, length=32, seed=0):
 def test_one_by_k_convolutions_over_time_match_spike_for_spike(tmp_path, quantized):
     """Non-square kernels and strides, (1, k) along the time axis of (4, 1, L) frames."""
     from neurokd.hardware import load_profile
-    from neurokd.models.snn import SpikingNet
+    from neurokd.models.cuba.net import SpikingNet
     from neurokd.models.spec import spec_from_dict
-    from neurokd.quant.qsnn import QuantSpikingNet
+    from neurokd.models.cuba.quantized import QuantSpikingNet
 
     spec = spec_from_dict({"input_shape": [4, 1, 32], "layers": [
         {"type": "conv", "channels": 6, "kernel": [1, 7], "stride": [1, 2], "padding": [0, 3]},

@@ -3,7 +3,7 @@ import torch
 
 from neurokd.errors import NeurokdError
 from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
-from neurokd.models.snn import SpikingNet, snn_from_checkpoint
+from neurokd.models.cuba.net import SpikingNet, snn_from_checkpoint
 from neurokd.models.spec import default_spec, spec_from_dict
 from neurokd.models.teachers import TEACHERS, build_teacher, example_input, teacher_from_checkpoint
 
@@ -110,7 +110,7 @@ def test_checkpoints_that_would_run_code_are_refused(tmp_path):
 
 def test_measured_synops_and_model_bytes_match_a_hand_count():
     from neurokd.metrics.activity import measured_synops, model_bytes
-    from neurokd.quant.qsnn import QuantSpikingNet
+    from neurokd.models.cuba.quantized import QuantSpikingNet
 
     spec = spec_from_dict({"input_shape": [4], "layers": [{"type": "dense", "units": 5}]})
     net = SpikingNet(spec)

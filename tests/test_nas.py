@@ -13,7 +13,7 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, load_spec
 from neurokd.nas.proxies import NEEDS, PROXIES, Probe, probe, proxy_descriptions, score_arch
-from neurokd.nas.resources import Budget, layer_resources, summary
+from neurokd.metrics.resources import Budget, layer_resources, summary
 from neurokd.nas.search import (Candidate, Scorer, aging_evolution, encoded_batches_for_search,
                                 pareto_front, random_search)
 from neurokd.nas.space import SearchSpace, arch_key
@@ -482,7 +482,7 @@ def test_search_space_samples_one_by_k_convolutions_for_iq_frames():
     import random
 
     from neurokd.hardware import load_profile
-    from neurokd.nas.resources import layer_resources
+    from neurokd.metrics.resources import layer_resources
     from neurokd.nas.space import SearchSpace, describe
 
     space = SearchSpace(conv_layers=(1, 2), kernels=[5, 7])

@@ -18,9 +18,9 @@ from neurokd.deploy import nir_io
 from neurokd.deploy.export import read_meta
 from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
-from neurokd.models.snn import SpikingNet
+from neurokd.models.cuba.net import SpikingNet
 from neurokd.models.spec import ArchSpec
-from neurokd.quant.qsnn import QuantSpikingNet
+from neurokd.models.cuba.quantized import QuantSpikingNet
 from neurokd.training import encoded_batches
 
 CONV_LAYERS = [{"type": "conv", "channels": 6, "kernel": 3, "stride": 2, "padding": 1},
@@ -474,7 +474,7 @@ def test_snntorch_model_through_import_quantize_and_lava(tmp_path):
     snntorch_acc = float((nir_io.snntorch_spikes(net, x_test).sum(-1).argmax(1).numpy()
                           == y_test).mean())
     path = write_snntorch(net, (1, 8, 8), tmp_path / "digits.nir")
-    model, meta, metrics = nir_io.import_nir(path, cfg, ds)
+    model, meta, metrics = pipeline.import_nir(path, cfg, ds)
     assert metrics["nir_reference_accuracy"] == pytest.approx(snntorch_acc)  # the graph is snntorch
     qmodel, qmetrics = pipeline.quantize(model, meta, cfg, ds, progress=False)
     net_path = pipeline.export_snn(qmodel, tmp_path / "net.net", meta, ds)

@@ -8,10 +8,10 @@ import torch
 from neurokd import pipeline
 from neurokd.config import build_config
 from neurokd.hardware import load_profile
-from neurokd.models.snn import SpikingNet
+from neurokd.models.cuba.net import SpikingNet
 from neurokd.models.spec import ArchSpec
 from neurokd.models.teachers import TEACHERS, build_teacher, example_input, teacher_arch
-from neurokd.quant.qsnn import QuantSpikingNet
+from neurokd.models.cuba.quantized import QuantSpikingNet
 
 
 def _float_net(layers, threshold, current_decay, voltage_decay, input_shape, weights):

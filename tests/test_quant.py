@@ -11,12 +11,12 @@ from neurokd.config import QuantConfig, build_config
 from neurokd.deploy.export import read_meta
 from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
-from neurokd.models.snn import SpikingNet
+from neurokd.models.cuba.net import SpikingNet
 from neurokd.models.spec import default_spec
-from neurokd.quant.numerics import StateStats, cuba_dynamics, cuba_dynamics_reference
+from neurokd.models.cuba.numerics import StateStats, cuba_dynamics, cuba_dynamics_reference
 from neurokd.quant.qat import quantize_snn
-from neurokd.quant.qsnn import QuantSpikingNet, check_bits
-from neurokd.quant.quantizers import FixedQuantizer, LSQQuantizer, init_step, int_range
+from neurokd.models.cuba.quantized import QuantSpikingNet, check_bits
+from neurokd.models.quantizers import FixedQuantizer, LSQQuantizer, init_step, int_range
 from neurokd.quant.schedule import ProbSchedule
 
 from tests.test_lava import CONV_SPEC
@@ -326,7 +326,7 @@ def test_quantize_refuses_bad_arguments_before_training(tmp_path):
         pipeline.quantize(snn, meta, cfg, ds, tmp_path / "q.pt", progress=False)
 
 
-@pytest.mark.parametrize("name", __import__("neurokd.quant.quantizers", fromlist=["QUANTIZERS"]).QUANTIZERS.names())
+@pytest.mark.parametrize("name", __import__("neurokd.models.quantizers", fromlist=["QUANTIZERS"]).QUANTIZERS.names())
 def test_every_registered_quantizer_builds_an_exportable_model(name):
     q = QuantSpikingNet.from_snn(_snn(), [6, 3], name, step_rule="mse").eval()
     ints = q.export_integers()

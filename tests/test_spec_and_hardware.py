@@ -93,7 +93,7 @@ def test_check_task():
 
 
 def test_loihi2_profile_matches_slayer_and_lava_constants():
-    from neurokd.models.snn import _slayer
+    from neurokd.models.cuba.net import _slayer
 
     p = load_profile("loihi2")
     assert "loihi2" in available_profiles()

@@ -11,7 +11,7 @@ from neurokd.radio.mimo import (ber_awgn_theory, ber_rayleigh_mrc_qpsk_theory, l
                                 ml_detect, theory_curve)
 from neurokd.radio.ofdm import (bit_errors, constellation, detector_inputs, frequency_response,
                                 generate_symbols, pilot_matrix, rapp, resource_elements)
-from neurokd.radio.report import ebn0_at_ber, symbols_report
+from neurokd.metrics.radio import ebn0_at_ber, symbols_report
 
 
 def _bers(cfg, detect):

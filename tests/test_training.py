@@ -30,7 +30,7 @@ def test_snn_training_beats_its_untrained_self():
     cfg = _cfg("student.epochs=6")
     ds = pipeline.load_data(cfg)
     torch.manual_seed(0)
-    from neurokd.models.snn import SpikingNet
+    from neurokd.models.cuba.net import SpikingNet
 
     untrained = SpikingNet(pipeline.student_spec(cfg, ds))
     prepare = pipeline.make_prepare("rate", 8, untrained.window_pad)

@@ -49,8 +49,8 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
 from neurokd.models.byo import format_bytes, memory_budget, nonfinite, refuse_activations
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec
-from neurokd.quant.qsnn import QuantSpikingNet
-from neurokd.quant.quantizers import int_range, round_ste
+from neurokd.models.cuba.quantized import QuantSpikingNet
+from neurokd.models.quantizers import int_range, round_ste
 
 SUPPORTED = "Linear, Conv2d, ReLU, Flatten, BatchNorm1d/2d, AvgPool2d, Dropout, Identity"
 # Integrate-and-fire: the current holds one step's input, the voltage does not leak.
@@ -584,7 +584,7 @@ def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProf
     from neurokd.data.encoders import encode_window, get_encoder
     from neurokd.distill.losses import LOSSES
     from neurokd.quant.qat import counts
-    from neurokd.quant.qsnn import check_bits
+    from neurokd.models.cuba.quantized import check_bits
     from neurokd.training import accuracy, fit, seed_everything
 
     if timesteps <= 0:

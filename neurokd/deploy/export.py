@@ -19,7 +19,7 @@ from neurokd.errors import NeurokdError
 from neurokd.fileio import atomic_path
 from neurokd.h5safe import check_hdf5
 from neurokd.hardware import HardwareProfile
-from neurokd.models.snn import SpikingNet
+from neurokd.models.cuba.net import SpikingNet
 from neurokd.models.spec import ConvLayer
 
 META_KEY = "neurokd"

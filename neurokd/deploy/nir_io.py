@@ -17,7 +17,7 @@ The mapping. NIR's neurons are continuous in time; they are read as forward-Eule
     IF       v[t] = v[t-1] + R S[t]        (one step: discrete-time producers write r = 1)
     all      s[t] = v[t] > v_threshold;  v[t] = v_reset where s[t]
 
-Loihi's CUBA neuron, in slayer's float units (``neurokd.models.snn``)::
+Loihi's CUBA neuron, in slayer's float units (``neurokd.models.cuba.net``)::
 
     u[t] = (1 - du) u[t-1] + x[t];   v[t] = (1 - dv) v[t-1] + u[t];   s = v > θ;   v = 0 where s
 
@@ -672,7 +672,7 @@ def chain_to_snn(chain: Chain, profile: Optional[HardwareProfile] = None,
     approximations (``{"node", "kind", "detail"}`` each) and one row per layer of what was done.
     ``input_shape``: the dataset's sample shape, used for a dense first layer whose input has as
     many entries (a flat graph input for ``(1, 8, 8)`` images)."""
-    from neurokd.models.snn import SpikingNet
+    from neurokd.models.cuba.net import SpikingNet
 
     profile = profile or load_profile("loihi2")
     scale = profile.decay_scale
@@ -810,68 +810,6 @@ def approximation_lines(approximations: Sequence[Dict[str, str]]) -> List[str]:
 
 
 # ---------------------------------------------------------------- the import, with data
-def import_nir(path: Union[str, Path], cfg, ds, dt: float = DEFAULT_DT, log: Log = _quiet
-               ) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
-    """Import the NIR graph at ``path`` for the data ``ds`` and run configuration ``cfg``
-    (``student.timesteps`` and ``student.encoder``: the window the graph's network reads).
-    Returns the float ``SpikingNet``, its checkpoint metadata (``pipeline.snn_meta`` plus a
-    ``nir`` record) and metrics: test accuracy of the graph as written (``nir_reference_accuracy``,
-    float64 Euler steps, biases included), of the imported float model as ``train-snn`` evaluates
-    it (``snn_accuracy``) and without slayer's weight rounding (``float_unrounded_accuracy``),
-    and their output spike and prediction agreement. Every approximation is logged."""
-    from neurokd import pipeline
-    from neurokd.quant.qat import full_precision
-    from neurokd.training import accuracy, encoded_batches, seed_everything
-
-    seed_everything(cfg.seed)
-    graph = read_graph(path)
-    chain = parse_chain(graph, dt, where=str(path))
-    result = chain_to_snn(chain, load_profile(cfg.hardware), ds.input_shape)
-    model = result.model
-    try:
-        model.spec.check_task(ds.num_classes, ds.input_shape)
-    except NeurokdError as exc:
-        raise NeurokdError(f"{path}: the graph does not fit {ds.name}: {exc}") from None
-    pipeline.check_memory(cfg, ds, model.spec)  # before the graph is run on the test set
-    for line in approximation_lines(result.approximations):
-        log(line)
-    s = cfg.student
-    prepare = pipeline.make_prepare(s.encoder, s.timesteps, model.window_pad)
-    snn_acc = accuracy(model, ds.test, prepare, pipeline.spike_counts, seed=cfg.seed)
-    fp = full_precision(model, [8] * model.spec.num_spiking_layers)
-    fp_acc = accuracy(fp, ds.test, prepare, pipeline.spike_counts, seed=cfg.seed)
-    ref_correct = 0
-    bins = agree = 0.0
-    total = 0
-    with torch.no_grad():
-        for xb, yb in encoded_batches(ds.test, prepare, seed=cfg.seed):
-            x_nir, lag = nir_input_window(model, xb)
-            ref = simulate_chain(chain, x_nir)
-            mine = model(xb)
-            ref_correct += int((ref[..., :s.timesteps].sum(-1).argmax(1).numpy() == yb).sum())
-            m = spike_agreement(mine, ref, lag)
-            bins += m["spike_match"] * len(yb)
-            agree += m["prediction_agreement"] * len(yb)
-            total += len(yb)
-    metrics = {
-        "nir_reference_accuracy": ref_correct / total,
-        "snn_accuracy": snn_acc,
-        "float_unrounded_accuracy": fp_acc,
-        "import_spike_match": bins / total,
-        "import_prediction_agreement": agree / total,
-        "dt": float(dt), "threshold": float(model.spec.neuron.threshold),
-        "current_decay": _decays(model)[0],
-        "voltage_decay": _decays(model)[1],
-        "layers": result.layers,
-        "approximations": result.approximations,
-        "nir_nodes": chain.node_types,
-        "source": str(path),
-    }
-    meta = pipeline.snn_meta(cfg, ds)
-    meta["nir"] = {"source": str(path), "dt": float(dt), "approximations": result.approximations}
-    return model, meta, metrics
-
-
 # ---------------------------------------------------------------- neurokd → NIR
 def _model_layers(model: nn.Module) -> List[Dict[str, Any]]:
     """Per spiking layer of a ``SpikingNet`` or ``QuantSpikingNet``: the weights, threshold and
@@ -898,7 +836,7 @@ def _model_layers(model: nn.Module) -> List[Dict[str, Any]]:
     return out
 
 
-def _decays(model: nn.Module) -> Tuple[int, int]:
+def decays(model: nn.Module) -> Tuple[int, int]:
     if hasattr(model, "i_decay"):
         return int(model.i_decay), int(model.v_decay)
     block = next(b for b in model.blocks if getattr(b, "neuron", None) is not None)
@@ -916,7 +854,7 @@ def snn_to_nir(model: nn.Module, dt: float = DEFAULT_DT, metadata: Optional[Dict
     check_dt(dt)
     spec: ArchSpec = model.spec
     dscale = float(model.profile.decay_scale)
-    i_decay, v_decay = _decays(model)
+    i_decay, v_decay = decays(model)
     if i_decay == 0:
         raise NeurokdError("a current decay of 0 (a current that never decays) has no NIR "
                            "CubaLIF form with a finite input weight w_in; not exported")

@@ -23,7 +23,7 @@ from neurokd.distill.decoders import DECODERS, FeatureAdapter
 from neurokd.distill.hooks import FeatureTap, get_module
 from neurokd.distill.losses import LOSSES
 from neurokd.errors import NeurokdError
-from neurokd.models.snn import SpikingNet
+from neurokd.models.cuba.net import SpikingNet
 
 FEATURE_METHODS = ("fitnet", "relational")
 
@@ -130,12 +130,3 @@ class CoLearner(nn.Module):
         return loss
 
 
-def check_teacher_fits(arch: Dict[str, Any], num_classes: int, input_shape: Tuple[int, ...],
-                       where: str) -> None:
-    """A teacher trained for another task is refused before any training starts."""
-    if int(arch.get("num_classes", -1)) != num_classes:
-        raise NeurokdError(f"{where}: teacher predicts {arch.get('num_classes')} classes, the data "
-                           f"has {num_classes}")
-    if tuple(arch.get("input_shape", ())) != tuple(input_shape):
-        raise NeurokdError(f"{where}: teacher takes input {arch.get('input_shape')}, the data is "
-                           f"{list(input_shape)}")

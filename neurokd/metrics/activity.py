@@ -134,7 +134,7 @@ def measured_synops(model: nn.Module, x: torch.Tensor) -> Dict[str, Any]:
 def model_bytes(model: nn.Module) -> int:
     """Weight memory of the network on the chip: every weight at its layer's bit-width (8 bits for
     slayer students, the quantized bit-widths otherwise), distinct weights only."""
-    from neurokd.nas.resources import layer_resources
+    from neurokd.metrics.resources import layer_resources
 
     rows = layer_resources(model.spec, model.profile)
     return int(sum(np.ceil(r.params * b / 8) for r, b in zip(rows, weight_bits(model))))

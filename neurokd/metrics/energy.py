@@ -3,7 +3,7 @@
 For each SNN of a run, on the target hardware profile:
 
 * **resources** per spiking layer, from the resource model the architecture search uses
-  (``neurokd.nas.resources``): neurons, synapses, synaptic memory at the layer's weight bits,
+  (``neurokd.metrics.resources``): neurons, synapses, synaptic memory at the layer's weight bits,
   distinct weights, cores; and whether the network fits one chip (``fit_violation``);
 * **activity** per inference, measured on test samples encoded as evaluation encodes them
   (``neurokd.metrics.activity``, NeuroBench's definitions): synaptic operations (input events ×
@@ -48,7 +48,7 @@ DEFINITIONS = {
     "activation_sparsity": "1 − non-zero activations / all activations, over the output spikes "
                            "of every spiking layer at every step (NeuroBench)",
     "memory_bytes": "synaptic memory on the chip: one entry per connection at the layer's weight "
-                    "bits (the resource model of neurokd.nas.resources)",
+                    "bits (the resource model of neurokd.metrics.resources)",
     "weight_bytes": "distinct weights at the layer's weight bits",
     "energy_snn": "synops · E_synop + active updates · E_active + inactive updates · E_inactive + "
                   "output spikes · E_spike; static power, input messages from the host and hops "
@@ -108,7 +108,7 @@ COUNTS = ("events_in", "synops", "neuron_updates", "active_neuron_updates", "spi
 def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int) -> Dict[str, Any]:
     """Resources, activity per inference and energy of an SNN from ``counts`` (``activity_counts``
     summed over ``samples`` samples), per layer and in total, on the model's own profile."""
-    from neurokd.nas.resources import fit_violation, layer_resources
+    from neurokd.metrics.resources import fit_violation, layer_resources
 
     profile: HardwareProfile = model.profile
     energy = profile.energy
@@ -169,7 +169,7 @@ def measure(model: nn.Module, meta: Dict[str, Any], ds, seed: int = 0,
     default), encoded exactly as evaluation encodes them (same seed and batches, so the accuracy
     on the whole test split is the one training reported). ``meta``: the SNN's metadata, or {}
     for a DNN, priced with ``dnn_energy``'s MAC figures. An SNN is priced with its own profile."""
-    from neurokd.pipeline import identity, make_prepare
+    from neurokd.training import identity, make_prepare
     from neurokd.training import encoded_batches
 
     model = _on_cpu(model).eval()

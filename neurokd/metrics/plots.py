@@ -8,25 +8,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from neurokd.fileio import atomic_path
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> Path:
-    """Write the figure atomically as PNG and close it."""
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    _plt().close(fig)
-    return Path(path)
+from neurokd.plotting import pyplot, save_figure
 
 
 def training_curves(histories: Dict[str, List[Dict[str, float]]], path: str | Path,
@@ -37,7 +19,7 @@ def training_curves(histories: Dict[str, List[Dict[str, float]]], path: str | Pa
     validation accuracy of the starting weights of a fine-tuning, drawn at epoch 0."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _plt()
+    plt = pyplot()
     kept, start = kept or {}, start or {}
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, hist in histories.items():
@@ -59,7 +41,7 @@ def training_curves(histories: Dict[str, List[Dict[str, float]]], path: str | Pa
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     ax_acc.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def spike_raster(torch_spikes: np.ndarray, lava_spikes: np.ndarray, path: str | Path,
@@ -68,7 +50,7 @@ def spike_raster(torch_spikes: np.ndarray, lava_spikes: np.ndarray, path: str | 
     """Output spikes of one sample: PyTorch as dots, Lava as rings; a mismatch shows as a lone mark.
     With ``labels`` (the true class of each sample), the true class's row is shaded and the title
     names it beside both predictions (the neuron with the most spikes)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.4))
     n_t, t_t = np.nonzero(torch_spikes[sample])
     n_l, t_l = np.nonzero(lava_spikes[sample])
@@ -92,13 +74,13 @@ def spike_raster(torch_spikes: np.ndarray, lava_spikes: np.ndarray, path: str | 
     ax.title.set_fontsize(9)
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def rate_scatter(pairs, path: str | Path, names=None, points: int = 3000) -> Path:
     """One panel per layer: the DNN's activation (in units of its scale λ) against the converted
     neuron's spike rate, neuron by neuron; the diagonal is perfect tracking."""
-    plt = _plt()
+    plt = pyplot()
     n = len(pairs)
     fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.1), squeeze=False)
     gen = np.random.default_rng(0)
@@ -113,7 +95,7 @@ def rate_scatter(pairs, path: str | Path, names=None, points: int = 3000) -> Pat
         if i == 0:
             ax.set_ylabel("spike count / T")
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pareto(points, front, path: str | Path, proxy: str) -> Path:
@@ -123,7 +105,7 @@ def pareto(points, front, path: str | Path, proxy: str) -> Path:
     (cores, synops, score)."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     c, o, s = (np.array(v, dtype=float) for v in zip(*points))
     sc = ax.scatter(np.maximum(o, 1), s, c=c, cmap="viridis", s=14)
@@ -136,14 +118,14 @@ def pareto(points, front, path: str | Path, proxy: str) -> Path:
            title="Candidates: higher score, fewer cores and synaptic ops")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def energy_accuracy(points, path: str | Path) -> Path:
     """Test accuracy against energy per inference (log scale), one point per network of a run:
     ``points`` are (name, kind, joules, int8 joules or None, accuracy), kind ``snn`` (on the chip)
     or ``dnn`` (a conventional processor: 32-bit float filled, 8-bit integer hollow)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for name, kind, joules, int8, acc in points:
@@ -161,4 +143,4 @@ def energy_accuracy(points, path: str | Path) -> Path:
            title="Energy per inference against accuracy")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)

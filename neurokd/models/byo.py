@@ -319,7 +319,7 @@ def load_dnn(teacher: str | Path | TeacherRef, input_shape: Sequence[int], num_c
     user's is imported or called; every teacher's parameters and buffers must be finite; and a
     model whose activations could not be held is refused from its layers' shapes before the
     probe runs it (see :func:`check_activations`)."""
-    from neurokd.distill.colearn import check_teacher_fits
+    from neurokd.models.teachers import check_teacher_fits
     from neurokd.models.checkpoint import load_checkpoint
     from neurokd.models.teachers import teacher_from_checkpoint
 

@@ -4,7 +4,7 @@ A ``b``-bit layer keeps signed integers ``m = clip(round(w / s), -2^(b-1), 2^(b-
 computes with ``s·m``. ``lsq`` learns ``s`` (Esser et al., *Learned Step Size Quantization*, 2020:
 straight-through rounding, the step's gradient scaled by ``1/sqrt(N·Qp)``); ``fixed`` keeps the
 step it was initialised with. Both export the same way: the integers ``m`` become Loihi weight
-mantissas and ``s`` is folded into the layer's threshold (see ``neurokd.quant.qsnn``).
+mantissas and ``s`` is folded into the layer's threshold (see ``neurokd.models.cuba.quantized``).
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ def _prod(shape) -> int:
 
 
 def spec_from_dict(data: object, where: str = "spec") -> ArchSpec:
-    from neurokd.hardware import format_validation_error
+    from neurokd.schema import format_validation_error
 
     if not isinstance(data, dict):
         raise NeurokdError(f"{where}: expected a mapping with input_shape and layers")
@@ -174,7 +174,7 @@ def read_spec_file(path: str | Path) -> Tuple[ArchSpec, Dict[str, Any]]:
     """The architecture in the spec file at ``path`` and the settings it records (only those
     present: ``{}`` for a file written before specs recorded any)."""
     from neurokd.fileio import read_yaml
-    from neurokd.hardware import format_validation_error
+    from neurokd.schema import format_validation_error
 
     data = read_yaml(path)
     settings: Dict[str, Any] = {}

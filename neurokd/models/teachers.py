@@ -132,3 +132,14 @@ def teacher_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") 
                            f"({type(exc).__name__})") from None
     model.neurokd_arch = dict(arch)  # saved again with the same architecture after co-learning
     return model.eval()
+
+
+def check_teacher_fits(arch: Dict[str, Any], num_classes: int, input_shape: Tuple[int, ...],
+                       where: str) -> None:
+    """A teacher trained for another task is refused before any training starts."""
+    if int(arch.get("num_classes", -1)) != num_classes:
+        raise NeurokdError(f"{where}: teacher predicts {arch.get('num_classes')} classes, the data "
+                           f"has {num_classes}")
+    if tuple(arch.get("input_shape", ())) != tuple(input_shape):
+        raise NeurokdError(f"{where}: teacher takes input {arch.get('input_shape')}, the data is "
+                           f"{list(input_shape)}")

@@ -2,7 +2,7 @@
 
 ``score_arch`` builds the candidate from its spec with slayer's initialization (so the scored
 weights are the ones training would start from), runs it in float CUBA dynamics with the
-surrogate gradient through time (``neurokd.quant.numerics.cuba_dynamics``), and gives every proxy
+surrogate gradient through time (``neurokd.models.cuba.numerics.cuba_dynamics``), and gives every proxy
 a ``Probe``. A probe computes only what the requested proxies need (``register_proxy``'s
 ``needs``): nothing but the resource rows (``params``), the initial weights (``synflow``), one
 forward pass (spikes: ``synops``, ``snasnet``, ``naswot``, ``sahd``), per-sample weight gradients
@@ -71,8 +71,8 @@ import torch.nn.functional as F
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
-from neurokd.nas.resources import LayerResources, layer_resources, synops
-from neurokd.quant.numerics import cuba_dynamics, synaptic_input
+from neurokd.metrics.resources import LayerResources, layer_resources, synops
+from neurokd.models.cuba.numerics import cuba_dynamics, synaptic_input
 from neurokd.registry import Registry
 
 # What a probe can compute, cheapest first: the initial weights, one forward pass (spikes),
@@ -153,7 +153,7 @@ def initial_state(spec: ArchSpec, profile: HardwareProfile, seed: int
                   ) -> Tuple[List[torch.Tensor], Tuple[int, int, int]]:
     """slayer's initial weights of ``spec`` for ``seed`` (per spiking layer: dense ``(out, in)``,
     convolution ``(out, in, kh, kw)``) and the neuron's ``(iDecay, vDecay, vThMant)``."""
-    from neurokd.models.snn import SpikingNet
+    from neurokd.models.cuba.net import SpikingNet
 
     torch.manual_seed(seed)
     snn = SpikingNet(spec, profile)

@@ -33,7 +33,7 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile, load_profile
 from neurokd.models.spec import ArchSpec, spec_from_dict
 from neurokd.nas.proxies import PROXIES, score_arch
-from neurokd.nas.resources import Budget, summary
+from neurokd.metrics.resources import Budget, summary
 from neurokd.nas.space import SearchSpace, arch_key, describe
 
 Batches = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -381,66 +381,3 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
 
 
 # ---------------------------------------------------------------- brief training of the best
-def _measured_synops(model, split, encoder: str, timesteps: int, seed: int) -> float:
-    """Synaptic operations per inference of a trained ``model``, measured on ``split``
-    (``neurokd.metrics.activity``: every input event times its fan-out)."""
-    from neurokd.metrics.activity import measured_synops
-    from neurokd.pipeline import make_prepare
-    from neurokd.training import encoded_batches
-
-    model = model.cpu().eval()
-    prepare = make_prepare(encoder, timesteps, model.window_pad)
-    total, count = 0.0, 0
-    for xb, _ in encoded_batches(split, prepare, seed):
-        total += measured_synops(model, xb)["synops"] * len(xb)
-        count += len(xb)
-    return total / max(count, 1)
-
-
-def train_candidates(cands: Sequence[Candidate], ds, cfg, timesteps: int, epochs: int,
-                     spec_dir, progress: bool = False,
-                     log: Callable[[str], None] = lambda _: None) -> List[Dict[str, Any]]:
-    """Train each of ``cands`` (best-ranked first) for at most ``epochs`` epochs with the student
-    training of ``neurokd.pipeline.train_snn`` (``cfg``'s data, seed, encoder, learning rate and
-    early stopping; ``timesteps`` steps), each spec written to ``spec_dir/rank<i>.yaml``. Returns
-    one record per candidate: its proxy rank, validation accuracy (best epoch; the one to choose
-    by) and test accuracy, cores, synapses, the synaptic operations per inference of the resource
-    model's upper bound and as measured on the validation split after training, and the wall time
-    of its training and measurement (``train_seconds``)."""
-    from pathlib import Path
-
-    from neurokd import pipeline
-    from neurokd.config import build_config, config_to_dict
-    from neurokd.models.spec import save_spec
-
-    if epochs <= 0:
-        raise NeurokdError(f"--train-epochs must be positive, got {epochs}")
-    base = config_to_dict(cfg)
-    spec_dir = Path(spec_dir)
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    out = []
-    for rank, c in enumerate(cands, 1):
-        path = save_spec(spec_dir / f"rank{rank}.yaml", c.spec, timesteps=timesteps,
-                         encoder=cfg.student.encoder)
-        run_cfg = build_config(base=base, values={"student.spec": str(path),
-                                                  "student.timesteps": timesteps,
-                                                  "student.epochs": epochs})
-        log(f"train-top: {rank}/{len(cands)} {describe(c.spec)} ({c.resources['cores']} cores, "
-            f"{epochs} epochs at most)")
-        t0 = time.perf_counter()
-        model, metrics = pipeline.train_snn(run_cfg, ds, progress=progress, log=log)
-        ops = _measured_synops(model, ds.val, cfg.student.encoder, timesteps, cfg.seed)
-        out.append({"rank": rank, "arch": describe(c.spec), "spec_file": f"{spec_dir.name}/{path.name}",
-                    "val_accuracy": float(metrics["snn_val_accuracy"]),
-                    "test_accuracy": float(metrics["snn_accuracy"]),
-                    "train_epochs": int(metrics["snn_epochs"]), "cores": c.resources["cores"],
-                    "synapses": c.resources["synapses"], "synops_upper": c.resources["synops"],
-                    "synops_trained": ops, "train_seconds": time.perf_counter() - t0})
-    return out
-
-
-def best_trained(trained: Sequence[Dict[str, Any]]) -> int:
-    """Index of the best validation accuracy (the better proxy rank on a tie)."""
-    if not trained:
-        raise NeurokdError("no trained candidates to choose from")
-    return max(range(len(trained)), key=lambda i: (trained[i]["val_accuracy"], -trained[i]["rank"]))

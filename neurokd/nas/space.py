@@ -142,7 +142,7 @@ def describe(spec: ArchSpec) -> str:
 
 def load_space(path: Optional[str | Path]) -> SearchSpace:
     from neurokd.fileio import read_yaml
-    from neurokd.hardware import format_validation_error
+    from neurokd.schema import format_validation_error
 
     if path is None:
         return SearchSpace()

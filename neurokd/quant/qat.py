@@ -28,8 +28,8 @@ from neurokd.data.datasets import Dataset
 from neurokd.distill.losses import LOSSES
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
-from neurokd.quant.numerics import StateStats
-from neurokd.quant.qsnn import QuantSpikingNet, check_bits
+from neurokd.models.cuba.numerics import StateStats
+from neurokd.models.cuba.quantized import QuantSpikingNet, check_bits
 from neurokd.quant.schedule import ConstantSchedule, ProbSchedule
 from neurokd.training import Prepare, accuracy, encoded_batches, fit, seed_everything
 

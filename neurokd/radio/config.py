@@ -18,7 +18,7 @@ from pydantic import (ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
 from neurokd import h5safe
-from neurokd.config import StrictModel
+from neurokd.schema import StrictModel
 from neurokd.errors import NeurokdError
 from neurokd.radio.channels import CHANNELS, SINC_HALF, max_channel_delay
 from neurokd.radio.waveforms import CONSTELLATIONS, GAUSS_SPAN, SYMBOL_WAVEFORMS, WAVEFORMS

@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from neurokd.metrics.plots import _plt, _save
+from neurokd.plotting import pyplot, save_figure
 from neurokd.radio.detectors import energy_detector_pd_theory
 
 
@@ -16,7 +16,7 @@ def pd_vs_snr(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], pfa
               path: str | Path, frame_length: Optional[int] = None) -> Path:
     """Pd against SNR at one Pfa, one line per detector (``{name: (snr_db, pd)}``); with
     ``frame_length``, the energy detector's theory curve for ``N = frame_length`` as well."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     lo, hi = np.inf, -np.inf
     for name, (snr, pd) in curves.items():
@@ -30,13 +30,13 @@ def pd_vs_snr(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], pfa
            title=f"Pd at Pfa = {pfa:g}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], path: str | Path,
         title: str = "ROC") -> Path:
     """ROC curves ``{name: (pfa, pd)}`` on linear axes, with the chance diagonal."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.4, 4.2))
     for name, (pfa, pd) in curves.items():
         ax.plot(pfa, pd, label=name)
@@ -45,14 +45,14 @@ def roc(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], path: str
            xlim=(0, 1), ylim=(0, 1.01), title=title)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_vs_snr(curves: Mapping[str, Mapping[float, float]], path: str | Path,
                     num_classes: Optional[int] = None) -> Path:
     """Accuracy against SNR, one line per model (``{name: {snr: accuracy}}``); with
     ``num_classes``, the chance level as a dotted line."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     for name, acc in curves.items():
         snr = sorted(acc)
@@ -62,13 +62,13 @@ def accuracy_vs_snr(curves: Mapping[str, Mapping[float, float]], path: str | Pat
     ax.set(xlabel="SNR (dB)", ylabel="accuracy", ylim=(0, 1.02), title="Accuracy against SNR")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion(matrix: np.ndarray, class_names: Sequence[str], path: str | Path,
               title: str = "Confusion matrix") -> Path:
     """Row-normalised confusion matrix (true class in rows), each cell's share written in it."""
-    plt = _plt()
+    plt = pyplot()
     m = np.asarray(matrix, dtype=np.float64)
     share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     k = len(class_names)
@@ -81,7 +81,7 @@ def confusion(matrix: np.ndarray, class_names: Sequence[str], path: str | Path,
     ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
     ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticklabels(class_names, fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ber_vs_ebn0(curves: Mapping[str, Tuple[Sequence[float], Sequence[float], Sequence[float]]],
@@ -90,7 +90,7 @@ def ber_vs_ebn0(curves: Mapping[str, Tuple[Sequence[float], Sequence[float], Seq
     """Uncoded BER (left) and SER (right) against Eb/N0 on log axes, one line per receiver
     (``{name: (ebn0_db, ber, ser)}``); classical receivers dashed; ``theory`` (Eb/N0, BER) in black;
     ``floor``: one error in the test bits per point, below which a measured zero is drawn."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.0))
     classical = ("LS + ", "LMMSE", "ML, ")
     for name, (ebn0, ber, ser) in curves.items():
@@ -110,4 +110,4 @@ def ber_vs_ebn0(curves: Mapping[str, Tuple[Sequence[float], Sequence[float], Seq
     axes[0].axhline(1e-2, color="tab:red", lw=0.8, ls=":")
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

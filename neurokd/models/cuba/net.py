@@ -166,7 +166,7 @@ class SpikingNet(nn.Module):
         (``encoder``'s range on ``timesteps`` frames, any binary spikes into later layers), in the
         chip's integer units, from the exported integer weights, decays and threshold. Rows as in
         ``state_extremes`` (``layer`` is the block index); see ``numerics.worst_case_states``."""
-        from neurokd.quant.numerics import encoder_input_max, worst_case_states
+        from neurokd.models.cuba.numerics import encoder_input_max, worst_case_states
 
         index, layers = [], []
         for i, block in enumerate(self.blocks):

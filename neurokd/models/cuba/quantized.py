@@ -7,7 +7,7 @@ a bit-width ``b`` and a step quantizer. In chip units a quantized layer computes
   puts them on the profile's weight grid (``HardwareProfile.weight_shift``);
 * threshold mantissa ``vth = round(θ · 2^g / s)``, ``θ`` the spec's threshold: the step ``s`` is
   folded into the threshold, so ``W / vth = s·m / θ`` is what training saw;
-* the spec's 12-bit decays, and the fixed-point CUBA dynamics of ``neurokd.quant.numerics``
+* the spec's 12-bit decays, and the fixed-point CUBA dynamics of ``neurokd.models.cuba.numerics``
   with Loihi's 24-bit current wrap and voltage clip.
 
 These are exactly the integers the exporter writes, so the PyTorch forward pass in evaluation mode
@@ -26,8 +26,8 @@ from torch import nn
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile, load_profile
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
-from neurokd.quant.numerics import StateStats, cuba_dynamics, synaptic_input
-from neurokd.quant.quantizers import QUANTIZERS, init_step, round_ste
+from neurokd.models.cuba.numerics import StateStats, cuba_dynamics, synaptic_input
+from neurokd.models.quantizers import QUANTIZERS, init_step, round_ste
 
 
 def check_bits(bits: Sequence[int], profile: HardwareProfile) -> None:
@@ -39,7 +39,7 @@ def check_bits(bits: Sequence[int], profile: HardwareProfile) -> None:
 
 def neuron_integers(spec: ArchSpec, profile: HardwareProfile) -> Tuple[int, int, int]:
     """The spec neuron's ``(iDecay, vDecay, vThMant)`` as slayer and netx compute them."""
-    from neurokd.models.snn import SpikingNet
+    from neurokd.models.cuba.net import SpikingNet
 
     block = next(b for b in SpikingNet(spec, profile).blocks if getattr(b, "neuron", None) is not None)
     n = block.neuron
@@ -249,7 +249,7 @@ class QuantSpikingNet(nn.Module):
         (``encoder``'s range on ``timesteps`` frames, any binary spikes into later layers), before
         Loihi's wrap and clip, from the exported integers. Rows as in ``state_extremes``; see
         ``numerics.worst_case_states``."""
-        from neurokd.quant.numerics import encoder_input_max, worst_case_states
+        from neurokd.models.cuba.numerics import encoder_input_max, worst_case_states
 
         return worst_case_states(self.spec, self.export_integers(), self.i_decay, self.v_decay,
                                  self.profile, encoder_input_max(encoder), timesteps,
@@ -259,7 +259,7 @@ class QuantSpikingNet(nn.Module):
     def to_slayer(self) -> nn.Module:
         """A slayer ``SpikingNet`` holding exactly the exported integers (weights ``W / scale``,
         per-block thresholds ``vth / scale``), for the netx exporter."""
-        from neurokd.models.snn import SpikingNet, exact_threshold
+        from neurokd.models.cuba.net import SpikingNet, exact_threshold
 
         net = SpikingNet(self.spec, self.profile).eval()
         with torch.no_grad():
