@@ -311,7 +311,7 @@ def build_config(path: Optional[str | Path] = None, overrides: Iterable[str] = (
             data = {}
         if not isinstance(data, dict):
             raise NeurokdError(f"{path}: a config file must be a mapping of sections")
-        tree = data
+        tree = _merge(tree, data)  # the file's keys over the base (or over nothing)
         where = str(path)
     for item in overrides:
         key, value = parse_override(item)

@@ -10,10 +10,10 @@ from neurokd import pipeline
 from neurokd.config import RunConfig, config_to_dict
 from neurokd.fileio import RunDir, write_json, write_yaml
 from neurokd.hardware import load_profile
+from neurokd.log import Log
 from neurokd.metrics import plots
 from neurokd.metrics.report import demo_table
 
-Log = pipeline.Log
 
 
 def run_demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: bool = True,

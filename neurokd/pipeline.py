@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from neurokd.data.encoders import get_encoder
 from neurokd import runtime
 from neurokd.errors import NeurokdError
 from neurokd.h5safe import available_memory
+from neurokd.log import Log, quiet
 from neurokd.hardware import load_profile
 from neurokd.models.byo import TeacherRef
 from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
@@ -30,12 +31,7 @@ from neurokd.metrics.resources import check_fit as check_fit_chip
 from neurokd.training import (Prepare, accuracy, encoded_batches, fit, identity, logits_of,
                               make_prepare, seed_everything, spike_counts)
 
-Log = Callable[[str], None]
 RADIO_DATASETS = ("sensing", "modulation", "symbols")
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def check_names(cfg: RunConfig) -> None:
@@ -58,7 +54,7 @@ def check_config(cfg: RunConfig) -> None:
 
 
 # ---------------------------------------------------------------- data
-def load_data(cfg: RunConfig, log: Log = _quiet) -> Dataset:
+def load_data(cfg: RunConfig, log: Log = quiet) -> Dataset:
     d = cfg.data
     extra: Dict[str, Any] = {}
     if d.dataset in RADIO_DATASETS:
@@ -77,7 +73,7 @@ def load_data(cfg: RunConfig, log: Log = _quiet) -> Dataset:
 
 
 # ---------------------------------------------------------------- teacher
-def train_teacher(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _quiet
+def train_teacher(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = quiet
                   ) -> Tuple[nn.Module, Dict[str, Any]]:
     t = cfg.teacher
     seed_everything(cfg.seed)
@@ -168,7 +164,7 @@ def as_direct_training(cfg: RunConfig) -> RunConfig:
     return out
 
 
-def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = _quiet
+def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = quiet
               ) -> Tuple[SpikingNet, Dict[str, Any]]:
     """Train an SNN student directly with surrogate gradients (slayer's 8-bit weight rounding)."""
     s = cfg.student
@@ -213,7 +209,7 @@ def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | Te
 
 
 def train_distilled(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | TeacherRef] = None,
-                    progress: bool = True, log: Log = _quiet
+                    progress: bool = True, log: Log = quiet
                     ) -> Tuple[SpikingNet, Optional[nn.Module], Dict[str, Any]]:
     """Train an SNN student with ``cfg.distill.method`` from the teacher checkpoint(s).
 
@@ -313,7 +309,7 @@ def kd_reference(path: str | Path, ds: Dataset, meta: Dict[str, Any], bits: List
 
 
 def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
-             kd_from: Optional[str | Path] = None, progress: bool = True, log: Log = _quiet,
+             kd_from: Optional[str | Path] = None, progress: bool = True, log: Log = quiet,
              check_fit: bool = True):
     """Quantization-aware training of a trained float SNN for ``cfg.hardware`` (``cfg.quant``).
     Returns the ``QuantSpikingNet`` and metrics; every argument is checked before training, and
@@ -345,7 +341,7 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
 
 # ---------------------------------------------------------------- DNN → SNN conversion
 def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path | TeacherRef, progress: bool = True,
-            log: Log = _quiet, check_fit: bool = True):
+            log: Log = quiet, check_fit: bool = True):
     """Convert the DNN ``teacher`` (a neurokd checkpoint, an ONNX file or a ``module:factory``,
     see ``neurokd.models.byo``) for ``cfg.student.timesteps`` steps (``cfg.convert``).
     Returns the integer IF network and metrics (``teacher_source``: where the DNN came from);
@@ -368,7 +364,7 @@ def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path | TeacherRef, progr
 
 # ---------------------------------------------------------------- export and Lava
 def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Optional[Dataset] = None,
-               log: Log = _quiet, replace: bool = True, check_fit: bool = True) -> Path:
+               log: Log = quiet, replace: bool = True, check_fit: bool = True) -> Path:
     """Export to netx. With ``check_fit``, refuses a network that does not fit one chip of its
     profile (``neurokd.metrics.resources.fit_violation``). Reports each layer's state against the
     chip's state bits: the worst case over every admissible input (``state_bound``) and, with
@@ -566,7 +562,7 @@ def _measured_synops(model, split, encoder: str, timesteps: int, seed: int) -> f
 
 def train_candidates(cands: Sequence[Any], ds: Dataset, cfg: RunConfig, timesteps: int,
                      epochs: int, spec_dir: str | Path, progress: bool = False,
-                     log: Log = _quiet) -> List[Dict[str, Any]]:
+                     log: Log = quiet) -> List[Dict[str, Any]]:
     """Train each of ``cands`` (best-ranked first) for at most ``epochs`` epochs with the student
     training of :func:`train_snn` (``cfg``'s data, seed, encoder, learning rate and
     early stopping; ``timesteps`` steps), each spec written to ``spec_dir/rank<i>.yaml``. Returns
@@ -615,7 +611,7 @@ def best_trained(trained: Sequence[Dict[str, Any]]) -> int:
 
 
 def import_nir(path: str | Path, cfg: RunConfig, ds: Dataset, dt: Optional[float] = None,
-               log: Log = _quiet) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
+               log: Log = quiet) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
     """Import the NIR graph at ``path`` for the data ``ds`` and run configuration ``cfg``
     (``student.timesteps`` and ``student.encoder``: the window the graph's network reads).
     Returns the float ``SpikingNet``, its checkpoint metadata (:func:`snn_meta` plus a

@@ -1,6 +1,6 @@
 import pytest
 
-from neurokd.config import RunConfig, build_config, parse_override
+from neurokd.config import RunConfig, build_config, config_to_dict, parse_override
 from neurokd.errors import NeurokdError
 
 
@@ -80,3 +80,11 @@ def test_symbols_preset_trains_a_two_layer_student_on_graded_spikes():
     cfg = build_config(overrides=["data.dataset=symbols"])
     assert cfg.student.hidden == [128, 128] and cfg.student.encoder == "direct"
     assert build_config(overrides=["data.dataset=symbols", "student.hidden=64"]).student.hidden == 64
+
+
+def test_a_config_file_applies_over_a_base_instead_of_replacing_it(tmp_path):
+    base = config_to_dict(build_config(overrides=["student.hidden=48", "seed=7"]))
+    path = tmp_path / "c.yaml"
+    path.write_text("student:\n  epochs: 3\n")
+    cfg = build_config(path, base=base)
+    assert (cfg.student.epochs, cfg.student.hidden, cfg.seed) == (3, 48, 7)

@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "neurokd"
 FLOORS: Tuple[Tuple[str, ...], ...] = (
     ("__init__",),      # the version
     ("errors",),
+    ("log",),
     ("registry",),
     ("fileio",),
     ("h5safe",),

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from torch import nn
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
+from neurokd.log import Log, quiet
 from neurokd.models.byo import format_bytes, memory_budget, nonfinite, refuse_activations
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec
 from neurokd.models.cuba.quantized import QuantSpikingNet
@@ -572,12 +573,11 @@ def rate_tracking(pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[Dict[s
     return rows
 
 
-Log = Callable[[str], None]
 
 
 def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProfile,
                 encoder: str = "direct", seed: int = 0, progress: bool = True,
-                log: Log = lambda _m: None, device: str = "cpu") -> Tuple[QuantSpikingNet, Dict[str, Any]]:
+                log: Log = quiet, device: str = "cpu") -> Tuple[QuantSpikingNet, Dict[str, Any]]:
     """Convert ``teacher`` for ``T = timesteps`` steps by ``c.method`` (a ``ConvertConfig``).
     Returns the integer IF network (a ``QuantSpikingNet`` with biases) and metrics. ``device``:
     where the ``qkd`` fine-tuning trains (``neurokd.runtime``)."""

@@ -45,7 +45,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -67,11 +67,6 @@ NEVER_DECAYS = float(2 ** 40)
 # unless one input spike carries less than 254/4095 of a threshold.
 MAX_IMPORT_VTH = (1 << 12) - 1
 
-Log = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 # ---------------------------------------------------------------- reading a graph

@@ -47,11 +47,6 @@ def layer_outputs(model: nn.Module, x: torch.Tensor) -> List[torch.Tensor]:
     return spiking
 
 
-def layer_inputs(model: nn.Module, x: torch.Tensor) -> List[torch.Tensor]:
-    """The input of every spiking layer of ``model`` on ``x``."""
-    return [x] + layer_outputs(model, x)[:-1]
-
-
 def weight_bits(model: nn.Module) -> List[int]:
     """Bits of each spiking layer's weights on the chip: the quantized bit-widths, or 8 for slayer
     students (slayer rounds their weights to Loihi's 8-bit mantissas)."""

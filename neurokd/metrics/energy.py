@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -34,9 +34,9 @@ from torch import nn
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import EnergyFigures, HardwareProfile, load_profile
+from neurokd.log import Log
 from neurokd.metrics.activity import activity_counts, layer_outputs, weight_bits
 
-Log = Callable[[str], None]
 Networks = Dict[str, Tuple[nn.Module, Dict[str, Any]]]
 
 DEFINITIONS = {

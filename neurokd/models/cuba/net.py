@@ -188,10 +188,6 @@ class SpikingNet(nn.Module):
         return {"spec": self.spec.model_dump(), "hardware": self.profile.name}
 
 
-def build_snn(spec: ArchSpec, profile: HardwareProfile | None = None) -> SpikingNet:
-    return SpikingNet(spec, profile)
-
-
 def snn_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") -> SpikingNet:
     arch = payload.get("arch", {})
     spec = spec_from_dict(arch.get("spec"), where=f"{where}: spec")
