@@ -32,7 +32,7 @@ from snntorch.import_nir import import_from_nir
 from neurokd import pipeline
 from neurokd.config import build_config
 from neurokd.data.encoders import get_encoder
-from neurokd.deploy import nir_io
+from neurokd.interop import nir as nir_io
 from neurokd.deploy.export import read_meta
 from neurokd.training import encoded_batches, seed_everything
 

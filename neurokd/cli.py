@@ -119,7 +119,7 @@ def _run_args(p: argparse.ArgumentParser, example: str, training: bool = True) -
 
 
 def _teacher_args(p: argparse.ArgumentParser, required: bool, note: str = "") -> None:
-    """--teacher and the options of a DNN brought from elsewhere (``neurokd.models.byo``)."""
+    """--teacher and the options of a DNN brought from elsewhere (``neurokd.interop.teachers``)."""
     p.add_argument("--teacher", required=required, metavar="TEACHER",
                    help="the DNN: a neurokd teacher checkpoint (teacher.pt), an ONNX file "
                         "(*.onnx: Gemm, MatMul+Add, Conv, Relu, BatchNormalization, AveragePool, "
@@ -143,7 +143,7 @@ def _teacher_ref(args: argparse.Namespace):
     """The --teacher options as a ``TeacherRef`` (None without --teacher), checked to go together."""
     import os
 
-    from neurokd.models.byo import parse_kwargs, teacher_ref
+    from neurokd.interop.teachers import parse_kwargs, teacher_ref
 
     if args.teacher is None:
         if args.teacher_weights is not None or args.teacher_kwargs is not None:
@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
     p.add_argument("--format", choices=["netx", "nir"], default="netx",
                    help="netx (default): HDF5 for Lava; nir: a NIR graph (nir.read, snntorch's "
-                        "import_from_nir), see neurokd/deploy/nir_io.py")
+                        "import_from_nir), see neurokd/interop/nir/")
     p.add_argument("--dt", type=float, default=1e-4, metavar="SECONDS",
                    help="nir: the time step the graph's time constants are written for "
                         "(tau = dt / decay; default %(default)s, snntorch's)")
@@ -531,7 +531,7 @@ SOURCE_KEYS = ("teacher_source", "ensemble_sources")  # recorded in metrics.json
 def _teacher_label(cfg, model) -> str:
     """The teacher's name in tables and plots: its file or factory when it was brought from
     elsewhere, else its architecture."""
-    from neurokd.models.byo import is_foreign, source_label
+    from neurokd.interop.teachers import is_foreign, source_label
 
     return source_label(model.neurokd_source) if is_foreign(model) else cfg.teacher.model
 
@@ -540,7 +540,7 @@ def _save_colearned(run: Path, teacher, cfg, ds, out: str) -> None:
     """The co-learned teacher: a neurokd checkpoint, or, for a DNN brought from elsewhere (its
     architecture is not neurokd's to rebuild), its weights for --teacher-weights."""
     from neurokd import pipeline
-    from neurokd.models.byo import is_foreign, save_weights
+    from neurokd.interop.teachers import is_foreign, save_weights
 
     if not is_foreign(teacher):
         pipeline.save_teacher(run / "teacher.pt", teacher, cfg, ds)
@@ -663,7 +663,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from neurokd.fileio import write_json, write_yaml
     from neurokd.metrics import energy, plots
     from neurokd.metrics.report import table
-    from neurokd.models.byo import load_dnn
+    from neurokd.interop.teachers import load_dnn
     from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
 
     _positive("--timesteps", args.timesteps)
@@ -862,7 +862,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _positive_dt(dt: float) -> None:
-    from neurokd.deploy.nir_io import DT_RANGE
+    from neurokd.interop.nir import DT_RANGE
 
     if not (math.isfinite(dt) and DT_RANGE[0] <= dt <= DT_RANGE[1]):
         raise NeurokdError(f"--dt must be a number of seconds from {DT_RANGE[0]:g} to "
@@ -871,7 +871,7 @@ def _positive_dt(dt: float) -> None:
 
 def _export_nir(args: argparse.Namespace) -> int:
     from neurokd import pipeline
-    from neurokd.deploy.nir_io import export_nir, is_neurokd_nir
+    from neurokd.interop.nir import export_nir, is_neurokd_nir
     from neurokd.fileio import check_output_file
 
     _positive_dt(args.dt)
@@ -888,7 +888,7 @@ def _export_nir(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from neurokd import pipeline
     from neurokd.config import build_config, config_to_dict
-    from neurokd.deploy.nir_io import read_graph
+    from neurokd.interop.nir import read_graph
     from neurokd.pipeline import import_nir
     from neurokd.fileio import write_json, write_yaml
     from neurokd.metrics.report import table

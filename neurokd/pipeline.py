@@ -22,7 +22,7 @@ from neurokd.errors import NeurokdError
 from neurokd.h5safe import available_memory
 from neurokd.log import Log, quiet
 from neurokd.hardware import load_profile
-from neurokd.models.byo import TeacherRef
+from neurokd.interop.teachers import TeacherRef
 from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
 from neurokd.models.cuba.net import SpikingNet, snn_from_checkpoint
 from neurokd.models.spec import ArchSpec, default_spec, load_spec
@@ -188,10 +188,11 @@ def train_snn(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log = qui
 def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | TeacherRef]
                   ) -> List[nn.Module]:
     """The teachers a distillation method needs (neurokd checkpoints, ONNX files or a
-    ``module:factory``, see ``neurokd.models.byo``), each checked against the data and carrying
+    ``module:factory``, see ``neurokd.interop.teachers``), each checked against the data and carrying
     its ``neurokd_source``."""
     from neurokd.distill.colearn import uses_teacher
-    from neurokd.models.byo import check_activations, load_dnn, source_label
+    from neurokd.interop.teachers import load_dnn, source_label
+    from neurokd.models.dnn_checks import check_activations
 
     d = cfg.distill
     if not uses_teacher(d):
@@ -343,11 +344,11 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
 def convert(cfg: RunConfig, ds: Dataset, teacher: str | Path | TeacherRef, progress: bool = True,
             log: Log = quiet, check_fit: bool = True):
     """Convert the DNN ``teacher`` (a neurokd checkpoint, an ONNX file or a ``module:factory``,
-    see ``neurokd.models.byo``) for ``cfg.student.timesteps`` steps (``cfg.convert``).
+    see ``neurokd.interop.teachers``) for ``cfg.student.timesteps`` steps (``cfg.convert``).
     Returns the integer IF network and metrics (``teacher_source``: where the DNN came from);
     with ``check_fit``, a network that would not fit one chip of the profile is refused before
     any work."""
-    from neurokd.models.byo import load_dnn
+    from neurokd.interop.teachers import load_dnn
     from neurokd.convert.dnn import convert_dnn, dnn_stages, stages_spec
 
     model, source = load_dnn(teacher, ds.input_shape, ds.num_classes)
@@ -620,7 +621,7 @@ def import_nir(path: str | Path, cfg: RunConfig, ds: Dataset, dt: Optional[float
     it (``snn_accuracy``) and without slayer's weight rounding (``float_unrounded_accuracy``),
     and their output spike and prediction agreement. Every approximation is logged. ``dt``:
     the time step the graph's time constants are read with (default ``nir_io.DEFAULT_DT``)."""
-    from neurokd.deploy.nir_io import (DEFAULT_DT, approximation_lines, chain_to_snn, decays,
+    from neurokd.interop.nir import (DEFAULT_DT, approximation_lines, chain_to_snn, decays,
                                        nir_input_window, parse_chain, read_graph, simulate_chain,
                                        spike_agreement)
     from neurokd.quant.qat import full_precision

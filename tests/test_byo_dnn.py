@@ -17,7 +17,7 @@ from neurokd.config import RunConfig
 from neurokd.errors import NeurokdError
 from neurokd.fileio import read_yaml
 from neurokd.hardware import load_profile
-from neurokd.models.byo import load_dnn, teacher_ref
+from neurokd.interop.teachers import load_dnn, teacher_ref
 from neurokd.convert.dnn import convert_dnn
 
 DIGITS = ((1, 8, 8), 10)  # the digits dataset's sample shape and class count

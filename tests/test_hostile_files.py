@@ -19,7 +19,7 @@ import torch
 from neurokd import pipeline
 from neurokd.cli import main
 from neurokd.config import build_config
-from neurokd.deploy import nir_io
+from neurokd.interop import nir as nir_io
 from neurokd.deploy.export import export_netx, read_meta
 from neurokd.deploy.lava_run import count_spiking_layers
 from neurokd.errors import NeurokdError

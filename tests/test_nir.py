@@ -14,7 +14,7 @@ from snntorch.import_nir import import_from_nir
 from neurokd import pipeline
 from neurokd.cli import main
 from neurokd.config import build_config
-from neurokd.deploy import nir_io
+from neurokd.interop import nir as nir_io
 from neurokd.deploy.export import read_meta
 from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile

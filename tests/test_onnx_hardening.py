@@ -23,8 +23,9 @@ from neurokd.cli import main
 from neurokd.config import ConvertConfig
 from neurokd.errors import NeurokdError
 from neurokd.hardware import load_profile
-from neurokd.models import byo
-from neurokd.models.byo import load_dnn, read_onnx, teacher_ref
+from neurokd.interop import teachers as byo
+from neurokd.interop.onnx import read_onnx
+from neurokd.interop.teachers import load_dnn, teacher_ref
 from neurokd.convert.dnn import (Stage, balance_scales, check_calibration, convert_dnn,
                                    dnn_stages, to_quant_snn)
 
@@ -379,7 +380,7 @@ def test_concat_of_repeated_constants_is_bounded(tmp_path):
 BOMB = """
 import sys
 from neurokd.errors import NeurokdError
-from neurokd.models.byo import load_dnn
+from neurokd.interop.teachers import load_dnn
 try:
     load_dnn(sys.argv[1], (1, 8, 8), 10)
 except NeurokdError as exc:

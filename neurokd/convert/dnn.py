@@ -48,7 +48,7 @@ from torch import nn
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
 from neurokd.log import Log, quiet
-from neurokd.models.byo import format_bytes, memory_budget, nonfinite, refuse_activations
+from neurokd.models.dnn_checks import format_bytes, memory_budget, nonfinite, refuse_activations
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec
 from neurokd.models.cuba.quantized import QuantSpikingNet
 from neurokd.models.quantizers import int_range, round_ste
