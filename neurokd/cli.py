@@ -878,7 +878,7 @@ def _export_nir(args: argparse.Namespace) -> int:
     check_output_file(args.out, _inputs(args), args.force, ours=is_neurokd_nir)
     model, meta = pipeline.load_snn(args.snn)
     path = export_nir(model, args.out, meta, dt=args.dt, replace=args.force)
-    kind = "quantized" if hasattr(model, "export_integers") else "float"
+    kind = "quantized" if model.quantized else "float"
     print(f"exported {args.snn} → {path} (NIR graph of the {kind} network, dt = {args.dt:g}; "
           f"it reads {meta['timesteps']} input frames without Loihi's per-layer delay, so its "
           f"output at step t is the network's at step t + {model.window_pad})")

@@ -289,7 +289,7 @@ def kd_reference(path: str | Path, ds: Dataset, meta: Dict[str, Any], bits: List
         teacher = teacher_from_checkpoint(payload, where=str(path)).eval()
         return Reference(teacher, lambda m, raw, x: m(raw))
     ref, ref_meta = load_snn(path)
-    if hasattr(ref, "to_slayer"):
+    if ref.quantized:
         raise NeurokdError(f"{path}: --kd-from needs a full-precision model, this SNN is quantized")
     if (ref_meta["encoder"], ref_meta["timesteps"]) != (meta["encoder"], meta["timesteps"]):
         raise NeurokdError(f"{path}: --kd-from SNN reads {ref_meta['timesteps']} steps of "
@@ -318,7 +318,7 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
     from neurokd.quant.qat import layer_bits, quantize_snn
     from neurokd.models.cuba.quantized import check_bits
 
-    if hasattr(snn, "to_slayer"):
+    if snn.quantized:
         raise NeurokdError("this SNN checkpoint is already quantized; give the full-precision one")
     profile = load_profile(cfg.hardware)
     bits = layer_bits(cfg.quant, snn.spec.num_spiking_layers)
@@ -375,7 +375,7 @@ def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Op
 
     if check_fit:
         check_fit_chip(model.spec, model.profile, weight_bits(model))
-    emulated = hasattr(model, "to_slayer")  # a QuantSpikingNet wraps and clips as Lava does
+    emulated = model.quantized  # a quantized network wraps and clips as Lava does
     # The remedy for a network from `neurokd quantize` (a converted one has biases).
     remedy = emulated and not model.has_bias
     profile = model.profile

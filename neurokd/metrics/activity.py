@@ -39,12 +39,7 @@ def layer_outputs(model: nn.Module, x: torch.Tensor) -> List[torch.Tensor]:
     """The output spikes of every spiking layer of ``model`` (a SpikingNet or QuantSpikingNet) on
     ``x``, in order."""
     model.eval()
-    if hasattr(model, "forward_intermediates"):  # slayer blocks, flatten blocks included
-        outs = model.forward_intermediates(x)
-        return [o for o, layer in zip(outs, model.spec.layers) if not isinstance(layer, FlattenLayer)]
-    spiking: List[torch.Tensor] = []
-    model(x, record=spiking)
-    return spiking
+    return model.spiking_outputs(x)
 
 
 def weight_bits(model: nn.Module) -> List[int]:

@@ -23,7 +23,7 @@ def _model_layers(model: nn.Module) -> List[Dict[str, Any]]:
     bias the model computes with, in slayer's float units (chip integers / weight scale)."""
     scale = float(model.profile.weight_scale)
     out = []
-    if hasattr(model, "export_integers"):
+    if model.quantized:
         for row in model.export_integers():
             bias = row.get("bias")
             out.append({"weight": row["weight"].to(torch.float64).numpy() / scale,
@@ -44,7 +44,7 @@ def _model_layers(model: nn.Module) -> List[Dict[str, Any]]:
 
 
 def decays(model: nn.Module) -> Tuple[int, int]:
-    if hasattr(model, "i_decay"):
+    if model.quantized:
         return int(model.i_decay), int(model.v_decay)
     block = next(b for b in model.blocks if getattr(b, "neuron", None) is not None)
     return int(block.neuron.cx_current_decay), int(block.neuron.cx_voltage_decay)
@@ -142,8 +142,8 @@ def export_nir(model: nn.Module, path: Union[str, Path], meta: Dict[str, Any],
     record.update({"format_version": FORMAT_VERSION, "spec": model.spec.model_dump(),
                    "hardware": model.profile.name, "dt": float(dt),
                    "window_pad": int(model.window_pad),
-                   "model": "quantized" if hasattr(model, "export_integers") else "float"})
-    if hasattr(model, "export_integers"):
+                   "model": "quantized" if model.quantized else "float"})
+    if model.quantized:
         record["bits"] = list(model.bits)
     graph = snn_to_nir(model, dt, metadata={META_KEY: json.dumps(record)})
     with atomic_path(path, replace=replace) as tmp:

@@ -20,6 +20,7 @@ from torch import nn
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile, load_profile
+from neurokd.models.contract import SpikingModel
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, spec_from_dict
 
 
@@ -61,7 +62,7 @@ def exact_threshold(neuron: nn.Module) -> None:
         neuron.threshold_eps = 0.5 / scale
 
 
-class SpikingNet(nn.Module):
+class SpikingNet(SpikingModel):
     """A feed-forward SNN of slayer CUBA blocks. Input ``(N, C[, H, W], T)``; output spikes ``(N, K, T)``."""
 
     def __init__(self, spec: ArchSpec, profile: HardwareProfile | None = None) -> None:

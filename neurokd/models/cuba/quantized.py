@@ -25,6 +25,7 @@ from torch import nn
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile, load_profile
+from neurokd.models.contract import SpikingModel
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
 from neurokd.models.cuba.numerics import StateStats, cuba_dynamics, synaptic_input
 from neurokd.models.quantizers import QUANTIZERS, init_step, round_ste
@@ -46,8 +47,10 @@ def neuron_integers(spec: ArchSpec, profile: HardwareProfile) -> Tuple[int, int,
     return int(n.cx_current_decay), int(n.cx_voltage_decay), int(n.v_th_mant)
 
 
-class QuantSpikingNet(nn.Module):
+class QuantSpikingNet(SpikingModel):
     """Feed-forward SNN in Loihi numerics. Input ``(N, C[, H, W], T)``; output spikes ``(N, K, T)``."""
+
+    quantized = True
 
     def __init__(self, spec: ArchSpec, profile: HardwareProfile, bits: Sequence[int],
                  quantizer: str = "lsq", steps: Optional[Sequence[float]] = None,
@@ -188,6 +191,20 @@ class QuantSpikingNet(nn.Module):
             return [True] * len(self.weights)
         draw = torch.rand(len(self.weights), generator=self._sample_gen)
         return [bool(d < p) for d, p in zip(draw, self.quant_prob.tolist())]
+
+    def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The output of every layer of the spec, in order (flatten layers included)."""
+        spiking: List[torch.Tensor] = []
+        self.forward(x, record=spiking)
+        it = iter(spiking)
+        outs: List[torch.Tensor] = []
+        for layer in self.spec.layers:
+            if isinstance(layer, FlattenLayer):
+                last = outs[-1] if outs else x
+                outs.append(last.reshape(last.shape[0], -1, last.shape[-1]))
+            else:
+                outs.append(next(it))
+        return outs
 
     def forward(self, x: torch.Tensor, stats: Optional[List[StateStats]] = None,
                 record: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
