@@ -4,7 +4,8 @@ For each SNN of a run, on the target hardware profile:
 
 * **resources** per spiking layer, from the resource model the architecture search uses
   (``neurokd.metrics.resources``): neurons, synapses, synaptic memory at the layer's weight bits,
-  distinct weights, cores; and whether the network fits one chip (``fit_violation``);
+  distinct weights, cores; and whether the network fits one chip (``chip_fit``, the rule the
+  search admits by and the export's check refuses by);
 * **activity** per inference, measured on test samples encoded as evaluation encodes them
   (``neurokd.metrics.activity``, NeuroBench's definitions): synaptic operations (input events ×
   fan-out), neuron updates (every neuron at every step of the window; active or inactive), output
@@ -108,13 +109,14 @@ COUNTS = ("events_in", "synops", "neuron_updates", "active_neuron_updates", "spi
 def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int) -> Dict[str, Any]:
     """Resources, activity per inference and energy of an SNN from ``counts`` (``activity_counts``
     summed over ``samples`` samples), per layer and in total, on the model's own profile."""
-    from neurokd.metrics.resources import fit_violation, layer_resources
+    from neurokd.metrics.resources import chip_fit
 
     profile: HardwareProfile = model.profile
     energy = profile.energy
     bits = weight_bits(model)
+    fit = chip_fit(model.spec, profile, bits)  # the rule the export's check applies
     rows = []
-    for res, c, b in zip(layer_resources(model.spec, profile, bits), counts, bits):
+    for res, c, b in zip(fit.layers, counts, bits):
         row: Dict[str, Any] = {"layer": res.layer, "kind": res.kind, "neurons": res.neurons,
                                "fan_in": res.fan_in, "synapses": res.synapses, "weight_bits": b,
                                "memory_bytes": res.memory_bytes,
@@ -126,7 +128,7 @@ def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int) 
     total: Dict[str, Any] = {k: sum(r[k] for r in rows) for k in
                              ("neurons", "synapses", "memory_bytes", "weight_bytes", "cores") + COUNTS}
     total["activation_sparsity"] = 1.0 - total["spikes_out"] / total["neuron_updates"]
-    problem = fit_violation(model.spec, profile, bits)
+    problem = fit.problem
     out: Dict[str, Any] = {"kind": "snn", "hardware": profile.name, "weight_bits": bits,
                            "window": int(counts[0]["steps"]) if counts else 0, **total,
                            "cores_per_chip": profile.cores_per_chip, "fits": problem is None,
@@ -359,7 +361,7 @@ def networks(snns: Sequence[Tuple[nn.Module, Dict[str, Any]]], teacher: Optional
 
 def snn_name(model: nn.Module) -> str:
     """A network's name in reports: float (slayer's 8-bit weights) or quantized, with its bits."""
-    if hasattr(model, "to_slayer"):
-        kind = "converted" if getattr(model, "has_bias", False) else "quantized"
+    if model.quantized:
+        kind = "converted" if model.has_bias else "quantized"
         return f"SNN, {kind}, {'/'.join(str(b) for b in model.bits)}-bit weights"
     return "SNN, float (8-bit weights)"

@@ -12,6 +12,13 @@ Per spiking layer, with ``fan_in`` the inputs each neuron reads (``C·k·k`` for
 * ``synops``: synaptic operations per inference, ``synapses · rate · T`` for an input spike rate
   ``rate`` (measured, or 1: the upper bound).
 
+Whether a network fits one chip is decided in one place, ``chip_fit``; every resource decision
+reads it: the architecture search's feasibility filter (``Budget.assess``, which adds the user's
+budget), the chip-fit check that ``export``, ``quantize``, ``convert`` and ``demo`` run
+(``check_fit``) and ``neurokd report``'s resource table (``neurokd.metrics.energy.snn_costs``). A
+network the search returns therefore passes the export's check (at the profile's
+``weight_bits``, the bit-width the search counts at).
+
 Every number of the chip comes from the profile.
 """
 
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
@@ -89,9 +96,8 @@ def synops(rows: Sequence[LayerResources], timesteps: int,
     return float(sum(r.synapses * rate * timesteps for r, rate in zip(rows, rates)))
 
 
-def summary(spec: ArchSpec, profile: HardwareProfile, timesteps: int,
-            input_rates: Optional[Sequence[float]] = None) -> Dict[str, float]:
-    rows = layer_resources(spec, profile)
+def _totals(rows: Sequence[LayerResources], timesteps: int,
+            input_rates: Optional[Sequence[float]] = None) -> Dict[str, Any]:
     return {"neurons": sum(r.neurons for r in rows), "synapses": sum(r.synapses for r in rows),
             "params": sum(r.params for r in rows),
             "memory_bytes": sum(r.memory_bytes for r in rows),
@@ -100,18 +106,107 @@ def summary(spec: ArchSpec, profile: HardwareProfile, timesteps: int,
             "layers": [asdict(r) for r in rows]}
 
 
+def summary(spec: ArchSpec, profile: HardwareProfile, timesteps: int,
+            input_rates: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """The network's totals at the profile's ``weight_bits``, and its rows (``layers``)."""
+    return _totals(layer_resources(spec, profile), timesteps, input_rates)
+
+
+@dataclass(frozen=True)
+class ChipFit:
+    """The resource model's verdict on one network for one chip: its rows (``layer_resources``)
+    at ``weight_bits``, and ``problem``, the first limit it breaks (None: it fits)."""
+
+    layers: Tuple[LayerResources, ...]
+    weight_bits: Tuple[int, ...]
+    problem: Optional[str]
+
+    @property
+    def fits(self) -> bool:
+        return self.problem is None
+
+    @property
+    def cores(self) -> int:
+        return sum(r.cores for r in self.layers)
+
+
+def chip_fit(spec: ArchSpec, profile: HardwareProfile,
+             weight_bits: Optional[int | Sequence[int]] = None) -> ChipFit:
+    """Whether ``spec`` runs on one chip of ``profile``, and why not: the one rule the search's
+    feasibility filter (``Budget.assess``), the chip-fit check (``check_fit``, run by export) and
+    the report's resource table read. ``weight_bits``: one bit-width for every spiking layer, or
+    one per layer (default: the profile's ``weight_bits``).
+
+    What is counted, layer by layer in the network's order, the first broken limit named with
+    its layer:
+
+    * **fan-in per neuron**: the inputs one neuron reads (``fan_in``: all of the previous
+      layer's outputs for a dense layer, ``C·k·k`` for a convolution) must be at most
+      ``max_fan_in_per_core``: a neuron's synapses live in one core, which reads at most that many
+      input axons, so a dense layer's inputs are never split across cores;
+    * **synaptic memory per core**: one neuron's synapses (``fan_in`` weights at the layer's
+      bit-width) must fit ``synaptic_memory_bytes_per_core``;
+    * **cores**: a layer takes the most of ``ceil(neurons / neurons_per_core)`` (neurons per
+      core), ``ceil(memory_bytes / synaptic_memory_bytes_per_core)`` (synaptic memory per core)
+      and ``ceil(input_neurons / max_fan_in_per_core)`` (input axons per core: a convolution's
+      outputs are spread over cores that each read part of its input); the layers' cores, added
+      up, must be at most ``cores_per_chip``.
+    """
+    bits = _bits_per_layer(spec, profile, weight_bits)
+    rows = layer_resources(spec, profile, bits)
+    return ChipFit(tuple(rows), tuple(bits), _first_violation(rows, bits, profile))
+
+
+def _first_violation(rows: Sequence[LayerResources], bits: Sequence[int],
+                     profile: HardwareProfile) -> Optional[str]:
+    used = 0
+    for r, b in zip(rows, bits):
+        name = f"layer {r.layer} ({r.kind})"
+        if r.fan_in > profile.max_fan_in_per_core:
+            return (f"{name}: each neuron reads {r.fan_in} inputs, more than the "
+                    f"{profile.max_fan_in_per_core} input axons a {profile.name} core reads "
+                    "(max_fan_in_per_core)")
+        neuron_bytes = (r.fan_in * b + 7) // 8
+        if neuron_bytes > profile.synaptic_memory_bytes_per_core:
+            return (f"{name}: one neuron's {r.fan_in} synapses at {b} bits take {neuron_bytes} "
+                    f"bytes, more than the {profile.synaptic_memory_bytes_per_core} bytes of "
+                    f"synaptic memory of a {profile.name} core (synaptic_memory_bytes_per_core)")
+        used += r.cores
+        if used > profile.cores_per_chip:
+            return (f"{name}: brings the network to {used} cores (this layer {r.cores}), more "
+                    f"than the {profile.cores_per_chip} cores of one {profile.name} chip "
+                    "(cores_per_chip)")
+    return None
+
+
 @dataclass(frozen=True)
 class Budget:
     """The user's limits; ``None``: no limit (cores also stop at the profile's chip).
     ``max_synops`` bounds the synaptic operations per inference of the resource model's upper
     bound (every input of every layer spiking at every one of the T steps, ``summary``'s
-    ``synops``), a bound the network keeps whatever its activity after training."""
+    ``synops``), a bound the network keeps whatever its activity after training.
+
+    The search admits a network only if it fits one chip (``chip_fit``) and is within these
+    limits (``assess``): a ``max_cores`` above the chip's ``cores_per_chip`` does not lift the
+    chip's own limit, which the export's check enforces."""
 
     max_cores: Optional[int] = None
     max_memory_bytes: Optional[int] = None
     max_synops: Optional[float] = None
 
+    def assess(self, spec: ArchSpec, profile: HardwareProfile, timesteps: int
+               ) -> Tuple[Dict[str, Any], Optional[str]]:
+        """The search's feasibility filter: ``spec``'s ``summary`` (at the profile's
+        ``weight_bits``, ``timesteps`` steps) and why it is refused, None when admitted: first
+        the chip's rule (``chip_fit``, the reason the export's ``check_fit`` gives), then the
+        budget's limits (``violation``)."""
+        fit = chip_fit(spec, profile)
+        res = _totals(fit.layers, timesteps)
+        return res, fit.problem or self.violation(res, profile)
+
     def violation(self, res: Dict[str, float], profile: HardwareProfile) -> Optional[str]:
+        """The first of the budget's limits that the totals ``res`` (``summary``) break; the
+        chip's per-neuron limits are ``chip_fit``'s (``assess`` checks both)."""
         cores = self.max_cores if self.max_cores is not None else profile.cores_per_chip
         if res["cores"] > cores:
             return f"{res['cores']} cores > {cores}"
@@ -132,28 +227,8 @@ class Budget:
 def fit_violation(spec: ArchSpec, profile: HardwareProfile,
                   weight_bits: Optional[int | Sequence[int]] = None) -> Optional[str]:
     """Why ``spec`` cannot run on one chip of ``profile``, as one line naming the first layer that
-    breaks a limit and the limit; None when it fits. Checked layer by layer: a neuron reads more
-    inputs than a core's input axons (``max_fan_in_per_core``), a neuron's synapses need more than
-    a core's synaptic memory, the cores counted so far pass ``cores_per_chip``."""
-    used = 0
-    rows = layer_resources(spec, profile, weight_bits)
-    for r, b in zip(rows, _bits_per_layer(spec, profile, weight_bits)):
-        name = f"layer {r.layer} ({r.kind})"
-        if r.fan_in > profile.max_fan_in_per_core:
-            return (f"{name}: each neuron reads {r.fan_in} inputs, more than the "
-                    f"{profile.max_fan_in_per_core} input axons a {profile.name} core reads "
-                    "(max_fan_in_per_core)")
-        neuron_bytes = (r.fan_in * b + 7) // 8
-        if neuron_bytes > profile.synaptic_memory_bytes_per_core:
-            return (f"{name}: one neuron's {r.fan_in} synapses at {b} bits take {neuron_bytes} "
-                    f"bytes, more than the {profile.synaptic_memory_bytes_per_core} bytes of "
-                    f"synaptic memory of a {profile.name} core (synaptic_memory_bytes_per_core)")
-        used += r.cores
-        if used > profile.cores_per_chip:
-            return (f"{name}: brings the network to {used} cores (this layer {r.cores}), more "
-                    f"than the {profile.cores_per_chip} cores of one {profile.name} chip "
-                    "(cores_per_chip)")
-    return None
+    breaks a limit and the limit; None when it fits (``chip_fit``'s ``problem``)."""
+    return chip_fit(spec, profile, weight_bits).problem
 
 
 IGNORE_FIT_FLAG = "--ignore-fit"
@@ -161,8 +236,8 @@ IGNORE_FIT_FLAG = "--ignore-fit"
 
 def check_fit(spec: ArchSpec, profile: HardwareProfile,
               weight_bits: Optional[int | Sequence[int]] = None) -> None:
-    """Raise a one-line NeurokdError unless ``spec`` fits one chip of ``profile``."""
-    problem = fit_violation(spec, profile, weight_bits)
+    """Raise a one-line NeurokdError unless ``spec`` fits one chip of ``profile`` (``chip_fit``)."""
+    problem = chip_fit(spec, profile, weight_bits).problem
     if problem is not None:
         raise NeurokdError(f"the network does not fit the chip: {problem}; pass "
                            f"{IGNORE_FIT_FLAG} to go on anyway")

@@ -3,10 +3,13 @@
 cores and synaptic operations, and the brief training of the best-ranked candidates
 (``train_candidates``).
 
-Candidates over the budget are rejected from their resource estimate before any scoring. Only the
-proxy that ranks is scored unless more are asked for (``score_proxies``): a probe computes only
-what its proxies need (``neurokd.nas.proxies.register_proxy``), so ranking by ``synops`` runs one
-forward pass per probe and no backward pass.
+Candidates are admitted from their resource estimate before any scoring, by ``Budget.assess``:
+the chip-fit rule that export enforces (``neurokd.metrics.resources.chip_fit``: fan-in per neuron,
+synaptic memory per core, cores per chip), then the user's budget; every candidate the search
+returns passes the export's chip-fit check. Only the proxy that ranks is scored unless more are
+asked for (``score_proxies``): a probe computes only what its proxies need
+(``neurokd.nas.proxies.register_proxy``), so ranking by ``synops`` runs one forward pass per probe
+and no backward pass.
 Scoring runs in ``workers`` processes (one torch thread each, as in this process with one worker:
 the thread count changes the scores' last digits), or as tasks on an existing Ray
 cluster (``ray_address``, the optional ``ray`` extra); the data batches are encoded once, with as
@@ -33,7 +36,7 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile, load_profile
 from neurokd.models.spec import ArchSpec, spec_from_dict
 from neurokd.nas.proxies import PROXIES, score_arch
-from neurokd.metrics.resources import Budget, summary
+from neurokd.metrics.resources import Budget
 from neurokd.nas.space import SearchSpace, arch_key, describe
 
 Batches = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -204,28 +207,31 @@ class Scorer:
 # ---------------------------------------------------------------- strategies
 def _feasible(space: SearchSpace, rng: random.Random, input_shape, num_classes: int,
               profile: HardwareProfile, budget: Budget, seen: set, tries: int = 2000) -> Candidate:
+    """A new candidate drawn from ``space`` that ``budget.assess`` admits (it fits one chip and
+    the budget)."""
     smallest: Optional[Dict[str, Any]] = None
+    why = ""  # why the smallest was refused
     repeats = 0  # draws that were feasible but already taken
     for _ in range(tries):
         spec = space.sample(rng, input_shape, num_classes)
         key = arch_key(spec)
-        res = summary(spec, profile, space.timesteps)
-        if budget.violation(res, profile) is None:
+        res, problem = budget.assess(spec, profile, space.timesteps)
+        if problem is None:
             if key in seen:
                 repeats += 1
                 continue
             seen.add(key)
             return Candidate(spec, res)
         if smallest is None or (res["cores"], res["synops"]) < (smallest["cores"], smallest["synops"]):
-            smallest = res
+            smallest, why = res, problem
     if repeats:
         raise NeurokdError(f"the search space holds only {len(seen)} distinct architectures within "
                            "the budget; ask for fewer candidates or widen the space")
     raise NeurokdError(f"no architecture in the search space meets the budget (max cores "
                        f"{budget.max_cores}, max memory {budget.max_memory_bytes}, max synops "
-                       f"{budget.max_synops}); the smallest found needs {smallest['cores']} "
-                       f"cores, {smallest['memory_bytes']} bytes and {smallest['synops']:.4g} "
-                       "synaptic operations")
+                       f"{budget.max_synops}) and fits one {profile.name} chip; the smallest "
+                       f"found needs {smallest['cores']} cores, {smallest['memory_bytes']} bytes "
+                       f"and {smallest['synops']:.4g} synaptic operations ({why})")
 
 
 def random_search(space: SearchSpace, input_shape, num_classes: int, profile: HardwareProfile,
@@ -277,8 +283,10 @@ def aging_evolution(space: SearchSpace, input_shape, num_classes: int, profile: 
             for _ in range(50):
                 spec = space.mutate(parent.spec, rng)
                 key = arch_key(spec)
-                res = summary(spec, profile, space.timesteps)
-                if key not in seen and budget.violation(res, profile) is None:
+                if key in seen:
+                    continue
+                res, problem = budget.assess(spec, profile, space.timesteps)
+                if problem is None:
                     seen.add(key)
                     child = Candidate(spec, res)
                     break
