@@ -44,6 +44,17 @@ def _defaults():
     return RunConfig()
 
 
+def _choices(section: str, field: str) -> List[str]:
+    """The values a configuration field accepts (its ``Literal``), so that a flag offers exactly
+    what the configuration takes, never a copy of it."""
+    from typing import get_args
+
+    from neurokd.config import RunConfig
+
+    model = RunConfig.model_fields[section].annotation
+    return list(get_args(model.model_fields[field].annotation))
+
+
 def _config_args(p: argparse.ArgumentParser, out_help: str, *, teacher: bool, student: bool,
                  epochs: Optional[str] = None) -> None:
     """The configuration options of a training command: --config, --set and the shortcuts of the
@@ -99,7 +110,7 @@ def _lava_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, metavar="N",
                    help="first N test samples to run through Lava (default: lava.samples of the "
                         "run that trained the network)")
-    p.add_argument("--backend", choices=["auto", "sim", "loihi2"], default="auto",
+    p.add_argument("--backend", choices=_choices("lava", "backend"), default="auto",
                    help="auto: Loihi 2 if lava-loihi reports one, else the CPU simulator")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the network was trained")
     p.add_argument("--metrics", metavar="JSON", help="also write the results to this JSON file")
@@ -153,10 +164,13 @@ def _teacher_ref(args: argparse.Namespace):
                        search_path=os.getcwd())
 
 
-# The proxies `search --proxy` offers (neurokd.nas.proxies.PROXIES; a test keeps them equal).
+# The proxies `search --proxy` offers and its strategies (neurokd.nas.proxies.PROXIES and
+# neurokd.nas.search.STRATEGIES; named here so that --help does not import torch, and a test keeps
+# them equal to the registries).
 SEARCH_PROXIES = ("synops", "params", "gradsign", "grad_stats", "zico_mean", "grad_cosine",
                   "jacob_cov", "jacob_cov_wide", "snip", "snip_wide", "synflow", "snasnet", "sahd",
                   "naswot")
+SEARCH_STRATEGIES = ("evolution", "random")
 TRAIN_TOP_EPOCHS = 5
 
 
@@ -189,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, metavar="N",
                    help=f"first N test samples to run through Lava (lava.samples, default "
                         f"{_defaults().lava.samples})")
-    p.add_argument("--backend", choices=["auto", "sim", "loihi2"],
+    p.add_argument("--backend", choices=_choices("lava", "backend"),
                    help="Lava backend (lava.backend, default auto: Loihi 2 if lava-loihi reports "
                         "one, else the CPU simulator)")
     p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
@@ -215,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "teacher.pt), config.yaml, metrics.json and "
                                    "training_curves.png.")
     _teacher_args(p, required=False, note="; every method but none needs one")
-    p.add_argument("--method", choices=["colearn", "kd", "fitnet", "relational", "ensemble", "none"],
+    p.add_argument("--method", choices=_choices("distill", "method"),
                    help="distillation method (distill.method; default colearn)")
     # the student's spec is --spec, as for demo and train-snn; --student is kept for old scripts
     p.add_argument("--student", dest="spec", help=argparse.SUPPRESS)
@@ -278,13 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(default: the SNN's own)")
     p.add_argument("--bits", type=int, help="weight bits of every layer (default 8)")
     p.add_argument("--layer-bits", metavar="B,B,...", help="bits per spiking layer, e.g. 8,4")
-    p.add_argument("--method", choices=["ptq", "fixed_qat", "lsq", "lsq_prob", "lsq_prob_kd"],
+    p.add_argument("--method", choices=_choices("quant", "method"),
                    help="quantization method (default lsq_prob_kd)")
     p.add_argument("--kd-from", metavar="CKPT", help="full-precision supervisor: a teacher or SNN "
                                                       "checkpoint (default: the float SNN itself)")
     p.add_argument("--epochs", type=int, metavar="N",
                    help=f"most QAT epochs (quant.epochs, default {_defaults().quant.epochs})")
-    p.add_argument("--fit-state", choices=["off", "measured", "bound"],
+    p.add_argument("--fit-state", choices=_choices("quant", "fit_state"),
                    help="keep each layer's current and voltage inside the chip's state bits (24 on "
                         "Loihi) by "
                         "coarsening its weight step (fewer weight levels): measured, on up to 1024 "
@@ -312,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SNN input time steps")
     p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML "
                                       "(default: the teacher run's, loihi2 unless set)")
-    p.add_argument("--method", choices=["qkd", "plain"], help="qkd (default) or plain conversion")
+    p.add_argument("--method", choices=_choices("convert", "method"),
+                   help="qkd (default) or plain conversion")
     p.add_argument("--epochs", type=int, metavar="N",
                    help=f"most qkd fine-tuning epochs (convert.epochs, default "
                         f"{_defaults().convert.epochs})")
@@ -362,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "proxy's best is chosen)")
     p.add_argument("--train-epochs", type=int, metavar="N",
                    help=f"most epochs per --train-top candidate (default {TRAIN_TOP_EPOCHS})")
-    p.add_argument("--strategy", choices=["evolution", "random"], default="evolution",
+    p.add_argument("--strategy", choices=SEARCH_STRATEGIES, default="evolution",
                    help="evolution (default): aging evolution over a population of 20, each "
                         "child a mutation of the best of 5 random members, the oldest retired; "
                         "random: independent samples of the space")
