@@ -1,6 +1,6 @@
 """``neurokd``: one entry point; subcommands mirror the stages of the flow.
 
-The CLI only parses arguments and calls library functions (``neurokd.pipeline``, ``neurokd.demo``)
+The CLI only parses arguments and calls library functions (``neurokd.runs``, ``neurokd.pipeline``)
 that notebooks call too. A NeurokdError becomes one line on stderr and exit status 2.
 """
 
@@ -474,105 +474,30 @@ def _positive(name: str, value: Optional[int]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from neurokd.demo import run_demo
+    from neurokd import runs
 
     for name in ("--samples", "--epochs", "--teacher-epochs"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
     cfg = _config(args)
-    run_demo(cfg, args.out, force=args.force, progress=_progress(args), inputs=_inputs(args, cfg),
-             ignore_fit=args.ignore_fit)
+    runs.demo(cfg, args.out, force=args.force, progress=_progress(args), inputs=_inputs(args, cfg),
+              ignore_fit=args.ignore_fit)
     return 0
 
 
 def _train(args: argparse.Namespace, which: str) -> int:
-    from neurokd import pipeline
-    from neurokd.config import config_to_dict
-    from neurokd.fileio import write_json, write_yaml
-    from neurokd.metrics import energy, plots
+    from neurokd import runs
     from neurokd.metrics.report import table
 
     _positive("--epochs", args.epochs)
     cfg = _config(args)
-    if which == "snn":
-        cfg = pipeline.as_direct_training(cfg)
-    pipeline.check_config(cfg)
-    teacher_ref = _teacher_ref(args) if which == "distill" else None
-    with _run_dir(args, cfg) as run:
-        write_yaml(run / "config.yaml", config_to_dict(cfg))
-        ds = pipeline.load_data(cfg, print)
-        if which == "distill":
-            model, teacher, metrics = pipeline.train_distilled(cfg, ds, teacher_ref, _progress(args), print)
-            pipeline.save_snn(run / "snn.pt", model, cfg, ds)
-            if "teacher_accuracy_after" in metrics:
-                _save_colearned(run, teacher, cfg, ds, args.out)
-            history = metrics.pop("snn_history")
-        elif which == "teacher":
-            model, metrics = pipeline.train_teacher(cfg, ds, _progress(args), print)
-            pipeline.save_teacher(run / "teacher.pt", model, cfg, ds)
-            history = metrics.pop("teacher_history")
-        else:
-            model, metrics = pipeline.train_snn(cfg, ds, _progress(args), print)
-            pipeline.save_snn(run / "snn.pt", model, cfg, ds)
-            history = metrics.pop("snn_history")
-        plots.training_curves({which: history}, run / "training_curves.png",
-                              kept={which: metrics[f"{'teacher' if which == 'teacher' else 'snn'}_best_epoch"]})
-        radio = None
-        if pipeline.is_radio(ds):
-            receivers = {}
-            if which == "teacher" or (which == "distill" and teacher is not None):
-                dnn = model if which == "teacher" else teacher
-                receivers[f"DNN teacher ({_teacher_label(cfg, dnn)})"] = (dnn, {})
-            if which != "teacher":
-                receivers["SNN"] = (model, pipeline.snn_meta(cfg, ds))
-            radio = pipeline.radio_report(ds, receivers, run, cfg.seed)
-            metrics["radio"] = radio
-        if which != "teacher":  # what the SNN costs on the chip: report.json, .md and the plot
-            energy.run_report(run, ds, energy.networks([(model, pipeline.snn_meta(cfg, ds))],
-                                                       teacher if which == "distill" else None,
-                                                       _teacher_label(cfg, teacher)
-                                                       if which == "distill" and teacher is not None
-                                                       else cfg.teacher.model), cfg.seed)
-        write_json(run / "metrics.json", metrics)
-    print(table([(k, v) for k, v in metrics.items() if k not in ("radio", *SOURCE_KEYS)],
+    teacher = _teacher_ref(args) if which == "distill" else None
+    metrics, ds = runs.train(cfg, which, args.out, teacher, force=args.force,
+                             inputs=_inputs(args, cfg), progress=_progress(args), log=print)
+    print(table([(k, v) for k, v in metrics.items() if k not in ("radio", *runs.SOURCE_KEYS)],
                 title=f"{which}: {ds.name}"))
-    _radio_lines(radio)
+    runs.radio_lines(metrics.get("radio"), print)
     print(f"run directory: {args.out}")
     return 0
-
-
-SOURCE_KEYS = ("teacher_source", "ensemble_sources")  # recorded in metrics.json, not tabled
-
-
-def _teacher_label(cfg, model) -> str:
-    """The teacher's name in tables and plots: its file or factory when it was brought from
-    elsewhere, else its architecture."""
-    from neurokd.interop.teachers import is_foreign, source_label
-
-    return source_label(model.neurokd_source) if is_foreign(model) else cfg.teacher.model
-
-
-def _save_colearned(run: Path, teacher, cfg, ds, out: str) -> None:
-    """The co-learned teacher: a neurokd checkpoint, or, for a DNN brought from elsewhere (its
-    architecture is not neurokd's to rebuild), its weights for --teacher-weights."""
-    from neurokd import pipeline
-    from neurokd.interop.teachers import is_foreign, save_weights
-
-    if not is_foreign(teacher):
-        pipeline.save_teacher(run / "teacher.pt", teacher, cfg, ds)
-        return
-    save_weights(run / "teacher_weights.pt", teacher)
-    source = teacher.neurokd_source
-    ref = source.get("factory") or source.get("path")
-    print(f"co-learned teacher weights: {out}/teacher_weights.pt (use them with --teacher {ref} "
-          f"--teacher-weights {out}/teacher_weights.pt)")
-
-
-def _radio_lines(report: Optional[Dict[str, Any]]) -> None:
-    if report is not None:
-        from neurokd.metrics.radio import summary_lines
-
-        for line in summary_lines(report):
-            print(line)
 
 
 def _layer_bits(text: Optional[str]) -> Optional[List[int]]:
@@ -610,10 +535,8 @@ def _state_fit_lines(metrics, q, state_bits: int) -> List[str]:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
+    from neurokd import pipeline, runs
     from neurokd.config import build_config, config_to_dict
-    from neurokd.fileio import write_json, write_yaml
-    from neurokd.metrics import energy, plots
     from neurokd.metrics.report import table
 
     _positive("--epochs", args.epochs)
@@ -625,31 +548,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               "quant.epochs": args.epochs, "quant.layer_bits": _layer_bits(args.layer_bits),
               "quant.fit_state": args.fit_state, "device": args.device}
     cfg = build_config(None, args.set, values, base=base)
-    pipeline.check_names(cfg)
-    if args.kd_from is not None:
-        pipeline.load_checkpoint(args.kd_from)  # a bad --kd-from fails before any work
-    ds = pipeline.load_data(cfg)
-    with run_dir as run:
-        write_yaml(run / "config.yaml", config_to_dict(cfg))
-        qmodel, metrics = pipeline.quantize(model, meta, cfg, ds, args.kd_from, _progress(args), print,
-                                            check_fit=not args.ignore_fit)
-        new_meta = pipeline.snn_meta(cfg, ds)
-        from neurokd.models.checkpoint import save_checkpoint
-
-        save_checkpoint(run / "snn.pt", "snn", qmodel.arch(), qmodel.state_dict(), new_meta)
-        pipeline.export_snn(qmodel, run / "network.net", new_meta, ds, log=print,
-                            check_fit=not args.ignore_fit)
-        if "qat_history" in metrics:
-            plots.training_curves({"quantize": metrics.pop("qat_history")}, run / "training_curves.png",
-                                  kept={"quantize": metrics["qat_best_epoch"]},
-                                  start={"quantize": metrics["qat_start_val_accuracy"]})
-        if pipeline.is_radio(ds):
-            metrics["radio"] = pipeline.radio_report(
-                ds, {"SNN, float": (model, meta),
-                     f"SNN, {'/'.join(str(b) for b in qmodel.bits)} bits (PyTorch = Lava)": (qmodel, new_meta)},
-                run, cfg.seed)
-        energy.run_report(run, ds, energy.networks([(model, meta), (qmodel, new_meta)]), cfg.seed)
-        write_json(run / "metrics.json", metrics)
+    metrics, qmodel, _ = runs.quantize(model, meta, cfg, run_dir, args.kd_from,
+                                       progress=_progress(args), log=print,
+                                       ignore_fit=args.ignore_fit)
     for name in ("test_overflow", "train_overflow"):
         for row in metrics.get(name, []):
             if row["overflow"]:
@@ -666,20 +567,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print("float_snn_accuracy is the checkpoint as train-snn evaluated it (same test split and "
           "encoding); float_unrounded_accuracy: its weights without slayer's 8-bit rounding, in "
           "float arithmetic (the lsq_prob_kd reference)")
-    _radio_lines(metrics.get("radio"))
+    runs.radio_lines(metrics.get("radio"), print)
     print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
           f"--net {args.out}/network.net)")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
+    from neurokd import pipeline, runs
     from neurokd.config import build_config, config_to_dict
-    from neurokd.fileio import write_json, write_yaml
-    from neurokd.metrics import energy, plots
     from neurokd.metrics.report import table
-    from neurokd.interop.teachers import load_dnn
-    from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
+    from neurokd.models.checkpoint import load_checkpoint
 
     _positive("--timesteps", args.timesteps)
     _positive("--epochs", args.epochs)
@@ -696,57 +594,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
               "convert.epochs": args.epochs, "data.dataset": args.dataset,
               "data.data_dir": args.data_dir, "device": args.device}
     cfg = build_config(None, args.set, values, base=base)
-    pipeline.check_names(cfg)
-    ds = pipeline.load_data(cfg)
-    with run_dir as run:
-        write_yaml(run / "config.yaml", config_to_dict(cfg))
-        snn, metrics = pipeline.convert(cfg, ds, ref, _progress(args), print,
-                                        check_fit=not args.ignore_fit)
-        dnn = load_dnn(ref, ds.input_shape, ds.num_classes)[0]
-        pairs = metrics.pop("_rate_pairs")
-        snn_meta = pipeline.snn_meta(cfg, ds)
-        save_checkpoint(run / "snn.pt", "snn", snn.arch(), snn.state_dict(), snn_meta)
-        pipeline.export_snn(snn, run / "network.net", snn_meta, ds, log=print,
-                            check_fit=not args.ignore_fit)
-        plots.rate_scatter(pairs, run / "rate_tracking.png",
-                           names=[f"{row['kind']} {i}" for i, row in enumerate(metrics["layers"])])
-        if "qkd_history" in metrics:
-            plots.training_curves({"qkd": metrics.pop("qkd_history")}, run / "training_curves.png",
-                                  kept={"qkd": metrics["qkd_best_epoch"]},
-                                  start={"qkd": metrics["qkd_start_val_accuracy"]})
-        if pipeline.is_radio(ds):
-            metrics["radio"] = pipeline.radio_report(
-                ds, {f"DNN teacher ({_teacher_label(cfg, dnn)})": (dnn, {}),
-                     f"converted SNN, T = {args.timesteps} (PyTorch = Lava)": (snn, snn_meta)},
-                run, cfg.seed)
-        energy.run_report(run, ds, energy.networks([(snn, snn_meta)], dnn, _teacher_label(cfg, dnn)),
-                          cfg.seed)
-        write_json(run / "metrics.json", metrics)
+    metrics, _ = runs.convert(cfg, ref, run_dir, progress=_progress(args), log=print,
+                              ignore_fit=args.ignore_fit)
     shown = [(k, v) for k, v in metrics.items()
-             if k not in ("layers", "converted_layers", "radio", *SOURCE_KEYS)]
+             if k not in ("layers", "converted_layers", "radio", *runs.SOURCE_KEYS)]
     shown += [(f"layer {i} ({row['kind']}) rate corr.", row["correlation"])
               for i, row in enumerate(metrics["layers"])]
     print(table(shown, title=f"convert: {args.teacher} → {cfg.hardware}, T = {args.timesteps}"))
-    _radio_lines(metrics.get("radio"))
+    runs.radio_lines(metrics.get("radio"), print)
     print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
           f"--net {args.out}/network.net)")
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    import csv
-
-    from neurokd import pipeline
-    from neurokd.config import build_config, config_to_dict
-    from neurokd.fileio import atomic_path, write_json, write_yaml
-    from neurokd.hardware import load_profile
-    from neurokd.metrics import plots
+    from neurokd import runs
+    from neurokd.config import build_config
     from neurokd.metrics.report import table
-    from neurokd.models.spec import save_spec
-    from neurokd.nas.proxies import PROXIES
     from neurokd.metrics.resources import Budget
-    from neurokd.nas.search import run_search
-    from neurokd.pipeline import best_trained, train_candidates
     from neurokd.nas.space import describe, load_space
 
     for name in ("--candidates", "--workers", "--max-cores", "--max-memory", "--max-synops",
@@ -762,55 +627,17 @@ def cmd_search(args: argparse.Namespace) -> int:
                                         "hardware": args.hardware, "seed": args.seed,
                                         "student.encoder": args.encoder})
     space = load_space(args.space)
-    profile = load_profile(cfg.hardware)
-    PROXIES.get(args.proxy)
-    run_dir = _run_dir(args, cfg)
-    ds = pipeline.load_data(cfg, log=print)
-    budget = Budget(args.max_cores, args.max_memory, args.max_synops)
-    with run_dir as run:
-        write_yaml(run / "config.yaml", config_to_dict(cfg))
-        res = run_search(ds, space, profile, budget, args.proxy, args.strategy, args.candidates,
-                         args.workers, cfg.student.encoder, seed=cfg.seed, progress=_progress(args),
-                         ray_address=args.ray,
-                         score_proxies=PROXIES.names() if args.all_proxies else None,
-                         tau_grad=args.probe_tau_grad)
-        rows = [dict(rank=i + 1, **c.row(args.proxy)) for i, c in enumerate(res["ranked"])]
-        with atomic_path(run / "ranked.csv") as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        chosen, chosen_row, trained = res["chosen"], rows[0], None
-        if args.train_top:
-            trained = train_candidates(res["ranked"][:args.train_top], ds, cfg, space.timesteps,
-                                       epochs, run / "top", progress=_progress(args), log=print)
-            best = best_trained(trained)
-            chosen, chosen_row = res["ranked"][best], dict(rows[best], **trained[best])
-        save_spec(run / "spec.yaml", chosen.spec, timesteps=space.timesteps,
-                  encoder=cfg.student.encoder)
-        front = res["front"]
-        point = lambda c: (c.resources["cores"], c.resources["synops"], c.scores[args.proxy])
-        plots.pareto([point(c) for c in res["ranked"]], [point(c) for c in front],
-                     run / "pareto.png", args.proxy)
-        summary = {"proxy": args.proxy, "strategy": args.strategy, "candidates": len(rows),
-                   "scored_proxies": res["scored_proxies"],
-                   "probe_tau_grad": args.probe_tau_grad,
-                   "scored_on": f"ray:{args.ray}" if args.ray else f"{args.workers} processes",
-                   "timesteps": space.timesteps, "hardware": profile.name,
-                   "budget": {"max_cores": args.max_cores, "max_memory_bytes": args.max_memory,
-                              "max_synops": args.max_synops},
-                   "seconds": res["seconds"], "archs_per_second": res["archs_per_second"],
-                   "chosen_by": ("validation accuracy after --train-top training" if trained
-                                 else f"proxy {args.proxy}"),
-                   "chosen": chosen_row, "chosen_spec": chosen.spec.model_dump(),
-                   "pareto_front": [c.row(args.proxy) for c in front], "space": space.model_dump()}
-        if trained is not None:
-            summary["train_top"] = {"k": args.train_top, "epochs": epochs, "candidates": trained,
-                                    "seconds": sum(t["train_seconds"] for t in trained)}
-        write_json(run / "search.json", summary)
+    res = runs.search(cfg, space, Budget(args.max_cores, args.max_memory, args.max_synops),
+                      _run_dir(args, cfg), proxy=args.proxy, strategy=args.strategy,
+                      candidates=args.candidates, workers=args.workers, ray_address=args.ray,
+                      all_proxies=args.all_proxies, tau_grad=args.probe_tau_grad,
+                      train_top=args.train_top, train_epochs=epochs, progress=_progress(args),
+                      log=print)
+    rows, trained, chosen, ds = res.rows, res.trained, res.chosen, res.ds
     print(table([(str(r["rank"]), f"{r['arch']}  score {r['score']:.4g}, {r['cores']} cores, "
                  f"{r['synapses']} synapses") for r in rows[:10]],
                 title=f"search: {ds.name}, proxy {args.proxy}, {len(rows)} candidates "
-                      f"({res['archs_per_second']:.1f}/s)"))
+                      f"({res.seconds_per_arch:.1f}/s)"))
     if trained is not None:
         print(table([(str(t["rank"]), f"{t['arch']}  val {t['val_accuracy']:.3f}, test "
                       f"{t['test_accuracy']:.3f}, {t['cores']} cores, {t['synops_trained']:.3g} "
@@ -845,31 +672,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
-    from neurokd.models.teachers import check_teacher_fits
+    from neurokd import runs
     from neurokd.metrics import energy
-    from neurokd.models.teachers import teacher_from_checkpoint
 
     _positive("--samples", args.samples)
     run_dir = _run_dir(args) if args.out is not None else None  # --out is checked before any work
-    written: List[str] = []
-    # the lock is taken before any work, so a second report into the same --out fails at once
-    with run_dir if run_dir is not None else contextlib.nullcontext() as run:
-        model, meta = pipeline.load_snn(args.snn)
-        cfg = pipeline.config_from_meta(meta, args.data_dir, where=args.snn)
-        payload = pipeline.load_checkpoint(args.teacher, "teacher") if args.teacher else None
-        ds = pipeline.load_data(cfg)
-        teacher = None
-        if payload is not None:
-            check_teacher_fits(payload["arch"], ds.num_classes, ds.input_shape, str(args.teacher))
-            teacher = teacher_from_checkpoint(payload, where=str(args.teacher))
-        nets = energy.networks([(model, meta)], teacher,
-                               str(payload["arch"].get("model", "")) if payload else "")
-        report = energy.build_report(ds, nets, cfg.seed, args.samples)
-        report["neurokd"] = {"version": __version__, "command": "report", "snn": str(args.snn),
-                             "teacher": None if args.teacher is None else str(args.teacher)}
-        if run is not None:
-            written = [path.name for path in energy.write_report(run, report)]
+    report, written = runs.report(args.snn, args.teacher, run_dir, data_dir=args.data_dir,
+                                  samples=args.samples, version=__version__)
     print(energy.report_markdown(report), end="")
     if args.out is not None:
         print(f"run directory: {args.out} ({', '.join(written)})")
@@ -901,14 +710,9 @@ def _export_nir(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
-    from neurokd.config import build_config, config_to_dict
-    from neurokd.interop.nir import read_graph
-    from neurokd.pipeline import import_nir
-    from neurokd.fileio import write_json, write_yaml
+    from neurokd import runs
+    from neurokd.config import build_config
     from neurokd.metrics.report import table
-    from neurokd.models.checkpoint import save_checkpoint
-    from neurokd.models.spec import save_spec
 
     _positive("--timesteps", args.timesteps)
     _positive_dt(args.dt)
@@ -916,18 +720,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         "data.dataset": args.dataset, "data.data_dir": args.data_dir, "seed": args.seed,
         "student.timesteps": args.timesteps, "student.encoder": args.encoder,
         "hardware": args.hardware}, log=print)
-    cfg = pipeline.as_direct_training(cfg)  # the run trains nothing: no distillation method
-    pipeline.check_names(cfg)
-    run_dir = _run_dir(args, cfg)
-    read_graph(args.graph)  # a bad graph fails before the data is loaded
-    ds = pipeline.load_data(cfg, print)
-    with run_dir as run:
-        write_yaml(run / "config.yaml", config_to_dict(cfg))
-        model, meta, metrics = import_nir(args.graph, cfg, ds, dt=args.dt, log=print)
-        save_checkpoint(run / "snn.pt", "snn", model.arch(), model.state_dict(), meta)
-        save_spec(run / "spec.yaml", model.spec, timesteps=cfg.student.timesteps,
-                  encoder=cfg.student.encoder)
-        write_json(run / "metrics.json", metrics)
+    metrics, ds = runs.import_graph(cfg, args.graph, args.out, args.dt, force=args.force,
+                                    inputs=_inputs(args, cfg), log=print)
     shown = [(k, v) for k, v in metrics.items()
              if k not in ("layers", "approximations", "nir_nodes", "source")]
     print(table(shown, title=f"import: {args.graph} → {ds.name}, T = {cfg.student.timesteps}"))

@@ -231,32 +231,8 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size].numpy()
-            raw = torch.as_tensor(train.x[idx])
-            xb = prepare(raw, gen)  # on the CPU, with the same draws on every device
-            yb = torch.as_tensor(train.y[idx])
-            part, weight = runtime.share(len(idx), w)
-            raw, xb, yb = raw[part].to(dev), xb[part].to(dev), yb[part].to(dev)
-            loss = step(raw, xb, yb)
-            opt.zero_grad()
-            (loss * weight).backward()  # weight 1 in one process
-            opt.step()
-            if sched is not None:
-                sched.step()
-            value = float(loss)
-            if not (math.isfinite(value) and _finite(trained)):
-                # averaged gradients carry a NaN to every process's weights, so under torchrun
-                # every process stops at the same step
-                what = f"the loss is {value}" if not math.isfinite(value) else \
-                    "the weights hold NaN or infinite values"
-                raise NeurokdError(
-                    f"{desc}: training diverged at epoch {epoch}, batch {start // batch_size + 1}: "
-                    f"{what}; stopped, nothing saved (look for NaN or infinite values in the "
-                    "teacher, the data or the configuration; a lower learning rate may help)")
-            total += value * len(yb) * (weight > 0)
-            count += len(yb) * (weight > 0)
+        total, count = _train_epoch(step, opt, sched, trained, train, prepare, order, gen,
+                                    batch_size, w, dev, desc, epoch)
         total, count = runtime.all_sum([total, count], dev)
         seconds = time.perf_counter() - t0
         val_acc = accuracy(model, val, prepare, readout, seed=seed + 1)
@@ -282,22 +258,67 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
     for m in (model, *companions):
         m.to("cpu")
     if log is not None:
-        ran = len(history)
-        how = (f"{ran} epochs, stopped early after {patience} without a better validation "
-               f"accuracy" if ran < epochs else f"{ran} epochs")
-        if history:
-            how += f", {np.mean([h['seconds'] for h in history]):.2f} s/epoch"
-        if keep_start and best_epoch == 0:
-            peak = max(history, key=lambda h: h["val_accuracy"]) if history else None
-            tried = (f"; its best epoch, {peak['epoch']}, reached {peak['val_accuracy']:.4f}"
-                     if peak else "")
-            log(f"{desc}: fine-tuning did not beat the starting weights (validation accuracy "
-                f"{start_val:.4f}{tried}); kept the start ({how})")
-        else:
-            since = f", start {start_val:.4f}" if start_val is not None else ""
-            log(f"{desc}: best validation accuracy {best_val:.4f} at epoch {best_epoch} "
-                f"({how}{since})")
+        _log_outcome(log, desc, history, epochs, patience, keep_start, best_epoch, best_val,
+                     start_val)
     return FitResult(best_epoch, best_val, len(history), history, start_val)
+
+
+def _train_epoch(step: nn.Module, opt: torch.optim.Optimizer,
+                 sched: Optional[torch.optim.lr_scheduler.LambdaLR],
+                 trained: Sequence[torch.Tensor], train: Split, prepare: Prepare,
+                 order: torch.Tensor, gen: torch.Generator, batch_size: int, w: runtime.World,
+                 dev: torch.device, desc: str, epoch: int) -> Tuple[float, int]:
+    """One epoch of optimizer steps over ``train`` in ``order``: this process's summed loss and
+    its sample count (before they are summed over the processes)."""
+    n = len(order)
+    total, count = 0.0, 0
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size].numpy()
+        raw = torch.as_tensor(train.x[idx])
+        xb = prepare(raw, gen)  # on the CPU, with the same draws on every device
+        yb = torch.as_tensor(train.y[idx])
+        part, weight = runtime.share(len(idx), w)
+        raw, xb, yb = raw[part].to(dev), xb[part].to(dev), yb[part].to(dev)
+        loss = step(raw, xb, yb)
+        opt.zero_grad()
+        (loss * weight).backward()  # weight 1 in one process
+        opt.step()
+        if sched is not None:
+            sched.step()
+        value = float(loss)
+        if not (math.isfinite(value) and _finite(trained)):
+            # averaged gradients carry a NaN to every process's weights, so under torchrun
+            # every process stops at the same step
+            what = f"the loss is {value}" if not math.isfinite(value) else \
+                "the weights hold NaN or infinite values"
+            raise NeurokdError(
+                f"{desc}: training diverged at epoch {epoch}, batch {start // batch_size + 1}: "
+                f"{what}; stopped, nothing saved (look for NaN or infinite values in the "
+                "teacher, the data or the configuration; a lower learning rate may help)")
+        total += value * len(yb) * (weight > 0)
+        count += len(yb) * (weight > 0)
+    return total, count
+
+
+def _log_outcome(log: Callable[[str], None], desc: str, history: List[Dict[str, float]],
+                 epochs: int, patience: int, keep_start: bool, best_epoch: int, best_val: float,
+                 start_val: Optional[float]) -> None:
+    """The one line that says how ``fit`` ended: the epochs run, and the weights kept."""
+    ran = len(history)
+    how = (f"{ran} epochs, stopped early after {patience} without a better validation "
+           f"accuracy" if ran < epochs else f"{ran} epochs")
+    if history:
+        how += f", {np.mean([h['seconds'] for h in history]):.2f} s/epoch"
+    if keep_start and best_epoch == 0:
+        peak = max(history, key=lambda h: h["val_accuracy"]) if history else None
+        tried = (f"; its best epoch, {peak['epoch']}, reached {peak['val_accuracy']:.4f}"
+                 if peak else "")
+        log(f"{desc}: fine-tuning did not beat the starting weights (validation accuracy "
+            f"{start_val:.4f}{tried}); kept the start ({how})")
+    else:
+        since = f", start {start_val:.4f}" if start_val is not None else ""
+        log(f"{desc}: best validation accuracy {best_val:.4f} at epoch {best_epoch} "
+            f"({how}{since})")
 
 
 def _finite(tensors: Sequence[torch.Tensor]) -> bool:

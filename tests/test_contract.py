@@ -2,7 +2,6 @@
 
 import torch
 
-from neurokd.hardware import load_profile
 from neurokd.metrics.activity import layer_outputs
 from neurokd.models.contract import SpikingModel
 from neurokd.models.cuba.net import SpikingNet

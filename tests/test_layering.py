@@ -20,6 +20,7 @@ FLOORS: Tuple[Tuple[str, ...], ...] = (
     ("fileio",),
     ("h5safe",),
     ("interrupts",),
+    ("parallel",),      # tasks in worker processes, in this one, or on a Ray cluster
     ("runtime",),
     ("schema",),
     ("hardware",),
@@ -37,7 +38,7 @@ FLOORS: Tuple[Tuple[str, ...], ...] = (
     ("interop",),
     ("deploy",),        # netx export, NIR, Lava run, verify
     ("pipeline",),      # the stages as library functions
-    ("runs", "demo"),
+    ("runs",),        # one recipe per command that writes a run directory
     ("cli",),
     ("__main__",),
 )
@@ -103,7 +104,8 @@ def test_every_unit_of_the_package_has_a_floor():
     ("models", "def f():\n    from neurokd.pipeline import train_snn\n",
      ["m.py:2: models imports pipeline (up a floor)"]),
     ("metrics", "import neurokd.nas.search\n", ["m.py:1: metrics imports nas (up a floor)"]),
-    ("runs", "from neurokd import demo\n", ["m.py:1: runs imports demo (sideways a floor)"]),
+    ("runs", "from neurokd import cli\n", ["m.py:1: runs imports cli (up a floor)"]),
+    ("pipeline", "import neurokd.nothing\n", ["m.py:1: imports 'nothing', which has no floor"]),
     ("radio", "from neurokd import __version__\nfrom neurokd.errors import NeurokdError\n", []),
     ("deploy", "from neurokd.models.spec import ArchSpec\nfrom . import export\n", []),
 ])

@@ -344,22 +344,7 @@ def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chai
     order = _chain_order(graph, where)
     nodes = graph.nodes
     node_types = {n: type(nodes[n]).__name__ for n in order}
-    in_node = nodes[order[0]]
-    raw = (in_node.input_type or {}).get("input") if isinstance(in_node.input_type, dict) else None
-    if raw is None:
-        raise NeurokdError(f"{where}: Input node {order[0]!r} does not give its shape")
-    size = int(np.asarray(raw).size)
-    if not 1 <= size <= 3:
-        raise NeurokdError(f"{where}: Input node {order[0]!r} has a shape of {size} dimensions; "
-                           "neurokd takes (features,) or (channels, height, width) inputs")
-    shape = _ints(raw, size, "input shape", f"{where}: node {order[0]!r}")
-    if min(shape) <= 0:
-        raise NeurokdError(f"{where}: Input node {order[0]!r} has shape {list(shape)}; neurokd takes "
-                           "(features,) or (channels, height, width) inputs")
-    if _elements(shape) > MAX_INPUT_VALUES:
-        raise NeurokdError(f"{where}: Input node {order[0]!r} has shape {list(shape)}, "
-                           f"{_elements(shape):,} values per step; neurokd takes at most "
-                           f"{MAX_INPUT_VALUES:,}")
+    shape = _input_shape(nodes[order[0]], order[0], where)
     input_shape = shape
     stages: List[Stage] = []
     pending: Optional[Stage] = None
@@ -387,94 +372,15 @@ def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chai
                 raise NeurokdError(f"{at}: follows {pending.synapse!r} without spiking neurons "
                                    "between them; each neurokd layer is a synapse followed by "
                                    "LIF, CubaLIF or IF neurons")
-            weight = _numeric(node.weight, "weight", at)
-            if not np.all(np.isfinite(weight)):
-                raise NeurokdError(f"{at}: weights hold NaN or infinite values")
-            if kind == "Conv2d":
-                if weight.ndim != 4:
-                    raise NeurokdError(f"{at}: weight has shape {list(weight.shape)}, expected "
-                                       "(out, in, kh, kw)")
-                if len(shape) != 3 or shape[0] != weight.shape[1]:
-                    raise NeurokdError(f"{at}: takes {weight.shape[1]} input channels, but its "
-                                       f"input has shape {list(shape)}")
-                kernel = (int(weight.shape[2]), int(weight.shape[3]))
-                stride, padding = _conv_geometry(node, kernel, at)
-                h = (shape[1] + 2 * padding[0] - kernel[0]) // stride[0] + 1
-                w = (shape[2] + 2 * padding[1] - kernel[1]) // stride[1] + 1
-                if h <= 0 or w <= 0:
-                    raise NeurokdError(f"{at}: kernel {list(kernel)} does not fit input {list(shape)}")
-                out_shape: Tuple[int, ...] = (int(weight.shape[0]), h, w)
-                if _elements(out_shape) > MAX_LAYER_NEURONS:
-                    raise NeurokdError(f"{at}: gives {list(out_shape)}, {_elements(out_shape):,} "
-                                       "neurons in one layer (stride "
-                                       f"{list(stride)}, padding {list(padding)}); one Loihi 2 "
-                                       f"chip holds {MAX_LAYER_NEURONS:,}")
-                stage = Stage(name, "", "", "conv", weight, np.zeros(weight.shape[0]), stride,
-                              padding, shape, out_shape)
-            else:
-                if weight.ndim != 2:
-                    raise NeurokdError(f"{at}: weight has shape {list(weight.shape)}, expected "
-                                       "(out, in)")
-                if len(shape) > 1 and stages:
-                    raise NeurokdError(f"{at}: reads a {list(shape)} output; put a Flatten node "
-                                       "before it")
-                if _elements(shape) != weight.shape[1]:
-                    raise NeurokdError(f"{at}: takes {weight.shape[1]} inputs, but its input has "
-                                       f"shape {list(shape)}")
-                out_shape = (int(weight.shape[0]),)
-                stage = Stage(name, "", "", "dense", weight, np.zeros(weight.shape[0]),
-                              in_shape=shape, out_shape=out_shape)
-            if kind in ("Affine", "Conv2d") and getattr(node, "bias", None) is not None:
-                bias = _numeric(node.bias, "bias", at).reshape(-1)
-                if bias.size == 1:
-                    bias = np.full(weight.shape[0], float(bias[0]))
-                if bias.size != weight.shape[0] or not np.all(np.isfinite(bias)):
-                    raise NeurokdError(f"{at}: bias has {bias.size} values for {weight.shape[0]} "
-                                       "outputs, or non-finite ones")
-                stage.bias = bias
-            pending = stage
-            shape = out_shape
+            pending = _synapse_stage(node, name, kind, at, shape, bool(stages))
+            shape = pending.out_shape
             continue
         if kind in NEURON_TYPES:
             if pending is None:
                 raise NeurokdError(f"{at}: has no synapse (Affine, Linear or Conv2d) before it; "
                                    "each neurokd layer is a synapse followed by spiking neurons")
-            st = pending
-            out = st.out_shape
-            thr = _param(node, "v_threshold", out, at)
-            v_reset = _param(node, "v_reset", out, at, default=0.0)
-            if kind == "IF":
-                r = _param(node, "r", out, at, default=1.0)
-                du, dv, gain, v_leak = np.ones_like(thr), np.zeros_like(thr), r, np.zeros_like(thr)
-            elif kind == "LIF":
-                tau = _param(node, "tau", out, at)
-                r = _param(node, "r", out, at, default=1.0)
-                v_leak = _param(node, "v_leak", out, at, default=0.0)
-                dv = _decay(dt, tau, "tau", at, st.decay_clamped)
-                du = np.ones_like(dv)
-                gain = r * dv
-            else:
-                tau_syn = _param(node, "tau_syn", out, at)
-                tau_mem = _param(node, "tau_mem", out, at)
-                r = _param(node, "r", out, at, default=1.0)
-                w_in = _param(node, "w_in", out, at, default=1.0)
-                v_leak = _param(node, "v_leak", out, at, default=0.0)
-                du = _decay(dt, tau_syn, "tau_syn", at, st.decay_clamped)
-                dv = _decay(dt, tau_mem, "tau_mem", at, st.decay_clamped)
-                gain = w_in * du * r * dv
-            if np.any(~np.isfinite(gain)) or np.any(gain <= 0):
-                raise NeurokdError(f"{at}: input gain (from r, w_in, tau and dt) must be positive "
-                                   f"and finite; found {float(np.nanmin(gain)):g}")
-            if np.any(~np.isfinite(thr)) or np.any(thr <= 0):
-                raise NeurokdError(f"{at}: v_threshold must be positive and finite; found "
-                                   f"{float(np.nanmin(thr)):g}")
-            for label, arr in (("v_reset", v_reset), ("v_leak", v_leak)):
-                if np.any(~np.isfinite(arr)):
-                    raise NeurokdError(f"{at}: {label} must be finite")
-            st.neuron, st.neuron_type = name, kind
-            st.du, st.dv, st.gain, st.threshold = du, dv, gain, thr
-            st.v_leak, st.v_reset = v_leak, v_reset
-            stages.append(st)
+            _set_neurons(pending, node, name, kind, at, dt)
+            stages.append(pending)
             pending = None
             continue
         if kind in ("AvgPool2d", "SumPool2d"):
@@ -489,6 +395,118 @@ def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chai
     if not stages:
         raise NeurokdError(f"{where}: the chain holds no spiking layer")
     return Chain(tuple(input_shape), stages, float(dt), node_types)
+
+
+def _input_shape(in_node: Any, name: str, where: str) -> Tuple[int, ...]:
+    """The per-step shape the Input node ``name`` gives: (features,) or (channels, height,
+    width), of at most :data:`MAX_INPUT_VALUES` values."""
+    raw = (in_node.input_type or {}).get("input") if isinstance(in_node.input_type, dict) else None
+    if raw is None:
+        raise NeurokdError(f"{where}: Input node {name!r} does not give its shape")
+    size = int(np.asarray(raw).size)
+    if not 1 <= size <= 3:
+        raise NeurokdError(f"{where}: Input node {name!r} has a shape of {size} dimensions; "
+                           "neurokd takes (features,) or (channels, height, width) inputs")
+    shape = _ints(raw, size, "input shape", f"{where}: node {name!r}")
+    if min(shape) <= 0:
+        raise NeurokdError(f"{where}: Input node {name!r} has shape {list(shape)}; neurokd takes "
+                           "(features,) or (channels, height, width) inputs")
+    if _elements(shape) > MAX_INPUT_VALUES:
+        raise NeurokdError(f"{where}: Input node {name!r} has shape {list(shape)}, "
+                           f"{_elements(shape):,} values per step; neurokd takes at most "
+                           f"{MAX_INPUT_VALUES:,}")
+    return shape
+
+
+def _synapse_stage(node: Any, name: str, kind: str, at: str, shape: Tuple[int, ...],
+                   after_layers: bool) -> Stage:
+    """The synapse node ``name`` (one of :data:`SYNAPSE_TYPES`) reading ``shape``, as a stage
+    still without its neurons; ``after_layers``: spiking layers come before it."""
+    weight = _numeric(node.weight, "weight", at)
+    if not np.all(np.isfinite(weight)):
+        raise NeurokdError(f"{at}: weights hold NaN or infinite values")
+    if kind == "Conv2d":
+        if weight.ndim != 4:
+            raise NeurokdError(f"{at}: weight has shape {list(weight.shape)}, expected "
+                               "(out, in, kh, kw)")
+        if len(shape) != 3 or shape[0] != weight.shape[1]:
+            raise NeurokdError(f"{at}: takes {weight.shape[1]} input channels, but its "
+                               f"input has shape {list(shape)}")
+        kernel = (int(weight.shape[2]), int(weight.shape[3]))
+        stride, padding = _conv_geometry(node, kernel, at)
+        h = (shape[1] + 2 * padding[0] - kernel[0]) // stride[0] + 1
+        w = (shape[2] + 2 * padding[1] - kernel[1]) // stride[1] + 1
+        if h <= 0 or w <= 0:
+            raise NeurokdError(f"{at}: kernel {list(kernel)} does not fit input {list(shape)}")
+        out_shape: Tuple[int, ...] = (int(weight.shape[0]), h, w)
+        if _elements(out_shape) > MAX_LAYER_NEURONS:
+            raise NeurokdError(f"{at}: gives {list(out_shape)}, {_elements(out_shape):,} "
+                               "neurons in one layer (stride "
+                               f"{list(stride)}, padding {list(padding)}); one Loihi 2 "
+                               f"chip holds {MAX_LAYER_NEURONS:,}")
+        stage = Stage(name, "", "", "conv", weight, np.zeros(weight.shape[0]), stride,
+                      padding, shape, out_shape)
+    else:
+        if weight.ndim != 2:
+            raise NeurokdError(f"{at}: weight has shape {list(weight.shape)}, expected "
+                               "(out, in)")
+        if len(shape) > 1 and after_layers:
+            raise NeurokdError(f"{at}: reads a {list(shape)} output; put a Flatten node "
+                               "before it")
+        if _elements(shape) != weight.shape[1]:
+            raise NeurokdError(f"{at}: takes {weight.shape[1]} inputs, but its input has "
+                               f"shape {list(shape)}")
+        out_shape = (int(weight.shape[0]),)
+        stage = Stage(name, "", "", "dense", weight, np.zeros(weight.shape[0]),
+                      in_shape=shape, out_shape=out_shape)
+    if kind in ("Affine", "Conv2d") and getattr(node, "bias", None) is not None:
+        bias = _numeric(node.bias, "bias", at).reshape(-1)
+        if bias.size == 1:
+            bias = np.full(weight.shape[0], float(bias[0]))
+        if bias.size != weight.shape[0] or not np.all(np.isfinite(bias)):
+            raise NeurokdError(f"{at}: bias has {bias.size} values for {weight.shape[0]} "
+                               "outputs, or non-finite ones")
+        stage.bias = bias
+    return stage
+
+
+def _set_neurons(st: Stage, node: Any, name: str, kind: str, at: str, dt: float) -> None:
+    """Give ``st`` the neuron node ``name`` (one of :data:`NEURON_TYPES`) after its synapse: its
+    decays, input gain, threshold, leak and reset per output value."""
+    out = st.out_shape
+    thr = _param(node, "v_threshold", out, at)
+    v_reset = _param(node, "v_reset", out, at, default=0.0)
+    if kind == "IF":
+        r = _param(node, "r", out, at, default=1.0)
+        du, dv, gain, v_leak = np.ones_like(thr), np.zeros_like(thr), r, np.zeros_like(thr)
+    elif kind == "LIF":
+        tau = _param(node, "tau", out, at)
+        r = _param(node, "r", out, at, default=1.0)
+        v_leak = _param(node, "v_leak", out, at, default=0.0)
+        dv = _decay(dt, tau, "tau", at, st.decay_clamped)
+        du = np.ones_like(dv)
+        gain = r * dv
+    else:
+        tau_syn = _param(node, "tau_syn", out, at)
+        tau_mem = _param(node, "tau_mem", out, at)
+        r = _param(node, "r", out, at, default=1.0)
+        w_in = _param(node, "w_in", out, at, default=1.0)
+        v_leak = _param(node, "v_leak", out, at, default=0.0)
+        du = _decay(dt, tau_syn, "tau_syn", at, st.decay_clamped)
+        dv = _decay(dt, tau_mem, "tau_mem", at, st.decay_clamped)
+        gain = w_in * du * r * dv
+    if np.any(~np.isfinite(gain)) or np.any(gain <= 0):
+        raise NeurokdError(f"{at}: input gain (from r, w_in, tau and dt) must be positive "
+                           f"and finite; found {float(np.nanmin(gain)):g}")
+    if np.any(~np.isfinite(thr)) or np.any(thr <= 0):
+        raise NeurokdError(f"{at}: v_threshold must be positive and finite; found "
+                           f"{float(np.nanmin(thr)):g}")
+    for label, arr in (("v_reset", v_reset), ("v_leak", v_leak)):
+        if np.any(~np.isfinite(arr)):
+            raise NeurokdError(f"{at}: {label} must be finite")
+    st.neuron, st.neuron_type = name, kind
+    st.du, st.dv, st.gain, st.threshold = du, dv, gain, thr
+    st.v_leak, st.v_reset = v_leak, v_reset
 
 
 # ---------------------------------------------------------------- the NIR graph, simulated

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -78,24 +78,11 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def chain_to_snn(chain: Chain, profile: Optional[HardwareProfile] = None,
-                 input_shape: Optional[Sequence[int]] = None) -> Imported:
-    """The slayer ``SpikingNet`` of ``chain`` (see the module docstring for the mapping), its
-    approximations (``{"node", "kind", "detail"}`` each) and one row per layer of what was done.
-    ``input_shape``: the dataset's sample shape, used for a dense first layer whose input has as
-    many entries (a flat graph input for ``(1, 8, 8)`` images)."""
-    from neurokd.models.cuba.net import SpikingNet
-
-    profile = profile or load_profile("loihi2")
+def _time_notes(chain: Chain, profile: HardwareProfile, i_decay: int, v_decay: int,
+                note: Callable[[str, str, str], None]) -> None:
+    """Note how time is read (forward-Euler steps, IF per step), and the decays clamped or rounded
+    to the chip's bits."""
     scale = profile.decay_scale
-    w_scale = profile.weight_scale
-    i_decay = _uniform_decay(chain, "du", "current", scale)
-    v_decay = _uniform_decay(chain, "dv", "voltage", scale)
-    approx: List[Dict[str, str]] = []
-
-    def note(node: str, kind: str, detail: str) -> None:
-        approx.append({"node": node, "kind": kind, "detail": detail})
-
     leaky = [st.neuron for st in chain.stages if st.neuron_type != "IF"]
     if leaky:
         note(", ".join(leaky), "time",
@@ -122,8 +109,12 @@ def chain_to_snn(chain: Chain, profile: Optional[HardwareProfile] = None,
         note("all layers", "state rounding",
              "decayed current and voltage round toward zero in the chip's integer units (1/"
              f"{profile.state_scale} of a weight unit), where the graph computes in float")
-    # Normalized weights: each neuron's gain and threshold folded into its row.
-    normalized = []
+
+
+def _normalized_weights(chain: Chain, note: Callable[[str, str, str], None]) -> List[np.ndarray]:
+    """Each stage's weights with its neurons' gain / threshold folded into their rows; the bias,
+    v_leak and v_reset the float students drop are noted."""
+    normalized: List[np.ndarray] = []
     for st in chain.stages:
         g = st.gain / st.threshold
         shape = (-1,) + (1,) * (st.weight.ndim - 1)
@@ -144,6 +135,46 @@ def chain_to_snn(chain: Chain, profile: Optional[HardwareProfile] = None,
         if np.any(reset != 0):
             note(st.neuron, "v_reset", f"reset to 0 (Loihi's reset) instead of v_reset, up to "
                  f"{_fmt(float(np.abs(reset).max()))} thresholds")
+    return normalized
+
+
+def _spec_layers(chain: Chain) -> List[Any]:
+    """The spec's layers of ``chain``: a dense or conv layer per stage, flattens between."""
+    spec_layers: List[Any] = []
+    for st in chain.stages:
+        if st.kind == "conv":
+            spec_layers.append(ConvLayer(channels=st.out_shape[0],
+                                         kernel=_pair((int(st.weight.shape[2]),
+                                                       int(st.weight.shape[3]))),
+                                         stride=_pair(st.stride), padding=_pair(st.padding)))
+        else:
+            spec_layers.append(DenseLayer(units=st.out_shape[0]))
+        if st.flatten_after and st is not chain.stages[-1]:
+            spec_layers.append(FlattenLayer())
+    return spec_layers
+
+
+def chain_to_snn(chain: Chain, profile: Optional[HardwareProfile] = None,
+                 input_shape: Optional[Sequence[int]] = None) -> Imported:
+    """The slayer ``SpikingNet`` of ``chain`` (see the module docstring for the mapping), its
+    approximations (``{"node", "kind", "detail"}`` each) and one row per layer of what was done.
+    ``input_shape``: the dataset's sample shape, used for a dense first layer whose input has as
+    many entries (a flat graph input for ``(1, 8, 8)`` images)."""
+    from neurokd.models.cuba.net import SpikingNet
+
+    profile = profile or load_profile("loihi2")
+    scale = profile.decay_scale
+    w_scale = profile.weight_scale
+    i_decay = _uniform_decay(chain, "du", "current", scale)
+    v_decay = _uniform_decay(chain, "dv", "voltage", scale)
+    approx: List[Dict[str, str]] = []
+
+    def note(node: str, kind: str, detail: str) -> None:
+        approx.append({"node": node, "kind": kind, "detail": detail})
+
+    _time_notes(chain, profile, i_decay, v_decay, note)
+    # Normalized weights: each neuron's gain and threshold folded into its row.
+    normalized = _normalized_weights(chain, note)
     top = max(float(np.abs(w).max()) for w in normalized)
     if top == 0:
         raise NeurokdError("every weight of the graph is zero")
@@ -157,17 +188,7 @@ def chain_to_snn(chain: Chain, profile: Optional[HardwareProfile] = None,
                                f"least 1/{w_scale} a layer holds at most {w_max}")
         vth = min(vth, MAX_IMPORT_VTH)
     theta = vth / w_scale
-    spec_layers: List[Any] = []
-    for st in chain.stages:
-        if st.kind == "conv":
-            spec_layers.append(ConvLayer(channels=st.out_shape[0],
-                                         kernel=_pair((int(st.weight.shape[2]),
-                                                       int(st.weight.shape[3]))),
-                                         stride=_pair(st.stride), padding=_pair(st.padding)))
-        else:
-            spec_layers.append(DenseLayer(units=st.out_shape[0]))
-        if st.flatten_after and st is not chain.stages[-1]:
-            spec_layers.append(FlattenLayer())
+    spec_layers = _spec_layers(chain)
     shape_in = list(chain.input_shape)
     if input_shape is not None and isinstance(spec_layers[0], DenseLayer) and \
             int(np.prod(input_shape)) == int(np.prod(shape_in)):
