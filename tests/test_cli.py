@@ -113,7 +113,8 @@ def test_training_into_a_pipe_prints_a_line_per_epoch(tmp_path):
 def test_each_training_command_offers_its_own_options(tmp_path, capsys):
     """--help lists what a command uses and nothing else; --epochs sets the epochs of the model
     the command trains."""
-    from neurokd.cli import _config, build_parser
+    from neurokd.cli import build_parser
+    from neurokd.cli.commands import _config
 
     def helptext(command):
         with pytest.raises(SystemExit):

@@ -355,7 +355,7 @@ def test_a_user_module_that_exits_gets_one_line_and_status_2(tmp_path):
 def test_warnings_reach_the_user_as_one_line(capsys):
     import warnings
 
-    from neurokd.cli import _one_line_warnings
+    from neurokd.cli.main import _one_line_warnings
 
     with _one_line_warnings():
         warnings.warn("first line\nsecond line", UserWarning)

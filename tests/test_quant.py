@@ -304,7 +304,7 @@ def test_quantize_cli_then_verify(tmp_path):
 
 
 def test_quantize_refuses_bad_arguments_before_training(tmp_path):
-    from neurokd.cli import _layer_bits
+    from neurokd.cli.commands import _layer_bits
 
     cfg, ds, snn = _small_run(tmp_path, "student.epochs=1")
     meta = pipeline.snn_meta(cfg, ds)
@@ -427,7 +427,7 @@ def test_fitted_network_has_no_clips_and_still_matches_lava(tmp_path):
 
 
 def test_quantize_names_the_remedy_and_its_cost():
-    from neurokd.cli import _state_fit_lines
+    from neurokd.cli.commands import _state_fit_lines
 
     rows = [{"layer": 0, "step_factor": 1.0, "peak_before": 10, "peak_after": 10,
              "levels_before": 127, "levels_after": 127},

@@ -1,25 +1,13 @@
-"""``neurokd``: one entry point; subcommands mirror the stages of the flow.
-
-The CLI only parses arguments and calls library functions (``neurokd.runs``, ``neurokd.pipeline``)
-that notebooks call too. A NeurokdError becomes one line on stderr and exit status 2.
-"""
+"""The command line's parser: one function per command adds its subparser and options."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import os
-import sys
-import tempfile
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import List, Optional
 
 from neurokd import __version__
-from neurokd.errors import NeurokdError
 
-EXIT_USER_ERROR = 2
-EXIT_MISMATCH = 1
 FORCE_HELP = ("replace --out if it is a previous neurokd run directory (nothing else is ever "
               "replaced)")
 
@@ -150,20 +138,6 @@ def _teacher_args(p: argparse.ArgumentParser, required: bool, note: str = "") ->
                         "'{hidden: 64}' (default: none)")
 
 
-def _teacher_ref(args: argparse.Namespace):
-    """The --teacher options as a ``TeacherRef`` (None without --teacher), checked to go together."""
-    import os
-
-    from neurokd.interop.teachers import parse_kwargs, teacher_ref
-
-    if args.teacher is None:
-        if args.teacher_weights is not None or args.teacher_kwargs is not None:
-            raise NeurokdError("--teacher-weights and --teacher-kwargs go with --teacher")
-        return None
-    return teacher_ref(args.teacher, args.teacher_weights, parse_kwargs(args.teacher_kwargs),
-                       search_path=os.getcwd())
-
-
 # The proxies `search --proxy` offers and its strategies (neurokd.nas.proxies.PROXIES and
 # neurokd.nas.search.STRATEGIES; named here so that --help does not import torch, and a test keeps
 # them equal to the registries).
@@ -185,14 +159,7 @@ def _number(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="neurokd",
-        description="Compress DNNs into quantized spiking networks for Loihi 2 and Lava.")
-    parser.add_argument("--version", action="version", version=f"neurokd {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole flow: teacher, SNN, export, Lava, verify",
                        description="Train a DNN teacher and an SNN student, export the SNN to netx, "
                                    "run it in Lava and compare it spike for spike with PyTorch.")
@@ -209,12 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
     _progress_args(p)
 
+
+def _add_train_teacher(sub) -> None:
     p = sub.add_parser("train-teacher", help="train a DNN teacher",
                        description="Train a teacher DNN; writes DIR/teacher.pt, config.yaml, "
                                    "metrics.json and training_curves.png.")
     _config_args(p, "run directory to create", teacher=True, student=False, epochs="teacher")
     _progress_args(p)
 
+
+def _add_train_snn(sub) -> None:
     p = sub.add_parser("train-snn", help="train an SNN student directly",
                        description="Train an SNN of slayer CUBA blocks with surrogate gradients; "
                                    "writes DIR/snn.pt, config.yaml, metrics.json and "
@@ -222,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p, "run directory to create", teacher=False, student=True, epochs="student")
     _progress_args(p)
 
+
+def _add_distill(sub) -> None:
     p = sub.add_parser("distill", help="train an SNN student from DNN teachers (co-learning, KD, ...)",
                        description="Train an SNN student with a DNN teacher: co-learning (both "
                                    "directions), classic KD, FitNet hints, relational KD, a teacher "
@@ -236,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p, "run directory to create", teacher=False, student=True, epochs="student")
     _progress_args(p)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a trained SNN to a netx HDF5 network",
                        description="Export an SNN checkpoint to netx HDF5 (loadable by "
                                    "lava.lib.dl.netx.hdf5.Network).")
@@ -253,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nir: the time step the graph's time constants are written for "
                         "(tau = dt / decay; default %(default)s, snntorch's)")
 
+
+def _add_import(sub) -> None:
     p = sub.add_parser("import", help="import a NIR graph (e.g. from snntorch) as an SNN checkpoint",
                        description="Read a NIR graph whose nodes form one feed-forward chain of "
                                    "Affine/Linear, Conv2d, Flatten and LIF/CubaLIF/IF nodes and "
@@ -280,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
 
+
+def _add_quantize(sub) -> None:
     p = sub.add_parser("quantize", help="quantization-aware training of an SNN for the chip",
                        description="Quantize a trained SNN to the integers of a Loihi profile: "
                                    "trainable quantizer scales, layers entering quantization by a "
@@ -310,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
     _run_args(p, "quant.lr=1e-3")
 
+
+def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert a trained DNN into a quantized Loihi SNN",
                        description="Turn a DNN teacher (Linear, Conv2d, ReLU, Flatten, BatchNorm, "
                                    "AvgPool2d) into an integrate-and-fire SNN on the chip's "
@@ -335,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
     _run_args(p, "convert.percentile=99.5")
 
+
+def _add_search(sub) -> None:
     p = sub.add_parser("search", help="training-free search for an SNN that fits the chip",
                        description="Sample Loihi-compatible SNN architectures, reject those over "
                                    "the budget (cores, synaptic memory, synaptic operations), "
@@ -394,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "--train-top training (default 0)")
     _run_args(p, "data.limit=500", training=False)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="what a network costs on the chip: resources, activity, energy",
                        description="Per layer and in total: neurons, synapses, weight memory and "
                                    "cores on the SNN's hardware profile, whether it fits one chip, "
@@ -411,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run directory to create with the report files")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
 
+
+def _add_run_lava(sub) -> None:
     p = sub.add_parser("run-lava", help="run an exported network in Lava and report accuracy",
                        description="Run a netx network on Loihi 2 or Lava's CPU simulator over "
                                    "test samples, one run with a reset between samples.")
@@ -418,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     _lava_args(p)
     _progress_args(p, training=False)
 
+
+def _add_verify(sub) -> None:
     p = sub.add_parser("verify", help="compare PyTorch and Lava output spikes step by step",
                        description="Run the same samples through the PyTorch SNN and Lava and "
                                    "compare output spikes bin by bin. Exits 1 on any mismatch.")
@@ -425,530 +414,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--net", metavar="FILE", help="its exported network; exported afresh if omitted")
     _lava_args(p)
     _progress_args(p, training=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurokd",
+        description="Compress DNNs into quantized spiking networks for Loihi 2 and Lava.")
+    parser.add_argument("--version", action="version", version=f"neurokd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo(sub)
+    _add_train_teacher(sub)
+    _add_train_snn(sub)
+    _add_distill(sub)
+    _add_export(sub)
+    _add_import(sub)
+    _add_quantize(sub)
+    _add_convert(sub)
+    _add_search(sub)
+    _add_report(sub)
+    _add_run_lava(sub)
+    _add_verify(sub)
     return parser
-
-
-# The training commands' flags and the config keys they set (a command without the flag: None).
-FLAG_KEYS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "seed": "seed",
-             "timesteps": "student.timesteps", "encoder": "student.encoder", "spec": "student.spec",
-             "teacher_model": "teacher.model", "teacher_epochs": "teacher.epochs",
-             "samples": "lava.samples", "backend": "lava.backend", "method": "distill.method",
-             "device": "device"}
-
-
-def _config(args: argparse.Namespace):
-    from neurokd.config import build_config
-
-    values: Dict[str, Any] = {key: getattr(args, flag, None) for flag, key in FLAG_KEYS.items()}
-    if getattr(args, "epochs", None) is not None:
-        # demo, train-snn and distill: the SNN's epochs; train-teacher: the teacher's
-        values["teacher.epochs" if args.command == "train-teacher" else "student.epochs"] = args.epochs
-    return build_config(args.config, args.set, values, log=print)
-
-
-def _inputs(args: argparse.Namespace, cfg=None) -> List[Optional[str]]:
-    """Every file or folder a command reads, so that no output can hold or replace one."""
-    found: List[Optional[str]] = [getattr(args, name, None) for name in
-                                  ("config", "spec", "student", "teacher", "teacher_weights", "snn",
-                                   "kd_from", "net", "space", "data_dir", "graph")]
-    if cfg is not None:
-        found += [cfg.student.spec, cfg.data.data_dir, *cfg.distill.ensemble]
-    return found
-
-
-def _run_dir(args: argparse.Namespace, cfg=None):
-    from neurokd.fileio import RunDir
-
-    return RunDir(args.out, force=args.force, inputs=_inputs(args, cfg), command=args.command)
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    """Progress bars only where a person watches both streams; otherwise (output to a file or a
-    pipe, or --no-progress) training prints one line per epoch to stdout instead."""
-    return not args.no_progress and sys.stderr.isatty() and sys.stdout.isatty()
-
-
-def _positive(name: str, value: Optional[int]) -> None:
-    if value is not None and value <= 0:
-        raise NeurokdError(f"{name} must be positive, got {value}")
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from neurokd import runs
-
-    for name in ("--samples", "--epochs", "--teacher-epochs"):
-        _positive(name, getattr(args, name[2:].replace("-", "_")))
-    cfg = _config(args)
-    runs.demo(cfg, args.out, force=args.force, progress=_progress(args), inputs=_inputs(args, cfg),
-              ignore_fit=args.ignore_fit)
-    return 0
-
-
-def _train(args: argparse.Namespace, which: str) -> int:
-    from neurokd import runs
-    from neurokd.metrics.report import table
-
-    _positive("--epochs", args.epochs)
-    cfg = _config(args)
-    teacher = _teacher_ref(args) if which == "distill" else None
-    metrics, ds = runs.train(cfg, which, args.out, teacher, force=args.force,
-                             inputs=_inputs(args, cfg), progress=_progress(args), log=print)
-    print(table([(k, v) for k, v in metrics.items() if k not in ("radio", *runs.SOURCE_KEYS)],
-                title=f"{which}: {ds.name}"))
-    runs.radio_lines(metrics.get("radio"), print)
-    print(f"run directory: {args.out}")
-    return 0
-
-
-def _layer_bits(text: Optional[str]) -> Optional[List[int]]:
-    if text is None:
-        return None
-    try:
-        return [int(b) for b in text.split(",")]
-    except ValueError:
-        raise NeurokdError(f"--layer-bits {text!r}: expected integers separated by commas, e.g. 8,4") from None
-
-
-def _fit_cost(rows) -> str:
-    return ", ".join(f"layer {r['layer']} step ×{r['step_factor']:.2f} (|m| up to "
-                     f"{r['levels_before']} → {r['levels_after']}, {math.log2(r['step_factor']):.1f} "
-                     "bits of weight precision)" for r in rows if r["step_factor"] > 1)
-
-
-def _state_fit_lines(metrics, q, state_bits: int) -> List[str]:
-    """What ``quant.fit_state`` did, or what it would cost where the state passed the chip's bits."""
-    if metrics.get("state_fit"):
-        cost = _fit_cost(metrics["state_fit"])
-        return [f"state fit (quant.fit_state={q.fit_state}): "
-                f"{cost or 'no layer needed it'}; states kept within {q.state_target:g} of the "
-                f"{state_bits}-bit limit" + (" on the training samples measured"
-                                             if q.fit_state == "measured" else " for every input")]
-    option = metrics.get("state_fit_option")
-    if not option:
-        return []
-    clips = sum(r["current_wraps"] + r["voltage_clips"] for r in option["test_overflow"])
-    return [f"remedy: --fit-state measured (quant.fit_state) keeps the state inside "
-            f"{state_bits} bits by coarsening the weight steps: {_fit_cost(option['layers'])}; "
-            f"test accuracy {metrics['quant_accuracy']:.4f} → {option['quant_accuracy']:.4f}, "
-            f"wraps and clips on the first test batch {clips} after it (--fit-state bound: "
-            "for every input, at a larger cost)"]
-
-
-def cmd_quantize(args: argparse.Namespace) -> int:
-    from neurokd import pipeline, runs
-    from neurokd.config import build_config, config_to_dict
-    from neurokd.metrics.report import table
-
-    _positive("--epochs", args.epochs)
-    run_dir = _run_dir(args)  # checks --out before the checkpoint is even read
-    model, meta = pipeline.load_snn(args.snn)
-    base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir, where=args.snn))
-    base.pop("quant", None)
-    values = {"hardware": args.hardware, "quant.bits": args.bits, "quant.method": args.method,
-              "quant.epochs": args.epochs, "quant.layer_bits": _layer_bits(args.layer_bits),
-              "quant.fit_state": args.fit_state, "device": args.device}
-    cfg = build_config(None, args.set, values, base=base)
-    metrics, qmodel, _ = runs.quantize(model, meta, cfg, run_dir, args.kd_from,
-                                       progress=_progress(args), log=print,
-                                       ignore_fit=args.ignore_fit)
-    for name in ("test_overflow", "train_overflow"):
-        for row in metrics.get(name, []):
-            if row["overflow"]:
-                print(f"warning: layer {row['layer']} passed the {qmodel.profile.state_bits}-bit "
-                      f"state ({name.split('_')[0]}): |u| {row['max_abs_current']}, "
-                      f"|v| {row['max_abs_voltage']}, {row['current_wraps']} current wraps, "
-                      f"{row['voltage_clips']} voltage clips; Lava does the same")
-    for line in _state_fit_lines(metrics, cfg.quant, qmodel.profile.state_bits):
-        print(line)
-    shown = [(k, v) for k, v in metrics.items()
-             if k not in ("layers", "test_overflow", "train_overflow", "radio", "state_fit",
-                          "state_fit_option")]
-    print(table(shown, title=f"quantize: {args.snn} → {cfg.hardware}"))
-    print("float_snn_accuracy is the checkpoint as train-snn evaluated it (same test split and "
-          "encoding); float_unrounded_accuracy: its weights without slayer's 8-bit rounding, in "
-          "float arithmetic (the lsq_prob_kd reference)")
-    runs.radio_lines(metrics.get("radio"), print)
-    print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
-          f"--net {args.out}/network.net)")
-    return 0
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    from neurokd import pipeline, runs
-    from neurokd.config import build_config, config_to_dict
-    from neurokd.metrics.report import table
-    from neurokd.models.checkpoint import load_checkpoint
-
-    _positive("--timesteps", args.timesteps)
-    _positive("--epochs", args.epochs)
-    ref = _teacher_ref(args)
-    run_dir = _run_dir(args)
-    base: Dict[str, Any] = {}  # a DNN from elsewhere: the defaults and the --dataset's presets
-    if ref.kind == "checkpoint":  # a neurokd teacher: its run's configuration
-        payload = load_checkpoint(args.teacher, "teacher")
-        meta = payload.get("meta") or {}
-        base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir, where=args.teacher))
-        base.pop("convert", None)
-    values = {"hardware": args.hardware, "student.timesteps": args.timesteps,
-              "student.encoder": "direct", "convert.method": args.method,
-              "convert.epochs": args.epochs, "data.dataset": args.dataset,
-              "data.data_dir": args.data_dir, "device": args.device}
-    cfg = build_config(None, args.set, values, base=base)
-    metrics, _ = runs.convert(cfg, ref, run_dir, progress=_progress(args), log=print,
-                              ignore_fit=args.ignore_fit)
-    shown = [(k, v) for k, v in metrics.items()
-             if k not in ("layers", "converted_layers", "radio", *runs.SOURCE_KEYS)]
-    shown += [(f"layer {i} ({row['kind']}) rate corr.", row["correlation"])
-              for i, row in enumerate(metrics["layers"])]
-    print(table(shown, title=f"convert: {args.teacher} → {cfg.hardware}, T = {args.timesteps}"))
-    runs.radio_lines(metrics.get("radio"), print)
-    print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
-          f"--net {args.out}/network.net)")
-    return 0
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from neurokd import runs
-    from neurokd.config import build_config
-    from neurokd.metrics.report import table
-    from neurokd.metrics.resources import Budget
-    from neurokd.nas.space import describe, load_space
-
-    for name in ("--candidates", "--workers", "--max-cores", "--max-memory", "--max-synops",
-                 "--probe-tau-grad", "--train-top", "--train-epochs"):
-        _positive(name, getattr(args, name[2:].replace("-", "_")))
-    if args.train_epochs is not None and args.train_top is None:
-        raise NeurokdError("--train-epochs goes with --train-top")
-    if args.train_top is not None and args.train_top > args.candidates:
-        raise NeurokdError(f"--train-top {args.train_top} is more than the {args.candidates} "
-                           "candidates the search scores (--candidates)")
-    epochs = args.train_epochs or TRAIN_TOP_EPOCHS
-    cfg = build_config(None, args.set, {"data.dataset": args.dataset, "data.data_dir": args.data_dir,
-                                        "hardware": args.hardware, "seed": args.seed,
-                                        "student.encoder": args.encoder})
-    space = load_space(args.space)
-    res = runs.search(cfg, space, Budget(args.max_cores, args.max_memory, args.max_synops),
-                      _run_dir(args, cfg), proxy=args.proxy, strategy=args.strategy,
-                      candidates=args.candidates, workers=args.workers, ray_address=args.ray,
-                      all_proxies=args.all_proxies, tau_grad=args.probe_tau_grad,
-                      train_top=args.train_top, train_epochs=epochs, progress=_progress(args),
-                      log=print)
-    rows, trained, chosen, ds = res.rows, res.trained, res.chosen, res.ds
-    print(table([(str(r["rank"]), f"{r['arch']}  score {r['score']:.4g}, {r['cores']} cores, "
-                 f"{r['synapses']} synapses") for r in rows[:10]],
-                title=f"search: {ds.name}, proxy {args.proxy}, {len(rows)} candidates "
-                      f"({res.seconds_per_arch:.1f}/s)"))
-    if trained is not None:
-        print(table([(str(t["rank"]), f"{t['arch']}  val {t['val_accuracy']:.3f}, test "
-                      f"{t['test_accuracy']:.3f}, {t['cores']} cores, {t['synops_trained']:.3g} "
-                      f"synops trained, {t['train_seconds']:.0f} s") for t in trained],
-                    title=f"trained (at most {epochs} epochs each), chosen by validation accuracy"))
-    print(f"chosen: {describe(chosen.spec)} → {args.out}/spec.yaml (T = {space.timesteps}, "
-          f"encoder {cfg.student.encoder}, recorded in the spec); train it with: neurokd demo "
-          f"--spec {args.out}/spec.yaml --out runs/searched")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
-    from neurokd.deploy.export import is_neurokd_network
-    from neurokd.fileio import check_output_file
-
-    if args.format == "nir":
-        return _export_nir(args)
-    check_output_file(args.out, _inputs(args), args.force, ours=is_neurokd_network)
-    model, meta = pipeline.load_snn(args.snn)
-    cfg = pipeline.config_from_meta(meta, args.data_dir, where=args.snn)
-    try:
-        ds = pipeline.load_data(cfg)
-    except NeurokdError as exc:
-        ds = None
-        print(f"note: 24-bit overflow check skipped, no data ({exc})")
-    path = pipeline.export_snn(model, args.out, meta, ds, log=print, replace=args.force,
-                               check_fit=not args.ignore_fit)
-    print(f"exported {args.snn} → {path} (netx HDF5, {model.window_pad} trailing zero frames "
-          f"per sample, window {meta['timesteps'] + model.window_pad} steps)")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from neurokd import runs
-    from neurokd.metrics import energy
-
-    _positive("--samples", args.samples)
-    run_dir = _run_dir(args) if args.out is not None else None  # --out is checked before any work
-    report, written = runs.report(args.snn, args.teacher, run_dir, data_dir=args.data_dir,
-                                  samples=args.samples, version=__version__)
-    print(energy.report_markdown(report), end="")
-    if args.out is not None:
-        print(f"run directory: {args.out} ({', '.join(written)})")
-    return 0
-
-
-def _positive_dt(dt: float) -> None:
-    from neurokd.interop.nir import DT_RANGE
-
-    if not (math.isfinite(dt) and DT_RANGE[0] <= dt <= DT_RANGE[1]):
-        raise NeurokdError(f"--dt must be a number of seconds from {DT_RANGE[0]:g} to "
-                           f"{DT_RANGE[1]:g}, got {dt:g}")
-
-
-def _export_nir(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
-    from neurokd.interop.nir import export_nir, is_neurokd_nir
-    from neurokd.fileio import check_output_file
-
-    _positive_dt(args.dt)
-    check_output_file(args.out, _inputs(args), args.force, ours=is_neurokd_nir)
-    model, meta = pipeline.load_snn(args.snn)
-    path = export_nir(model, args.out, meta, dt=args.dt, replace=args.force)
-    kind = "quantized" if model.quantized else "float"
-    print(f"exported {args.snn} → {path} (NIR graph of the {kind} network, dt = {args.dt:g}; "
-          f"it reads {meta['timesteps']} input frames without Loihi's per-layer delay, so its "
-          f"output at step t is the network's at step t + {model.window_pad})")
-    return 0
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    from neurokd import runs
-    from neurokd.config import build_config
-    from neurokd.metrics.report import table
-
-    _positive("--timesteps", args.timesteps)
-    _positive_dt(args.dt)
-    cfg = build_config(args.config, args.set, {
-        "data.dataset": args.dataset, "data.data_dir": args.data_dir, "seed": args.seed,
-        "student.timesteps": args.timesteps, "student.encoder": args.encoder,
-        "hardware": args.hardware}, log=print)
-    metrics, ds = runs.import_graph(cfg, args.graph, args.out, args.dt, force=args.force,
-                                    inputs=_inputs(args, cfg), log=print)
-    shown = [(k, v) for k, v in metrics.items()
-             if k not in ("layers", "approximations", "nir_nodes", "source")]
-    print(table(shown, title=f"import: {args.graph} → {ds.name}, T = {cfg.student.timesteps}"))
-    print(f"{len(metrics['approximations'])} approximations (listed above and in "
-          f"{args.out}/metrics.json); nir_reference_accuracy is the graph as written (float64 "
-          "Euler steps, biases included), snn_accuracy the imported float network")
-    print(f"run directory: {args.out} (quantize it with: neurokd quantize --snn {args.out}/snn.pt "
-          f"--method ptq --out RUN)")
-    return 0
-
-
-def _is_metrics_file(path: Path) -> bool:
-    """A metrics JSON that run-lava or verify wrote (they mark it with a ``neurokd`` key)."""
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and "neurokd" in data
-
-
-def _check_metrics_out(args: argparse.Namespace) -> None:
-    if args.metrics is not None:
-        from neurokd.fileio import check_output_file
-
-        check_output_file(args.metrics, _inputs(args), args.force, ours=_is_metrics_file,
-                          flag="--metrics")
-
-
-def _report(args: argparse.Namespace, title: str, shown: Dict[str, Any], full: Dict[str, Any]) -> None:
-    """Print the results (a table, or JSON with --json) and write --metrics if asked."""
-    import json
-
-    from neurokd import __version__
-    from neurokd.metrics.report import table
-
-    if args.json:
-        print(json.dumps({k: v for k, v in full.items() if not k.startswith("_")}, sort_keys=True))
-    else:
-        print(table(shown.items(), title=title))
-    if args.metrics:
-        from neurokd.fileio import write_json
-
-        record = {k: v for k, v in full.items() if not k.startswith("_")}
-        record["neurokd"] = {"version": __version__, "command": args.command}
-        write_json(args.metrics, record, replace=args.force)
-
-
-def _lava_data(meta: Dict[str, Any], data_dir: Optional[str], where: str):
-    from neurokd import pipeline
-
-    cfg = pipeline.config_from_meta(meta, data_dir, where=where)
-    return cfg, pipeline.load_data(cfg)
-
-
-def cmd_run_lava(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
-    from neurokd.deploy.export import read_meta
-    from neurokd.deploy.lava_run import resolve_backend
-
-    _positive("--samples", args.samples)
-    _check_metrics_out(args)
-    resolve_backend(args.backend)
-    meta = read_meta(args.net)
-    cfg, ds = _lava_data(meta, args.data_dir, args.net)
-    samples = args.samples or cfg.lava.samples
-    res = pipeline.run_on_lava(args.net, ds, meta, samples, args.backend, seed=cfg.seed,
-                               progress=_progress(args))
-    shown = {k: v for k, v in res.items() if not k.startswith("_")}
-    _report(args, f"run-lava: {args.net}", shown, shown)
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
-    from neurokd.deploy.export import read_meta
-    from neurokd.deploy.lava_run import resolve_backend
-
-    _positive("--samples", args.samples)
-    _check_metrics_out(args)
-    resolve_backend(args.backend)
-    model, meta = pipeline.load_snn(args.snn)
-    if args.net is not None:
-        read_meta(args.net)  # a bad --net fails before the data is loaded
-    cfg, ds = _lava_data(meta, args.data_dir, args.snn)
-    samples = args.samples or cfg.lava.samples
-    with tempfile.TemporaryDirectory(prefix="neurokd-verify-") as tmp:
-        net = Path(args.net) if args.net else pipeline.export_snn(model, Path(tmp) / "network.net", meta,
-                                                                  check_fit=False)
-        res = pipeline.verify(model, net, ds, read_meta(net), samples, args.backend, seed=cfg.seed,
-                              progress=_progress(args))
-    shown = {k: v for k, v in res.items() if not k.startswith("_") and k != "state_extremes"}
-    _report(args, f"verify: {args.snn}", shown, res)
-    if res["lava_spike_match"] < 1.0:
-        print(f"neurokd: verify: {1 - res['lava_spike_match']:.4%} of output spike bins differ "
-              f"between PyTorch and Lava ({res['lava_samples_exact']}/{res['lava_samples']} "
-              f"samples exact)", file=sys.stderr)
-        return EXIT_MISMATCH
-    return 0
-
-
-COMMANDS = {"demo": cmd_demo, "train-teacher": lambda a: _train(a, "teacher"),
-            "train-snn": lambda a: _train(a, "snn"), "distill": lambda a: _train(a, "distill"),
-            "export": cmd_export, "import": cmd_import, "quantize": cmd_quantize,
-            "convert": cmd_convert,
-            "search": cmd_search, "report": cmd_report,
-            "run-lava": cmd_run_lava, "verify": cmd_verify}
-
-
-DATA_PARALLEL = ("demo", "train-teacher", "train-snn", "distill", "quantize", "convert")
-
-
-def _data_parallel(args: argparse.Namespace) -> int:
-    """The command as one of torchrun's processes (``neurokd.runtime``): process 0 as usual, the
-    others silent, into a temporary run directory they delete."""
-    import contextlib
-    import shutil
-
-    from neurokd import runtime
-
-    if args.command not in DATA_PARALLEL:
-        raise NeurokdError(f"{args.command} does not train; run it without torchrun (torchrun "
-                           f"runs {', '.join(DATA_PARALLEL)} data-parallel)")
-    w = runtime.init_distributed(getattr(args, "device", None) or "auto")
-    try:
-        if w.main:
-            return COMMANDS[args.command](args)
-        scratch = tempfile.mkdtemp(prefix=f"neurokd-rank{w.rank}-")
-        try:
-            args.out, args.force, args.no_progress = str(Path(scratch) / "run"), False, True
-            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-                return COMMANDS[args.command](args)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    finally:
-        runtime.shutdown_distributed()
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    from neurokd.runtime import launched_by_torchrun
-
-    try:
-        if launched_by_torchrun():
-            return _data_parallel(args)
-        return COMMANDS[args.command](args)
-    except NeurokdError as exc:
-        if args.debug:
-            raise
-        print(f"neurokd: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except SystemExit as exc:  # neurokd never exits from inside a command: a user's code did
-        if args.debug:
-            raise
-        print(f"neurokd: error: code loaded from a teacher's module or factory tried to exit "
-              f"(sys.exit({exc.code!r})); stopped, nothing half-written was kept", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except MemoryError:
-        if args.debug:
-            raise
-        print("neurokd: error: ran out of memory; nothing half-written was kept (a smaller "
-              "input, batch or window needs less)", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Exception as exc:  # an unexpected failure: one line unless --debug
-        from neurokd.interrupts import interrupted
-
-        if interrupted():  # a failure the signal caused: report the interruption, not an error
-            raise KeyboardInterrupt from None
-        if args.debug:
-            raise
-        print(f"neurokd: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
-              "the traceback)", file=sys.stderr)
-        return 1
-
-
-@contextlib.contextmanager
-def _one_line_warnings() -> Iterator[None]:
-    """Warnings as one line each on stderr (once per message), not Python's two-line form with
-    a source line. numpy's floating-point warnings and matplotlib's are not shown: every value
-    neurokd saves is checked finite, and a plot's cosmetic complaints are no news to a user."""
-    import warnings
-
-    import numpy as np
-
-    shown = set()
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-        if text not in shown:
-            shown.add(text)
-            print(f"neurokd: warning: {text}", file=sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy(\.|$)")
-        warnings.filterwarnings("ignore", module=r"matplotlib(\.|$)")
-        with np.errstate(all="ignore"):
-            yield
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command. SIGINT, SIGTERM and SIGHUP (to the process or its group) unwind it like an
-    error: run directories and files being written are removed, child processes (Lava's runtime,
-    search workers) are stopped, and the exit status is 128 + the signal number (130 for Ctrl-C,
-    143 for SIGTERM), with one line on stderr. See ``neurokd.interrupts``."""
-    import signal
-
-    from neurokd.interrupts import kill_descendants, signals_to_exceptions
-
-    if hasattr(sys.stdout, "reconfigure") and not sys.stdout.line_buffering:
-        sys.stdout.reconfigure(line_buffering=True)  # a file or a pipe gets each line as it is printed
-    with signals_to_exceptions() as state, _one_line_warnings():
-        try:
-            args = build_parser().parse_args(argv)
-            code: Optional[int] = _run_command(args)
-            state.hold()  # the run is over: a signal from here on is only recorded
-        except KeyboardInterrupt:
-            state.hold()
-            code = None
-        if code is None or state.signum is not None:
-            kill_descendants(state.keep)  # whatever a bounded stop left behind
-            signum = state.signum or signal.SIGINT
-            print(f"neurokd: interrupted ({signal.Signals(signum).name}); nothing half-written "
-                  "was kept", file=sys.stderr)
-            return 128 + signum
-        return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
