@@ -48,6 +48,7 @@ from neurokd.fileio import atomic_path, write_json
 from neurokd.hardware import load_profile
 from neurokd.models.spec import spec_from_dict
 from neurokd.nas.proxies import PROXIES, score_arch
+from neurokd.metrics.radio import radio_receivers
 from neurokd.metrics.resources import summary
 from neurokd.nas.search import encoded_batches_for_search
 from neurokd.nas.space import SearchSpace, arch_key, describe
@@ -174,7 +175,7 @@ def detection(model, cfg, ds) -> Dict[str, float]:
     from neurokd.metrics.radio import sensing_report
 
     meta = {"encoder": cfg.student.encoder, "timesteps": cfg.student.timesteps}
-    scores = pipeline.radio_receivers(ds, {"snn": (model, meta)}, cfg.seed)
+    scores = radio_receivers(ds, {"snn": (model, meta)}, cfg.seed)
     row = sensing_report(ds, scores)["receivers"]["snn"]
     return {"score": float(np.mean(list(row["pfa_0.1"]["pd"].values()))), "auc": float(row["auc"])}
 

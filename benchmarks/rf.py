@@ -92,6 +92,7 @@ def _snn_cell(name: str, model, meta: Dict, ds, work: Path, seed: int, lava_samp
 
     from neurokd import pipeline
     from neurokd.deploy.export import read_meta
+    from neurokd.metrics.radio import radio_receivers
     from neurokd.metrics.activity import measured_synops, model_bytes
     from neurokd.training import encoded_batches
 
@@ -99,7 +100,7 @@ def _snn_cell(name: str, model, meta: Dict, ds, work: Path, seed: int, lava_samp
     v = pipeline.verify(model, net, ds, read_meta(net), lava_samples, "sim", seed=seed, progress=False)
     prepare = pipeline.make_prepare(meta["encoder"], meta["timesteps"], model.window_pad)
     xb = torch.cat([x for x, _ in encoded_batches(ds.test, prepare, seed, limit=256)])
-    return {"receiver": pipeline.radio_receivers(ds, {name: (model, meta)}, seed)[name].tolist(),
+    return {"receiver": radio_receivers(ds, {name: (model, meta)}, seed)[name].tolist(),
             "lava_spike_match": v["lava_spike_match"], "lava_samples": v["lava_samples"],
             "lava_backend": v["backend"], "synops": measured_synops(model, xb)["synops"],
             "activity": _activity(model, xb), "model_bytes": model_bytes(model), **extra}
@@ -124,6 +125,7 @@ def run_chain(task: str, seed: int, lava_samples: int) -> None:
 
     from neurokd import pipeline
     from neurokd.fileio import write_json
+    from neurokd.metrics.radio import radio_receivers
 
     torch.set_num_threads(1)
     work = CACHE / f"{task}_s{seed}"
@@ -141,7 +143,7 @@ def run_chain(task: str, seed: int, lava_samples: int) -> None:
     teacher = pipeline.load_teacher(teacher_path)
     t0 = time.time()
     if "teacher" in todo:
-        receiver = pipeline.radio_receivers(ds, {"t": (teacher, {})}, seed)["t"]
+        receiver = radio_receivers(ds, {"t": (teacher, {})}, seed)["t"]
         write_json(_cell_path(task, seed, "teacher"), {"receiver": receiver.tolist(),
                                                        "macs": common.dnn_macs(teacher, ds.input_shape)})
     direct_path = work / "direct.pt"

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from neurokd.config import RunConfig, config_to_dict
-from neurokd.data.datasets import Dataset, Split, load_dataset
+from neurokd.data.datasets import Dataset, load_dataset
 from neurokd.data.encoders import get_encoder
+from neurokd.deploy.verify import lava_frames, run_on_lava, verify
 from neurokd import runtime
 from neurokd.errors import NeurokdError
 from neurokd.h5safe import available_memory
@@ -28,8 +29,17 @@ from neurokd.models.cuba.net import SpikingNet, snn_from_checkpoint
 from neurokd.models.spec import ArchSpec, default_spec, load_spec
 from neurokd.models.teachers import build_teacher, teacher_arch, teacher_from_checkpoint
 from neurokd.metrics.resources import check_fit as check_fit_chip
-from neurokd.training import (Prepare, accuracy, encoded_batches, fit, identity, logits_of,
-                              make_prepare, seed_everything, spike_counts)
+from neurokd.training import (accuracy, encoded_batches, fit, identity, logits_of, make_prepare,
+                              seed_everything, spike_counts)
+
+__all__ = [
+    "as_direct_training", "available_memory", "best_trained", "check_config", "check_memory",
+    "check_names", "config_from_meta", "convert", "export_snn", "identity", "import_nir",
+    "is_radio", "kd_reference", "lava_frames", "load_data", "load_snn", "load_teacher",
+    "load_teachers", "logits_of", "make_prepare", "memory_estimate", "quantize", "run_on_lava",
+    "save_snn", "save_teacher", "snn_meta", "spike_counts", "student_spec", "train_candidates",
+    "train_distilled", "train_snn", "train_teacher", "verify", "warn_if_chance",
+]
 
 RADIO_DATASETS = ("sensing", "modulation", "symbols")
 
@@ -447,104 +457,10 @@ def config_from_meta(meta: Dict[str, Any], data_dir: Optional[str] = None,
     return cfg
 
 
-def lava_frames(prepare: Prepare, split: Split, samples: int, seed: int) -> Tuple[torch.Tensor, np.ndarray]:
-    """The first ``samples`` test windows, encoded exactly as ``accuracy`` encodes them."""
-    xs, ys = zip(*encoded_batches(split, prepare, seed, limit=samples))
-    return torch.cat(xs), np.concatenate(ys)
-
-
-def run_on_lava(net_path: str | Path, ds: Dataset, meta: Dict[str, Any], samples: int,
-                backend: str = "auto", seed: int = 0, progress: bool = True) -> Dict[str, Any]:
-    """Run the exported network in Lava on the first ``samples`` test samples; report accuracy."""
-    from neurokd.deploy.lava_run import lava_input_frames, run_lava
-    from neurokd.models.spec import ConvLayer, spec_from_dict
-
-    spec = spec_from_dict(meta["spec"], where=f"{net_path}: spec")
-    prepare = make_prepare(meta["encoder"], meta["timesteps"], meta["window_pad"])
-    frames, labels = lava_frames(prepare, ds.test, samples, seed)
-    res = run_lava(net_path, lava_input_frames(frames.numpy(), isinstance(spec.layers[0], ConvLayer)),
-                   get_encoder(meta["encoder"]).message_bits, backend, progress=progress)
-    pred = res.spikes.sum(-1).argmax(1)
-    return {"lava_accuracy": float((pred == labels).mean()), "lava_samples": int(len(labels)),
-            "backend": res.backend, "lava_seconds": res.seconds,
-            "lava_samples_per_s": len(labels) / res.seconds,
-            "_frames": frames, "_labels": labels, "_spikes": res.spikes}
-
-
-@torch.no_grad()
-def verify(model: SpikingNet, net_path: str | Path, ds: Dataset, meta: Dict[str, Any], samples: int,
-           backend: str = "auto", seed: int = 0, progress: bool = True) -> Dict[str, Any]:
-    """Compare output spikes of the PyTorch model and the Lava run, sample by sample, step by step."""
-    lava = run_on_lava(net_path, ds, meta, samples, backend, seed, progress)
-    frames, labels, lava_spikes = lava.pop("_frames"), lava.pop("_labels"), lava.pop("_spikes")
-    model.eval()
-    torch_spikes = torch.cat([model(frames[i:i + 256]) for i in range(0, len(frames), 256)]).numpy()
-    if torch_spikes.shape != lava_spikes.shape:
-        raise NeurokdError(f"PyTorch output {torch_spikes.shape} and Lava output "
-                           f"{lava_spikes.shape} differ in shape: the network file does not "
-                           "belong to this checkpoint")
-    torch_pred = torch_spikes.sum(-1).argmax(1)
-    lava_pred = lava_spikes.sum(-1).argmax(1)
-    state = model.state_extremes(frames)
-    out = dict(lava)
-    out.update({
-        "lava_spike_match": float((torch_spikes == lava_spikes).mean()),
-        "lava_samples_exact": int((torch_spikes == lava_spikes).all(axis=(1, 2)).sum()),
-        "lava_prediction_agreement": float((torch_pred == lava_pred).mean()),
-        "snn_accuracy_on_lava_samples": float((torch_pred == labels).mean()),
-        "state_extremes": state,
-        "state_overflow": any(r["overflow"] for r in state),
-        "_torch_spikes": torch_spikes, "_lava_spikes": lava_spikes, "_labels": labels,
-    })
-    return out
-
-
 # ---------------------------------------------------------------- radio results
 def is_radio(ds: Dataset) -> bool:
     """True for data whose test frames carry an SNR (the radio datasets): results per SNR."""
     return ds.test.snr is not None
-
-
-@torch.no_grad()
-def test_outputs(model: nn.Module, ds: Dataset, prepare: Prepare, seed: int = 0) -> np.ndarray:
-    """The model's output on every test sample, encoded exactly as ``accuracy`` encodes them:
-    output spikes ``(N, K, W)`` of an SNN, logits ``(N, K)`` of a DNN."""
-    model.eval()
-    return torch.cat([model(xb) for xb, _ in encoded_batches(ds.test, prepare, seed)]).numpy()
-
-
-def radio_receivers(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, Any]]], seed: int
-                    ) -> Dict[str, np.ndarray]:
-    """Scores (``sensing``: one detection score per frame) or predictions (``modulation``) of each
-    model; ``models`` maps a receiver's name to (model, its SNN metadata, or {} for a DNN)."""
-    from neurokd.metrics.radio import spike_score
-
-    out: Dict[str, np.ndarray] = {}
-    for name, (model, meta) in models.items():
-        if meta:
-            prepare = make_prepare(meta["encoder"], meta["timesteps"], model.window_pad)
-            spikes = test_outputs(model, ds, prepare, seed)
-            out[name] = spike_score(spikes) if ds.task == "detection" else spikes.sum(-1).argmax(1)
-        else:
-            logits = test_outputs(model, ds, identity, seed)
-            out[name] = logits[:, 1] - logits[:, 0] if ds.task == "detection" else logits.argmax(1)
-    return out
-
-
-def radio_report(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, Any]]], out_dir: Path,
-                 seed: int = 0) -> Dict[str, Any]:
-    """Radio results of ``models`` beside the classical receivers, with their PNGs in ``out_dir``:
-    Pd against SNR at Pfa 0.1 and 0.01, SNR at Pd 0.9 and ROC for ``sensing``; accuracy against SNR
-    and the confusion matrix for ``modulation``; BER and SER against Eb/N0 for ``symbols`` (see
-    :mod:`neurokd.metrics.radio`)."""
-    from neurokd.metrics.radio import modulation_report, sensing_report, symbols_report
-
-    receivers = radio_receivers(ds, models, seed)
-    if ds.task == "detection":
-        return sensing_report(ds, receivers, out_dir)
-    if ds.task == "symbols":
-        return symbols_report(ds, receivers, out_dir)
-    return modulation_report(ds, receivers, out_dir)
 
 
 def _measured_synops(model, split, encoder: str, timesteps: int, seed: int) -> float:

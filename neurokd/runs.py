@@ -24,6 +24,7 @@ from neurokd.fileio import RunDir, atomic_path, write_json, write_yaml
 from neurokd.hardware import load_profile
 from neurokd.log import Log
 from neurokd.metrics import energy, plots
+from neurokd.metrics.radio import radio_report
 
 SOURCE_KEYS = ("teacher_source", "ensemble_sources")  # recorded in metrics.json, not tabled
 
@@ -114,7 +115,7 @@ def demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: bool = 
         radio = None
         if pipeline.is_radio(ds):
             t0 = time.perf_counter()
-            radio = pipeline.radio_report(ds, {f"DNN teacher ({cfg.teacher.model})": (teacher, {}),
+            radio = radio_report(ds, {f"DNN teacher ({cfg.teacher.model})": (teacher, {}),
                                                "SNN (PyTorch = Lava)": (snn, meta)}, run, cfg.seed)
             seconds["radio_report"] = time.perf_counter() - t0
         energy.run_report(run, ds, energy.networks([(snn, meta)], teacher, cfg.teacher.model),
@@ -176,7 +177,7 @@ def train(cfg: RunConfig, which: str, out: str | Path | RunDir, teacher=None, *,
                 receivers[f"DNN teacher ({teacher_label(cfg, dnn)})"] = (dnn, {})
             if which != "teacher":
                 receivers["SNN"] = (model, pipeline.snn_meta(cfg, ds))
-            metrics["radio"] = pipeline.radio_report(ds, receivers, run, cfg.seed)
+            metrics["radio"] = radio_report(ds, receivers, run, cfg.seed)
         if which != "teacher":  # what the SNN costs on the chip: report.json, .md and the plot
             label = teacher_label(cfg, dnn) if dnn is not None else cfg.teacher.model
             energy.run_report(run, ds, energy.networks([(model, pipeline.snn_meta(cfg, ds))], dnn,
@@ -230,7 +231,7 @@ def quantize(model: nn.Module, meta: Dict[str, Any], cfg: RunConfig, out: str | 
                                   start={"quantize": metrics["qat_start_val_accuracy"]})
         if pipeline.is_radio(ds):
             bits = "/".join(str(b) for b in qmodel.bits)
-            metrics["radio"] = pipeline.radio_report(
+            metrics["radio"] = radio_report(
                 ds, {"SNN, float": (model, meta),
                      f"SNN, {bits} bits (PyTorch = Lava)": (qmodel, new_meta)}, run, cfg.seed)
         energy.run_report(run, ds, energy.networks([(model, meta), (qmodel, new_meta)]), cfg.seed)
@@ -267,7 +268,7 @@ def convert(cfg: RunConfig, teacher, out: str | Path | RunDir, *, force: bool = 
                                   kept={"qkd": metrics["qkd_best_epoch"]},
                                   start={"qkd": metrics["qkd_start_val_accuracy"]})
         if pipeline.is_radio(ds):
-            metrics["radio"] = pipeline.radio_report(
+            metrics["radio"] = radio_report(
                 ds, {f"DNN teacher ({teacher_label(cfg, dnn)})": (dnn, {}),
                      f"converted SNN, T = {cfg.student.timesteps} (PyTorch = Lava)": (snn, snn_meta)},
                 run, cfg.seed)

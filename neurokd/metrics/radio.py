@@ -23,15 +23,18 @@ output alone decides, as it would on Loihi.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+from torch import nn
 
 from neurokd.data.datasets import Dataset, Split
 from neurokd.errors import NeurokdError
 from neurokd.radio import metrics as rm
 from neurokd.radio import plots as rp
 from neurokd.radio.detectors import energy_detector_pd_theory, energy_scores
+from neurokd.training import Prepare, encoded_batches, identity, make_prepare
 
 PFAS = (0.1, 0.01)
 PD_TARGET = 0.9
@@ -240,3 +243,41 @@ def symbols_report(ds: Dataset, predictions: Mapping[str, np.ndarray],
                              f"{ds.radio['channel']}, amplifier {ds.radio['pa']}",
                        floor=1.0 / max(min(out["bits_per_ebn0"]), 1))
     return out
+
+
+@torch.no_grad()
+def test_outputs(model: nn.Module, ds: Dataset, prepare: Prepare, seed: int = 0) -> np.ndarray:
+    """The model's output on every test sample, encoded exactly as ``accuracy`` encodes them:
+    output spikes ``(N, K, W)`` of an SNN, logits ``(N, K)`` of a DNN."""
+    model.eval()
+    return torch.cat([model(xb) for xb, _ in encoded_batches(ds.test, prepare, seed)]).numpy()
+
+
+def radio_receivers(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, Any]]], seed: int
+                    ) -> Dict[str, np.ndarray]:
+    """Scores (``sensing``: one detection score per frame) or predictions (``modulation``) of each
+    model; ``models`` maps a receiver's name to (model, its SNN metadata, or {} for a DNN)."""
+    out: Dict[str, np.ndarray] = {}
+    for name, (model, meta) in models.items():
+        if meta:
+            prepare = make_prepare(meta["encoder"], meta["timesteps"], model.window_pad)
+            spikes = test_outputs(model, ds, prepare, seed)
+            out[name] = spike_score(spikes) if ds.task == "detection" else spikes.sum(-1).argmax(1)
+        else:
+            logits = test_outputs(model, ds, identity, seed)
+            out[name] = logits[:, 1] - logits[:, 0] if ds.task == "detection" else logits.argmax(1)
+    return out
+
+
+def radio_report(ds: Dataset, models: Dict[str, Tuple[nn.Module, Dict[str, Any]]], out_dir: Path,
+                 seed: int = 0) -> Dict[str, Any]:
+    """Radio results of ``models`` beside the classical receivers, with their PNGs in ``out_dir``:
+    Pd against SNR at Pfa 0.1 and 0.01, SNR at Pd 0.9 and ROC for ``sensing``; accuracy against SNR
+    and the confusion matrix for ``modulation``; BER and SER against Eb/N0 for ``symbols`` (see
+    :mod:`neurokd.metrics.radio`)."""
+    receivers = radio_receivers(ds, models, seed)
+    if ds.task == "detection":
+        return sensing_report(ds, receivers, out_dir)
+    if ds.task == "symbols":
+        return symbols_report(ds, receivers, out_dir)
+    return modulation_report(ds, receivers, out_dir)

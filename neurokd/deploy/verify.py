@@ -1,0 +1,68 @@
+"""Run an exported network in Lava on test samples, and compare it with the PyTorch model that
+was exported, sample by sample and step by step (``neurokd run-lava``, ``neurokd verify``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from neurokd.data.datasets import Dataset, Split
+from neurokd.data.encoders import get_encoder
+from neurokd.errors import NeurokdError
+from neurokd.training import Prepare, encoded_batches, make_prepare
+
+
+def lava_frames(prepare: Prepare, split: Split, samples: int, seed: int) -> Tuple[torch.Tensor, np.ndarray]:
+    """The first ``samples`` test windows, encoded exactly as ``accuracy`` encodes them."""
+    xs, ys = zip(*encoded_batches(split, prepare, seed, limit=samples))
+    return torch.cat(xs), np.concatenate(ys)
+
+
+def run_on_lava(net_path: str | Path, ds: Dataset, meta: Dict[str, Any], samples: int,
+                backend: str = "auto", seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+    """Run the exported network in Lava on the first ``samples`` test samples; report accuracy."""
+    from neurokd.deploy.lava_run import lava_input_frames, run_lava
+    from neurokd.models.spec import ConvLayer, spec_from_dict
+
+    spec = spec_from_dict(meta["spec"], where=f"{net_path}: spec")
+    prepare = make_prepare(meta["encoder"], meta["timesteps"], meta["window_pad"])
+    frames, labels = lava_frames(prepare, ds.test, samples, seed)
+    res = run_lava(net_path, lava_input_frames(frames.numpy(), isinstance(spec.layers[0], ConvLayer)),
+                   get_encoder(meta["encoder"]).message_bits, backend, progress=progress)
+    pred = res.spikes.sum(-1).argmax(1)
+    return {"lava_accuracy": float((pred == labels).mean()), "lava_samples": int(len(labels)),
+            "backend": res.backend, "lava_seconds": res.seconds,
+            "lava_samples_per_s": len(labels) / res.seconds,
+            "_frames": frames, "_labels": labels, "_spikes": res.spikes}
+
+
+@torch.no_grad()
+def verify(model: nn.Module, net_path: str | Path, ds: Dataset, meta: Dict[str, Any], samples: int,
+           backend: str = "auto", seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+    """Compare output spikes of the PyTorch model and the Lava run, sample by sample, step by step."""
+    lava = run_on_lava(net_path, ds, meta, samples, backend, seed, progress)
+    frames, labels, lava_spikes = lava.pop("_frames"), lava.pop("_labels"), lava.pop("_spikes")
+    model.eval()
+    torch_spikes = torch.cat([model(frames[i:i + 256]) for i in range(0, len(frames), 256)]).numpy()
+    if torch_spikes.shape != lava_spikes.shape:
+        raise NeurokdError(f"PyTorch output {torch_spikes.shape} and Lava output "
+                           f"{lava_spikes.shape} differ in shape: the network file does not "
+                           "belong to this checkpoint")
+    torch_pred = torch_spikes.sum(-1).argmax(1)
+    lava_pred = lava_spikes.sum(-1).argmax(1)
+    state = model.state_extremes(frames)
+    out = dict(lava)
+    out.update({
+        "lava_spike_match": float((torch_spikes == lava_spikes).mean()),
+        "lava_samples_exact": int((torch_spikes == lava_spikes).all(axis=(1, 2)).sum()),
+        "lava_prediction_agreement": float((torch_pred == lava_pred).mean()),
+        "snn_accuracy_on_lava_samples": float((torch_pred == labels).mean()),
+        "state_extremes": state,
+        "state_overflow": any(r["overflow"] for r in state),
+        "_torch_spikes": torch_spikes, "_lava_spikes": lava_spikes, "_labels": labels,
+    })
+    return out
