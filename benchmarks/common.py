@@ -4,14 +4,14 @@ cells a benchmark runs in parallel, and the activity and energy columns of the r
 **Cells.** A cell is one unit of work of a benchmark (one dataset × seed × method, say) whose
 result is a small JSON dict. ``run_cells`` runs the cells that are not stored yet in ``jobs``
 worker processes (forked, one torch thread each, each in a process group of its own), or as
-one-CPU tasks on a Ray cluster, and writes each finished cell atomically to
-``<out>/<stem>_cells/<key>.json`` together with the config it was computed for. The next run skips
-a stored cell whose config is unchanged, so an interrupted benchmark resumes where it stopped; a
-changed config (or ``fresh``) runs it again. A cell may need others (one teacher for many
-students): it starts once they are done and receives their results; files they leave for it
-(checkpoints) go to the benchmark's cache folder under a name made from the producing cell's
-config (``artifact``), and a producer runs again when a cell that needs it must run and its files
-are gone. SIGINT, SIGTERM and SIGHUP end every worker together with its own children; the cells
+one-CPU tasks on a Ray cluster, by the package's scheduler (``neurokd.parallel.Workers``), and
+writes each finished cell atomically to ``<out>/<stem>_cells/<key>.json`` together with the
+config it was computed for. The next run skips a stored cell whose config is unchanged, so an
+interrupted benchmark resumes where it stopped; a changed config (or ``fresh``) runs it again.
+A cell may need others (one teacher for many students): it starts once they are done and
+receives their results; files they leave for it (checkpoints) go to the benchmark's cache folder
+under a name made from the producing cell's config (``artifact``), and a producer runs again
+when a cell that needs it must run and its files are gone. SIGINT, SIGTERM and SIGHUP end every worker together with its own children; the cells
 already stored stay. The tables are built from the stored cells once they are all there, so they
 do not depend on the number of workers or the order the cells finished in.
 """
@@ -19,17 +19,13 @@ do not depend on the number of workers or the order the cells finished in.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import math
 import os
 import re
-import signal
-import sys
 import tempfile
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -239,178 +235,14 @@ def effective_configs(cells: Sequence[Cell]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def _threads_one() -> None:
-    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    with contextlib.suppress(ImportError):
-        import torch
-
-        torch.set_num_threads(1)
-
-
-def _execute(fn, config, deps, args) -> Tuple[str, Any, Any]:
-    """Run one cell: ``("ok", result, seconds)`` or ``("error", message, traceback)``; the result
-    is checked to be JSON here, so that a bad one fails in the worker with its cell's name."""
-    _threads_one()
-    t0 = time.perf_counter()
-    try:
-        result = fn(config, deps, **args)
-        if not isinstance(result, dict):
-            raise TypeError(f"a cell returns a dict, this one returned {type(result).__name__}")
-        json.dumps(result, allow_nan=True)
-        return "ok", result, time.perf_counter() - t0
-    except BaseException as exc:  # noqa: BLE001 - reported with the cell's name by the parent
-        text = str(exc).strip().splitlines()
-        return "error", f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "), \
-            traceback.format_exc()
-
-
-def _child(fn, config, deps, args, conn, parent: int) -> None:
-    """A forked worker: a process group of its own (the parent ends the group, the worker's
-    children included), Ctrl-C left to the parent, SIGTERM fatal, and it dies with the parent."""
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
-    from neurokd.interrupts import worker_signals
-
-    worker_signals()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
-    outcome = _execute(fn, config, deps, args)
-    try:
-        conn.send(outcome)
-    except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be pickled
-        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-    conn.close()
-
-
-class _Processes:
-    """Cells in forked worker processes, one process (and process group) per cell."""
-
-    def __init__(self, jobs: int) -> None:
-        import multiprocessing as mp
-
-        self.mp = mp.get_context("fork")
-        self.slots = max(1, int(jobs))
-        self.running: Dict[str, Tuple[Any, Any]] = {}
-
-    def start(self, cell: Cell, deps: Dict[str, Any]) -> None:
-        recv, send = self.mp.Pipe(duplex=False)
-        p = self.mp.Process(target=_child, name=f"cell {cell.key}",
-                            args=(cell.fn, cell.config, deps, cell.args, send, os.getpid()))
-        p.start()
-        send.close()
-        with contextlib.suppress(OSError):
-            os.setpgid(p.pid, p.pid)  # also here: whichever of parent and child comes first
-        self.running[cell.key] = (p, recv)
-
-    def wait(self, timeout: float) -> List[Tuple[str, Tuple[str, Any, Any]]]:
-        from multiprocessing.connection import wait
-
-        if not self.running:
-            return []
-        conns = {recv: key for key, (_, recv) in self.running.items()}
-        finished = []
-        for recv in wait(list(conns), timeout=timeout):
-            key = conns[recv]
-            p, _ = self.running.pop(key)
-            try:
-                outcome = recv.recv()
-            except (EOFError, OSError):
-                outcome = None
-            recv.close()
-            p.join()
-            if outcome is None:
-                code = p.exitcode
-                why = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
-                       else f"exit code {code}")
-                outcome = ("error", f"the worker died without a result ({why})", "")
-            finished.append((key, outcome))
-        return finished
-
-    def stop(self, grace: float = 5.0) -> None:
-        """End every worker and its children: SIGTERM to each process group, SIGKILL to what is
-        left after ``grace`` seconds."""
-        procs = [p for p, _ in self.running.values()]
-        for p in procs:
-            _signal_group(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        for p in procs:
-            _signal_group(p.pid, signal.SIGKILL)
-            p.join(2.0)
-        for _, recv in self.running.values():
-            recv.close()
-        self.running.clear()
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    try:
-        os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signum)
-
-
-def _ray_cell(fn, config, deps, args):
-    return _execute(fn, config, deps, args)
-
-
-class _Ray:
-    """Cells as one-CPU tasks on a Ray cluster (joined as ``neurokd search --ray`` joins it)."""
-
-    def __init__(self, address: str, cells: Sequence[Cell]) -> None:
-        try:
-            import ray
-        except ImportError:
-            from neurokd.errors import NeurokdError
-
-            raise NeurokdError("--ray needs Ray, an optional extra: pip install 'neurokd[ray]'") from None
-        self.joined = not ray.is_initialized()
-        if self.joined:
-            from neurokd.nas.search import _connect_ray
-
-            ray = _connect_ray(address)
-        self.ray = ray
-        # the benchmark scripts and this module are not installed: send their code with the task
-        for name in {c.fn.__module__ for c in cells} | {__name__}:
-            module = sys.modules.get(name)
-            if module is not None and name != "__main__" and not name.startswith("neurokd"):
-                ray.cloudpickle.register_pickle_by_value(module)
-        self.task = ray.remote(num_cpus=1, max_retries=0)(_ray_cell)
-        self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.running: Dict[Any, str] = {}
-
-    def start(self, cell: Cell, deps: Dict[str, Any]) -> None:
-        self.running[self.task.remote(cell.fn, cell.config, deps, cell.args)] = cell.key
-
-    def wait(self, timeout: float) -> List[Tuple[str, Tuple[str, Any, Any]]]:
-        if not self.running:
-            return []
-        done, _ = self.ray.wait(list(self.running), num_returns=1, timeout=timeout)
-        finished = []
-        for ref in done:
-            key = self.running.pop(ref)
-            try:
-                outcome = self.ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - a task lost with its worker or node
-                outcome = ("error", f"the Ray task failed: {type(exc).__name__}: {exc}", "")
-            finished.append((key, outcome))
-        return finished
-
-    def stop(self, grace: float = 5.0) -> None:
-        for ref in list(self.running):
-            with contextlib.suppress(Exception):
-                self.ray.cancel(ref, force=True)
-        self.running.clear()
-
-    def close(self) -> None:
-        if self.joined:
-            self.ray.shutdown()  # leaves the driver; the cluster keeps running
+def _run_cell(fn, config, deps, args) -> Dict[str, Any]:
+    """One cell, in its worker: the result is checked to be a JSON dict here, so that a bad one
+    fails in the worker with its cell's name."""
+    result = fn(config, deps, **args)
+    if not isinstance(result, dict):
+        raise TypeError(f"a cell returns a dict, this one returned {type(result).__name__}")
+    json.dumps(result, allow_nan=True)
+    return result
 
 
 def run_cells(cells: Sequence[Cell], store: Optional[CellStore], jobs: Optional[int] = None,
@@ -423,8 +255,10 @@ def run_cells(cells: Sequence[Cell], store: Optional[CellStore], jobs: Optional[
     ``on_result(key, run)`` (``run``: the ``CellRun`` so far). With ``store`` None every cell runs
     and nothing is stored (for work that stores its own results). A failed cell is logged with its
     name and traceback and stores nothing; the cells that need it are skipped. SIGINT, SIGTERM and
-    SIGHUP end every worker and raise ``neurokd.interrupts.Interrupted``."""
+    SIGHUP end every worker and raise ``neurokd.interrupts.Interrupted``. The workers are the
+    package's (``neurokd.parallel.Workers``), one process per cell."""
     from neurokd.interrupts import signals_to_exceptions
+    from neurokd.parallel import Workers
 
     configs = effective_configs(cells)
     by_key = {c.key: c for c in cells}
@@ -453,7 +287,9 @@ def run_cells(cells: Sequence[Cell], store: Optional[CellStore], jobs: Optional[
     if not queue:
         log(f"{len(cells)} cells, all stored")
         return run
-    backend = _Ray(ray_address, cells) if ray_address else _Processes(jobs or os.cpu_count() or 1)
+    # the benchmark scripts and this module are not installed: Ray sends their code with the task
+    backend = Workers(jobs or os.cpu_count() or 1, ray_address, reuse=False,
+                      ship={c.fn.__module__ for c in cells} | {__name__})
     log(f"{len(cells)} cells: {len(cells) - len(queue)} stored, {len(queue)} to run, "
         f"{backend.slots} at once" + (f" on the Ray cluster {ray_address}" if ray_address else ""))
     started: Dict[str, float] = {}
@@ -475,30 +311,31 @@ def run_cells(cells: Sequence[Cell], store: Optional[CellStore], jobs: Optional[
                                for k in cell.needs):
                         continue
                     queue.remove(cell)
-                    backend.start(cell, {k: run.results[k] for k in cell.needs})
+                    backend.start(cell.key, _run_cell, cell.fn, cell.config,
+                                  {k: run.results[k] for k in cell.needs}, cell.args)
                     started[cell.key] = time.time()
                     log(f"started {cell.key}")
                 for key, outcome in backend.wait(timeout=0.5):
                     finished_now.add(key)
-                    status, value, extra = outcome
                     done = len(finished_now)
-                    if status == "ok":
+                    if outcome.ok:
+                        value, seconds = outcome.value, float(outcome.seconds)
                         if store is not None:
-                            store.save(key, configs[key], value, float(extra))
+                            store.save(key, configs[key], value, seconds)
                         run.results[key] = value
                         run.records[key] = store.record(key) if store is not None else {
-                            "result": value, "seconds": float(extra), "date": time.strftime("%Y-%m-%d")}
+                            "result": value, "seconds": seconds, "date": time.strftime("%Y-%m-%d")}
                         run.ran.append(key)
-                        log(f"[{done}/{len(todo)}] {key}: done in {extra:.1f} s "
+                        log(f"[{done}/{len(todo)}] {key}: done in {seconds:.1f} s "
                             f"({len(backend.running)} running, {len(queue)} waiting, "
                             f"{time.time() - t0:.0f} s so far)")
                         if on_result is not None:
                             on_result(key, run)
                     else:
-                        run.failed[key] = value
-                        log(f"[{done}/{len(todo)}] {key}: FAILED: {value}")
-                        if extra:
-                            log(f"{key}: {extra.rstrip()}")
+                        run.failed[key] = outcome.error
+                        log(f"[{done}/{len(todo)}] {key}: FAILED: {outcome.error}")
+                        if outcome.traceback:
+                            log(f"{key}: {outcome.traceback.rstrip()}")
     except BaseException:
         n = len(backend.running)
         backend.stop()
@@ -506,8 +343,7 @@ def run_cells(cells: Sequence[Cell], store: Optional[CellStore], jobs: Optional[
             "run the same command again to resume")
         raise
     finally:
-        if isinstance(backend, _Ray):
-            backend.close()
+        backend.close()
     if run.failed or run.skipped:
         log(f"{len(run.failed)} cell(s) failed: {', '.join(run.failed)}"
             + (f"; {len(run.skipped)} skipped" if run.skipped else ""))

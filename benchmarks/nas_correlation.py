@@ -139,14 +139,7 @@ def sample_archs(ds, n: int, seed: int = 0, max_cores: Optional[int] = None) -> 
     return specs
 
 
-_WORKER: Dict = {}  # the dataset and budget, set before the pool forks
-
-
-def _ignore_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool
-    torch.set_num_threads(1)
+_WORKER: Dict = {}  # the dataset and budget, set before the workers fork
 
 
 def _train_cell(job) -> Dict:
@@ -188,9 +181,10 @@ def score_of(cell: Dict) -> float:
 
 def train_missing(name: str, data_dir, n: int, out: Path, max_new: int, jobs: int) -> List[Dict]:
     """Train the (architecture, seed) cells not stored yet, ``jobs`` processes at once (one
-    thread each); every finished cell is written at once, so an interrupted run resumes there.
-    Returns the table rows of the architectures whose every seed is done."""
-    import multiprocessing as mp
+    thread each, the package's ``neurokd.parallel.Workers``); every finished cell is written at
+    once, so an interrupted run resumes there. Returns the table rows of the architectures whose
+    every seed is done."""
+    from neurokd.parallel import Workers
 
     base = BUDGETS[name] + ([f"data.data_dir={data_dir}"] if data_dir else [])
     ds = pipeline.load_data(build_config(overrides=base), log=print)
@@ -208,9 +202,8 @@ def train_missing(name: str, data_dir, n: int, out: Path, max_new: int, jobs: in
               flush=True)
         _WORKER.update(base=base, ds=ds, name=name)
         t0, done = time.perf_counter(), 0
-        pool = mp.get_context("fork").Pool(jobs, initializer=_ignore_sigint)
-        try:
-            for job, res in zip(todo, pool.imap(_train_cell, todo)):
+        with Workers(jobs) as workers:
+            for job, res in zip(todo, workers.imap(_train_cell, todo)):
                 key = arch_key(spec_from_dict(job[0]))
                 write_json(cell_path(out, name, key, job[1]), {"key": key, **res})
                 done += 1
@@ -218,12 +211,6 @@ def train_missing(name: str, data_dir, n: int, out: Path, max_new: int, jobs: in
                 print(f"[{name}] {done}/{len(todo)} {describe(spec_from_dict(job[0])):32s} seed "
                       f"{job[1]}: {res['acc']:.4f} after {res['epochs']} epochs, "
                       f"{res['seconds']:.0f} s; about {left / 60:.0f} min left", flush=True)
-            pool.close()
-        except BaseException:
-            pool.terminate()
-            raise
-        finally:
-            pool.join()
     rows = []
     for spec in specs:
         key = arch_key(spec)

@@ -30,7 +30,6 @@ runs it again). Writes results/nas_search.json and nas_search.md.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import random
 import subprocess
@@ -53,6 +52,7 @@ from neurokd.metrics.resources import Budget, summary
 from neurokd.nas.search import _feasible
 from neurokd.pipeline import best_trained, train_candidates
 from neurokd.nas.space import describe
+from neurokd.parallel import Workers
 
 # Per dataset, the chip budgets the picks are compared at: every pick must fit (estimated cores,
 # and synaptic operations per inference: the resource model's bound at the search's T).
@@ -169,9 +169,9 @@ def final_accuracy(name: str, data_dir, picks: Dict[str, Dict], jobs: int,
     if todo:
         ds = pipeline.load_data(build_config(overrides=base))
         truth._WORKER.update(base=base, ds=ds, name=name)
-        with mp.get_context("fork").Pool(jobs, initializer=truth._ignore_sigint) as pool:
+        with Workers(jobs) as workers:
             for (key, s), res in zip([k for k, _ in todo],
-                                     pool.imap(truth._train_cell, [job for _, job in todo])):
+                                     workers.imap(truth._train_cell, [job for _, job in todo])):
                 write_json(truth.cell_path(out, name, key, s), {"key": key, **res})
                 done[(key, s)] = truth.score_of(res)
     return {label: [done[(arch_key(spec_from_dict(pick["spec"])), s)] for s in truth.TRUTH_SEEDS]

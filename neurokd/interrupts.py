@@ -13,9 +13,9 @@ signal is delivered again 0.05 s later.
 Processes forked while the handlers are installed (Lava's runtime processes, the shared-memory
 manager) inherit them: in a child whose parent is still the main process, a signal is ignored,
 since a signal to the process group reaches them too and the main process then stops them in
-order (Lava's own stop; the scorer's workers are terminated). A child whose parent is gone dies
-by the signal's default action. Search workers ignore SIGINT and die at once on SIGTERM (see
-``neurokd.nas.search``).
+order (Lava's own stop; the workers of ``neurokd.parallel`` are terminated). A child whose parent
+is gone dies by the signal's default action. Those workers (the search's scoring processes, the
+benchmarks' cells) ignore SIGINT and die at once on SIGTERM (:func:`worker_signals`).
 """
 
 from __future__ import annotations

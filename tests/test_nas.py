@@ -469,13 +469,13 @@ def test_search_on_a_ray_cluster_scores_exactly_as_local_processes(tmp_path, ray
 def test_ray_option_refuses_a_missing_extra_and_a_malformed_address(monkeypatch):
     import sys
 
-    from neurokd.nas.search import _connect_ray
+    from neurokd.parallel import connect_ray
 
     with pytest.raises(NeurokdError, match=r"Ray address 'junk': expected host:port"):
-        _connect_ray("junk")
+        connect_ray("junk")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(NeurokdError, match=r"pip install 'neurokd\[ray\]'"):
-        _connect_ray("127.0.0.1:6379")
+        connect_ray("127.0.0.1:6379")
 
 
 def test_search_space_samples_one_by_k_convolutions_for_iq_frames():

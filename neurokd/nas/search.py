@@ -12,20 +12,17 @@ asked for (``score_proxies``): a probe computes only what its proxies need
 and no backward pass.
 Scoring runs in ``workers`` processes (one torch thread each, as in this process with one worker:
 the thread count changes the scores' last digits), or as tasks on an existing Ray
-cluster (``ray_address``, the optional ``ray`` extra); the data batches are encoded once, with as
-many trailing zero frames as the deepest network of the space has spiking layers, and shared with
-the workers.
+cluster (``ray_address``, the optional ``ray`` extra), by the package's scheduler
+(``neurokd.parallel.Workers``); the data batches are encoded once, with as many trailing zero
+frames as the deepest network of the space has spiking layers, and shared with the workers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import multiprocessing as mp
 import random
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -38,6 +35,7 @@ from neurokd.models.spec import ArchSpec, spec_from_dict
 from neurokd.nas.proxies import PROXIES, score_arch
 from neurokd.metrics.resources import Budget
 from neurokd.nas.space import SearchSpace, arch_key, describe
+from neurokd.parallel import Workers
 
 Batches = List[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -64,18 +62,10 @@ _WORKER: Dict[str, Any] = {}
 
 def _init_worker(batches: Batches, profile_name: str, seeds: Sequence[int],
                  proxies: Sequence[str], tau_grad: Optional[float] = None) -> None:
-    torch.set_num_threads(1)
+    """What every scoring process (or Ray task) holds: the batches, the profile, the seeds, the
+    proxies and the surrogate width."""
     _WORKER.update(batches=batches, profile=load_profile(profile_name), seeds=list(seeds),
                    proxies=list(proxies), tau_grad=tau_grad)
-
-
-def _init_pool_worker(*args) -> None:
-    """A forked scoring process: Ctrl-C is left to the parent, which ends the workers; SIGTERM
-    ends a worker at once."""
-    from neurokd.interrupts import worker_signals
-
-    worker_signals()
-    _init_worker(*args)
 
 
 def _score(spec_data: Dict[str, Any]) -> Tuple[Dict[str, float], float]:
@@ -86,60 +76,11 @@ def _score(spec_data: Dict[str, Any]) -> Tuple[Dict[str, float], float]:
     return scores, time.perf_counter() - t0
 
 
-def _ray_score(batches: Batches, profile_name: str, seeds: Sequence[int], proxies: Sequence[str],
-               tau_grad: Optional[float], spec_data: Dict[str, Any]
-               ) -> Tuple[Dict[str, float], float]:
-    """One candidate scored as a Ray task; the batches are put in Ray's object store once."""
-    _init_worker(batches, profile_name, seeds, proxies, tau_grad)
-    return _score(spec_data)
-
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Ray retries an unreachable address for minutes; a plain TCP connection tells at once."""
-    import socket
-
-    if address == "auto":
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise NeurokdError(f"Ray address {address!r}: expected host:port, ray://host:port or 'auto'")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise NeurokdError(f"could not reach the Ray cluster at {address!r}: "
-                           f"{exc.strerror or exc}") from None
-
-
-def _connect_ray(address: str):
-    try:
-        import ray
-    except ImportError:
-        raise NeurokdError("--ray needs Ray, an optional extra: pip install 'neurokd[ray]'") from None
-    import logging
-
-    import signal
-    import threading
-
-    _check_reachable(address)
-    # ray.init replaces the SIGTERM handler with sys.exit; keep the caller's (neurokd's turns the
-    # signal into a clean interruption).
-    main_thread = threading.current_thread() is threading.main_thread()
-    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError ...
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NeurokdError(f"could not join the Ray cluster at {address!r}: {message}") from None
-    finally:
-        if sigterm is not None:
-            signal.signal(signal.SIGTERM, sigterm)
-    return ray
-
-
 class Scorer:
     """Scores candidates in ``workers`` processes (or in this one when ``workers`` is 1), or, with
-    ``ray_address``, as one-CPU tasks on that Ray cluster (``workers`` is then its CPU count).
-    ``tau_grad``: the surrogate width of the probes (default: each spec neuron's)."""
+    ``ray_address``, as one-CPU tasks on that Ray cluster (``workers`` is then its CPU count),
+    by ``neurokd.parallel.Workers``; one torch thread each. ``tau_grad``: the surrogate width of
+    the probes (default: each spec neuron's)."""
 
     def __init__(self, batches: Batches, profile: HardwareProfile, seeds: Sequence[int],
                  proxies: Sequence[str], workers: int = 1, ray_address: Optional[str] = None,
@@ -147,55 +88,22 @@ class Scorer:
         for name in proxies:
             PROXIES.get(name)
         self.args = (batches, profile.name, list(seeds), list(proxies), tau_grad)
-        self.workers = max(1, int(workers))
-        self.pool: Optional[ProcessPoolExecutor] = None
-        self.ray = None
-        if ray_address:
-            self.ray = _connect_ray(ray_address)
-            self.workers = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
-            self._task = self.ray.remote(num_cpus=1)(_ray_score)
-            self._batches = self.ray.put(batches)
-        elif self.workers > 1:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"),
-                                            initializer=_init_pool_worker, initargs=self.args)
-        else:
-            self._threads = torch.get_num_threads()
-            _init_worker(*self.args)
+        # Ray runs a task again (three times) where its worker was lost, as it does by default
+        self.pool = Workers(max(1, int(workers)), ray_address,
+                            in_process=not ray_address and int(workers) <= 1,
+                            initializer=_init_worker, initargs=self.args, ray_retries=3)
+        self.workers = self.pool.slots
 
     def score(self, candidates: Sequence[Candidate]) -> None:
-        data = [c.spec.model_dump() for c in candidates]
-        if self.ray is not None:
-            refs = [self._task.remote(self._batches, *self.args[1:], d) for d in data]
-            try:
-                results = self.ray.get(refs)
-            except BaseException:
-                for ref in refs:  # an interrupted search leaves no tasks behind on the cluster
-                    with contextlib.suppress(Exception):
-                        self.ray.cancel(ref, force=True)
-                raise
-        elif self.pool is not None:
-            results = self.pool.map(_score, data)
-        else:
-            results = map(_score, data)
+        """Score ``candidates`` (their ``scores`` and ``seconds``), in parallel."""
+        results = self.pool.map(_score, [c.spec.model_dump() for c in candidates])
         for c, (scores, seconds) in zip(candidates, results):
             c.scores, c.seconds = scores, seconds
 
     def close(self, abort: bool = False) -> None:
-        """Release the workers: wait for them after a search, or (``abort``, on an error or a
-        signal) cancel what is queued and end them at once, so that nothing outlives the search."""
-        if self.ray is not None:
-            self.ray.shutdown()  # leaves the driver; the cluster keeps running
-        elif self.pool is not None:
-            if abort:
-                from neurokd.interrupts import end_processes
-
-                procs = list((getattr(self.pool, "_processes", None) or {}).values())
-                self.pool.shutdown(wait=False, cancel_futures=True)
-                end_processes(procs, grace=2.0)
-            else:
-                self.pool.shutdown()
-        else:
-            torch.set_num_threads(self._threads)
+        """Release the workers: let them exit after a search, or (``abort``, on an error or a
+        signal) end them at once, so that nothing outlives the search."""
+        self.pool.close(abort=abort)
 
     def __enter__(self) -> "Scorer":
         return self
