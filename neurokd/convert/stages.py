@@ -23,7 +23,7 @@ from torch import nn
 
 from neurokd.errors import NeurokdError
 from neurokd.models.dnn_checks import format_bytes, memory_budget, nonfinite
-from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec
+from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec, compact
 
 SUPPORTED = "Linear, Conv2d, ReLU, Flatten, BatchNorm1d/2d, AvgPool2d, Dropout, Identity"
 # Integrate-and-fire: the current holds one step's input, the voltage does not leak.
@@ -59,17 +59,12 @@ class Stage:
         return F.conv2d(x, w, b, stride=self.stride, padding=self.padding)
 
 
-def _pair(value: Any, what: str, name: str) -> Tuple[int, int]:
+def _layer_pair(value: Any, what: str, name: str) -> Tuple[int, int]:
     """A DNN layer's kernel, stride or padding as a (height, width) pair of ints."""
     vals = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(vals) != 2 or not all(isinstance(v, int) for v in vals):
         raise NeurokdError(f"layer {name!r}: {what} {vals} is not an int or a pair of ints")
     return (int(vals[0]), int(vals[1]))
-
-
-def _compact(value: Tuple[int, int]):
-    """A (height, width) pair as the spec writes it: one int when square."""
-    return value[0] if value[0] == value[1] else list(value)
 
 
 def _check_alloc(nbytes: int, name: str, what: str) -> None:
@@ -213,14 +208,14 @@ class _StageReader:
         shape = self.shape
         if len(shape) != 3 or self.flat_after_pool:
             raise NeurokdError(f"layer {name!r}: Conv2d after a flat output")
-        if mod.groups != 1 or _pair(mod.dilation, "dilation", name) != (1, 1):
+        if mod.groups != 1 or _layer_pair(mod.dilation, "dilation", name) != (1, 1):
             raise NeurokdError(f"layer {name!r}: grouped or dilated Conv2d cannot be converted")
         if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
             raise NeurokdError(f"layer {name!r}: Conv2d padding must be a number with "
                                "padding_mode 'zeros'")
-        k = _pair(mod.kernel_size, "kernel", name)
-        st = _pair(mod.stride, "stride", name)
-        p = _pair(mod.padding, "padding", name)
+        k = _layer_pair(mod.kernel_size, "kernel", name)
+        st = _layer_pair(mod.stride, "stride", name)
+        p = _layer_pair(mod.padding, "padding", name)
         if min(k) < 1 or min(st) < 1 or min(p) < 0:
             raise NeurokdError(f"layer {name!r}: Conv2d kernel {list(k)} and stride "
                                f"{list(st)} must be at least 1, padding {list(p)} not "
@@ -246,11 +241,11 @@ class _StageReader:
 
     def avg_pool(self, name: str, mod: nn.AvgPool2d, last: Optional[Stage]) -> None:
         shape = self.shape
-        k = _pair(mod.kernel_size, "kernel", name)
-        st = _pair(mod.stride if mod.stride is not None else k, "stride", name)
+        k = _layer_pair(mod.kernel_size, "kernel", name)
+        st = _layer_pair(mod.stride if mod.stride is not None else k, "stride", name)
         if min(k) < 1:
             raise NeurokdError(f"layer {name!r}: AvgPool2d kernel {list(k)} must be positive")
-        if st != k or _pair(mod.padding, "padding", name) != (0, 0) or mod.ceil_mode:
+        if st != k or _layer_pair(mod.padding, "padding", name) != (0, 0) or mod.ceil_mode:
             raise NeurokdError(f"layer {name!r}: only AvgPool2d with stride = kernel, no padding "
                                "and no ceil_mode becomes a strided convolution")
         if len(shape) != 3 or (last is not None and not last.relu):
@@ -326,8 +321,8 @@ def stages_spec(stages: Sequence[Stage], input_shape: Sequence[int]) -> ArchSpec
         elif s.kind == "flatten":
             layers.append(FlattenLayer())
         else:
-            layers.append(ConvLayer(channels=s.weight.shape[0], kernel=_compact(tuple(s.weight.shape[-2:])),
-                                    stride=_compact(s.stride), padding=_compact(s.padding)))
+            layers.append(ConvLayer(channels=s.weight.shape[0], kernel=compact(tuple(s.weight.shape[-2:])),
+                                    stride=compact(s.stride), padding=compact(s.padding)))
     spec = ArchSpec(input_shape=list(input_shape), layers=layers, neuron=IF_NEURON)
     spec.shapes()
     return spec

@@ -50,6 +50,11 @@ def pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return (int(value[0]), int(value[1]))
 
 
+def compact(value: Tuple[int, int]) -> Union[int, List[int]]:
+    """A (height, width) pair as a spec writes it: one int when square, else ``[h, w]``."""
+    return int(value[0]) if value[0] == value[1] else [int(value[0]), int(value[1])]
+
+
 class ConvLayer(_Strict):
     """A 2-D convolution of spiking neurons. ``kernel``, ``stride`` and ``padding`` are one int
     (square) or a ``[height, width]`` pair: ``kernel: [1, 7]`` convolves over time along the width

@@ -114,7 +114,7 @@ def read_graph(path: Union[str, Path]):
 
 
 @dataclass
-class Stage:
+class GraphStage:
     """One spiking layer of a NIR chain: a synapse node and the neuron node after it, with every
     neuron parameter as one value per output channel (float64)."""
 
@@ -143,7 +143,7 @@ class Chain:
     """A NIR graph read as neurokd's layers: the input shape and the spiking stages in order."""
 
     input_shape: Tuple[int, ...]
-    stages: List[Stage]
+    stages: List[GraphStage]
     dt: float
     node_types: Dict[str, str]
 
@@ -346,8 +346,8 @@ def parse_chain(graph, dt: float = DEFAULT_DT, where: str = "NIR graph") -> Chai
     node_types = {n: type(nodes[n]).__name__ for n in order}
     shape = _input_shape(nodes[order[0]], order[0], where)
     input_shape = shape
-    stages: List[Stage] = []
-    pending: Optional[Stage] = None
+    stages: List[GraphStage] = []
+    pending: Optional[GraphStage] = None
     for name in order[1:-1]:
         node = nodes[name]
         kind = type(node).__name__
@@ -419,7 +419,7 @@ def _input_shape(in_node: Any, name: str, where: str) -> Tuple[int, ...]:
 
 
 def _synapse_stage(node: Any, name: str, kind: str, at: str, shape: Tuple[int, ...],
-                   after_layers: bool) -> Stage:
+                   after_layers: bool) -> GraphStage:
     """The synapse node ``name`` (one of :data:`SYNAPSE_TYPES`) reading ``shape``, as a stage
     still without its neurons; ``after_layers``: spiking layers come before it."""
     weight = _numeric(node.weight, "weight", at)
@@ -444,7 +444,7 @@ def _synapse_stage(node: Any, name: str, kind: str, at: str, shape: Tuple[int, .
                                "neurons in one layer (stride "
                                f"{list(stride)}, padding {list(padding)}); one Loihi 2 "
                                f"chip holds {MAX_LAYER_NEURONS:,}")
-        stage = Stage(name, "", "", "conv", weight, np.zeros(weight.shape[0]), stride,
+        stage = GraphStage(name, "", "", "conv", weight, np.zeros(weight.shape[0]), stride,
                       padding, shape, out_shape)
     else:
         if weight.ndim != 2:
@@ -457,7 +457,7 @@ def _synapse_stage(node: Any, name: str, kind: str, at: str, shape: Tuple[int, .
             raise NeurokdError(f"{at}: takes {weight.shape[1]} inputs, but its input has "
                                f"shape {list(shape)}")
         out_shape = (int(weight.shape[0]),)
-        stage = Stage(name, "", "", "dense", weight, np.zeros(weight.shape[0]),
+        stage = GraphStage(name, "", "", "dense", weight, np.zeros(weight.shape[0]),
                       in_shape=shape, out_shape=out_shape)
     if kind in ("Affine", "Conv2d") and getattr(node, "bias", None) is not None:
         bias = _numeric(node.bias, "bias", at).reshape(-1)
@@ -470,7 +470,7 @@ def _synapse_stage(node: Any, name: str, kind: str, at: str, shape: Tuple[int, .
     return stage
 
 
-def _set_neurons(st: Stage, node: Any, name: str, kind: str, at: str, dt: float) -> None:
+def _set_neurons(st: GraphStage, node: Any, name: str, kind: str, at: str, dt: float) -> None:
     """Give ``st`` the neuron node ``name`` (one of :data:`NEURON_TYPES`) after its synapse: its
     decays, input gain, threshold, leak and reset per output value."""
     out = st.out_shape
@@ -510,7 +510,7 @@ def _set_neurons(st: Stage, node: Any, name: str, kind: str, at: str, dt: float)
 
 
 # ---------------------------------------------------------------- the NIR graph, simulated
-def _synapse(st: Stage, x: torch.Tensor) -> torch.Tensor:
+def _synapse(st: GraphStage, x: torch.Tensor) -> torch.Tensor:
     w = torch.as_tensor(st.weight, dtype=x.dtype)
     if st.kind == "conv":
         y = torch.nn.functional.conv2d(x, w, stride=st.stride, padding=st.padding)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile, load_profile
-from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec
+from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec, compact
 from neurokd.interop.nir.graph import MAX_IMPORT_VTH, Chain
 
 # ---------------------------------------------------------------- NIR → neurokd
@@ -67,11 +67,6 @@ def _kept_threshold(chain: Chain, profile: HardwareProfile) -> Optional[int]:
                 even.max() > profile.weight_mantissa_max:
             return None
     return int(round(vth))
-
-
-def _pair(value: Tuple[int, int]) -> Union[int, List[int]]:
-    """One int for a square kernel, stride or padding (as a spec file writes it), else a pair."""
-    return int(value[0]) if value[0] == value[1] else [int(value[0]), int(value[1])]
 
 
 def _fmt(x: float) -> str:
@@ -144,9 +139,9 @@ def _spec_layers(chain: Chain) -> List[Any]:
     for st in chain.stages:
         if st.kind == "conv":
             spec_layers.append(ConvLayer(channels=st.out_shape[0],
-                                         kernel=_pair((int(st.weight.shape[2]),
+                                         kernel=compact((int(st.weight.shape[2]),
                                                        int(st.weight.shape[3]))),
-                                         stride=_pair(st.stride), padding=_pair(st.padding)))
+                                         stride=compact(st.stride), padding=compact(st.padding)))
         else:
             spec_layers.append(DenseLayer(units=st.out_shape[0]))
         if st.flatten_after and st is not chain.stages[-1]:
