@@ -201,6 +201,7 @@ def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | Te
     ``module:factory``, see ``neurokd.interop.teachers``), each checked against the data and carrying
     its ``neurokd_source``."""
     from neurokd.distill.colearn import uses_teacher
+    from neurokd.distill.methods import DISTILL_METHODS
     from neurokd.interop.teachers import load_dnn, source_label
     from neurokd.models.dnn_checks import check_activations
 
@@ -209,8 +210,9 @@ def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | Te
         return []
     if teacher is None:
         raise NeurokdError(f"method {d.method!r} needs a teacher checkpoint (--teacher)")
-    paths = [teacher] + (list(d.ensemble) if d.method == "ensemble" else [])
-    if d.method == "ensemble" and len(paths) < 2:
+    several = DISTILL_METHODS.get(d.method).several_teachers
+    paths = [teacher] + (list(d.ensemble) if several else [])
+    if several and len(paths) < 2:
         raise NeurokdError("method 'ensemble' needs more teachers: --set distill.ensemble=[a.pt, b.pt]")
     teachers = [load_dnn(path, ds.input_shape, ds.num_classes)[0] for path in paths]
     for t in teachers:  # the probe ran 2 samples; training runs a whole batch through each teacher

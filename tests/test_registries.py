@@ -58,3 +58,32 @@ def test_flag_choices_are_the_configuration_s_own(command, flag, section, field)
     action = next(a for a in sub._actions if flag in a.option_strings)
     model = RunConfig.model_fields[section].annotation
     assert list(action.choices) == list(get_args(model.model_fields[field].annotation))
+
+
+def test_every_distillation_method_the_configuration_accepts_is_registered():
+    from neurokd.config import DistillConfig
+    from neurokd.distill.methods import DISTILL_METHODS
+
+    accepted = sorted(get_args(DistillConfig.model_fields["method"].annotation))
+    assert DISTILL_METHODS.names() == accepted
+    for name in accepted:
+        m = DISTILL_METHODS.get(name)
+        assert m.name == name
+        assert m.feature_loss in (None, *LOSSES.names())
+        assert m.teacher or not (m.soft_targets or m.feature_loss or m.trains_teacher)
+
+
+def test_what_each_distillation_method_switches_on():
+    from neurokd.config import DistillConfig
+    from neurokd.distill.colearn import teacher_trains, uses_features, uses_teacher
+
+    def switches(method, **kw):
+        cfg = DistillConfig(method=method, **kw)
+        return uses_teacher(cfg), uses_features(cfg), teacher_trains(cfg)
+
+    assert switches("none") == (False, False, False)
+    assert switches("kd") == (True, False, False)
+    assert switches("fitnet") == switches("relational") == (True, True, False)
+    assert switches("ensemble") == (True, False, False)
+    assert switches("colearn") == (True, True, True)
+    assert switches("colearn", feature=False, freeze_teacher=True) == (True, False, False)

@@ -22,22 +22,25 @@ from neurokd.config import DistillConfig
 from neurokd.distill.decoders import DECODERS, FeatureAdapter
 from neurokd.distill.hooks import FeatureTap, get_module
 from neurokd.distill.losses import LOSSES
+from neurokd.distill.methods import DISTILL_METHODS, DistillMethod
 from neurokd.errors import NeurokdError
 from neurokd.models.cuba.net import SpikingNet
 
-FEATURE_METHODS = ("fitnet", "relational")
+def method_of(cfg: DistillConfig) -> DistillMethod:
+    return DISTILL_METHODS.get(cfg.method)
 
 
 def uses_teacher(cfg: DistillConfig) -> bool:
-    return cfg.method != "none"
+    return method_of(cfg).teacher
 
 
 def uses_features(cfg: DistillConfig) -> bool:
-    return cfg.method in FEATURE_METHODS or (cfg.method == "colearn" and cfg.feature)
+    m = method_of(cfg)
+    return m.feature_loss is not None and (cfg.feature or not m.features_optional)
 
 
 def teacher_trains(cfg: DistillConfig) -> bool:
-    return cfg.method == "colearn" and not cfg.freeze_teacher
+    return method_of(cfg).trains_teacher and not cfg.freeze_teacher
 
 
 class CoLearner(nn.Module):
@@ -61,7 +64,7 @@ class CoLearner(nn.Module):
             get_module(student, cfg.student_layer, owner="the student")
             get_module(teachers[0], cfg.teacher_layer, owner="the teacher")
             s_shape, t_shape = self._feature_shapes(sample_raw, sample_input)
-            if cfg.method == "relational":
+            if method_of(cfg).feature_loss == "relational":
                 self.adapter = FeatureAdapter(cfg.decoder, s_shape, s_shape)  # decoder only
             else:
                 self.adapter = FeatureAdapter(cfg.decoder, s_shape, t_shape)
@@ -109,7 +112,7 @@ class CoLearner(nn.Module):
         with FeatureTap(self.student, s_paths) as st, FeatureTap(self.teachers[0], t_paths) as tt:
             s_logits = self.student(inp).sum(-1)
             t_logits = self.teacher_logits(raw)
-        alpha = cfg.alpha if cfg.method in ("kd", "ensemble", "colearn") else 0.0
+        alpha = cfg.alpha if method_of(cfg).soft_targets else 0.0
         loss = (1 - alpha) * ce(s_logits, labels)
         s_scaled = s_logits * self.log_logit_scale.exp()
         if alpha > 0:
@@ -117,7 +120,7 @@ class CoLearner(nn.Module):
         if self.adapter is not None:
             s_feat = st[cfg.student_layer]
             t_feat = tt[cfg.teacher_layer].detach()
-            if cfg.method == "relational":
+            if method_of(cfg).feature_loss == "relational":  # similarities need no projection
                 loss = loss + cfg.feature_weight * LOSSES.get("relational")(self.adapter.decoder(s_feat), t_feat)
             else:
                 loss = loss + cfg.feature_weight * LOSSES.get("hint")(self.adapter(s_feat), t_feat)
