@@ -327,8 +327,9 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
     """Quantization-aware training of a trained float SNN for ``cfg.hardware`` (``cfg.quant``).
     Returns the ``QuantSpikingNet`` and metrics; every argument is checked before training, and
     (``check_fit``) that the network fits one chip of the profile at its bit-widths."""
-    from neurokd.quant.qat import layer_bits, quantize_snn
     from neurokd.models.cuba.quantized import check_bits
+    from neurokd.quant.methods import QAT_METHODS
+    from neurokd.quant.qat import layer_bits, quantize_snn
 
     if snn.quantized:
         raise NeurokdError("this SNN checkpoint is already quantized; give the full-precision one")
@@ -339,8 +340,10 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
         check_fit_chip(snn.spec, profile, bits)
     reference = None
     if kd_from is not None:
-        if cfg.quant.method != "lsq_prob_kd":
-            raise NeurokdError(f"--kd-from is used by method lsq_prob_kd, not {cfg.quant.method}")
+        if not QAT_METHODS.get(cfg.quant.method).distilled:
+            distilled = [m for m in QAT_METHODS.names() if QAT_METHODS.get(m).distilled]
+            raise NeurokdError(f"--kd-from is used by method {', '.join(distilled)}, not "
+                               f"{cfg.quant.method}")
         reference = kd_reference(kd_from, ds, meta, bits)
     prepare = make_prepare(meta["encoder"], meta["timesteps"], snn.window_pad)
     model, metrics = quantize_snn(snn, ds, prepare, cfg.quant, seed=cfg.seed, reference=reference,

@@ -87,3 +87,18 @@ def test_what_each_distillation_method_switches_on():
     assert switches("ensemble") == (True, False, False)
     assert switches("colearn") == (True, True, True)
     assert switches("colearn", feature=False, freeze_teacher=True) == (True, False, False)
+
+
+def test_every_quantization_method_the_configuration_accepts_is_registered():
+    from neurokd.config import QuantConfig
+    from neurokd.models.quantizers import QUANTIZERS
+    from neurokd.quant.methods import QAT_METHODS
+
+    accepted = sorted(get_args(QuantConfig.model_fields["method"].annotation))
+    assert QAT_METHODS.names() == accepted
+    for name in accepted:
+        m = QAT_METHODS.get(name)
+        assert m.quantizer in QUANTIZERS.names()
+        assert m.trained or not (m.probabilistic or m.distilled)
+    assert [n for n in accepted if not QAT_METHODS.get(n).trained] == ["ptq"]
+    assert [n for n in accepted if QAT_METHODS.get(n).distilled] == ["lsq_prob_kd"]

@@ -26,6 +26,7 @@ from torch import nn
 from neurokd.config import QuantConfig
 from neurokd.data.datasets import Dataset
 from neurokd.distill.losses import LOSSES
+from neurokd.quant.methods import QAT_METHODS
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
 from neurokd.models.cuba.numerics import StateStats
@@ -49,9 +50,6 @@ class Reference(nn.Module):
 
     def forward(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.scores(self.model, raw, x)
-TRAINED = ("fixed_qat", "lsq", "lsq_prob", "lsq_prob_kd")
-
-
 def layer_bits(q: QuantConfig, num_layers: int) -> List[int]:
     bits = list(q.layer_bits) if q.layer_bits else [q.bits] * num_layers
     if len(bits) != num_layers:
@@ -186,9 +184,9 @@ def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, 
     bits = layer_bits(q, snn.spec.num_spiking_layers)
     check_bits(bits, profile)
     seed_everything(seed)
-    trainable = q.method.startswith("lsq")
-    model = QuantSpikingNet.from_snn(snn, bits, "lsq" if trainable else "fixed",
-                                     step_rule="mse" if trainable else "max", profile=profile)
+    method = QAT_METHODS.get(q.method)
+    model = QuantSpikingNet.from_snn(snn, bits, method.quantizer, step_rule=method.step_rule,
+                                     profile=profile)
     fp = full_precision(snn, bits)
     # The checkpoint itself, evaluated exactly as training evaluated it (same test split, encoding
     # seed and batches): the number ``train-snn`` reported. ``fp`` is another network, the same
@@ -198,10 +196,10 @@ def quantize_snn(snn: nn.Module, ds: Dataset, prepare: Prepare, q: QuantConfig, 
         "method": q.method, "bits": bits,
         "float_snn_accuracy": accuracy(snn, ds.test, prepare, counts, seed=seed),
         "float_unrounded_accuracy": accuracy(fp, ds.test, prepare, counts, seed=seed)}
-    if q.method in TRAINED:
-        schedule = (ProbSchedule(len(bits), q.ramp) if q.method.startswith("lsq_prob")
+    if method.trained:
+        schedule = (ProbSchedule(len(bits), q.ramp) if method.probabilistic
                     else ConstantSchedule(len(bits)))
-        if q.method != "lsq_prob_kd":
+        if not method.distilled:
             reference = None
         else:
             if reference is None:
