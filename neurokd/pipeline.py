@@ -542,7 +542,7 @@ def import_nir(path: str | Path, cfg: RunConfig, ds: Dataset, dt: Optional[float
     it (``snn_accuracy``) and without slayer's weight rounding (``float_unrounded_accuracy``),
     and their output spike and prediction agreement. Every approximation is logged. ``dt``:
     the time step the graph's time constants are read with (default ``nir_io.DEFAULT_DT``)."""
-    from neurokd.interop.nir import (DEFAULT_DT, approximation_lines, chain_to_snn, decays,
+    from neurokd.interop.nir import (DEFAULT_DT, approximation_lines, chain_to_snn,
                                        nir_input_window, parse_chain, read_graph, simulate_chain,
                                        spike_agreement)
     from neurokd.quant.qat import full_precision
@@ -585,8 +585,8 @@ def import_nir(path: str | Path, cfg: RunConfig, ds: Dataset, dt: Optional[float
         "import_spike_match": bins / total,
         "import_prediction_agreement": agree / total,
         "dt": float(dt), "threshold": float(model.spec.neuron.threshold),
-        "current_decay": decays(model)[0],
-        "voltage_decay": decays(model)[1],
+        "current_decay": model.chip_decays()[0],
+        "voltage_decay": model.chip_decays()[1],
         "layers": result.layers,
         "approximations": result.approximations,
         "nir_nodes": chain.node_types,

@@ -41,3 +41,12 @@ def test_both_families_of_output_keep_the_contract():
             assert [o.shape[1] for o in spiking] == [4, 12, 10]
             assert all(torch.equal(a, b) for a, b in zip(layer_outputs(model, x), spiking))
             assert spiking[-1].sum() > 0
+
+
+def test_both_networks_report_the_chip_decays_they_compute_with():
+    snn, q, _ = nets()
+    block = next(b for b in snn.blocks if getattr(b, "neuron", None) is not None)
+    assert snn.chip_decays() == (int(block.neuron.cx_current_decay),
+                                 int(block.neuron.cx_voltage_decay))
+    assert q.chip_decays() == snn.chip_decays()  # quantization keeps the neuron's decays
+    assert all(0 <= d <= snn.profile.decay_scale for d in snn.chip_decays())

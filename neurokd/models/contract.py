@@ -4,7 +4,7 @@ NIR, the energy report) ask a model through it, never by probing for attributes.
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -25,13 +25,17 @@ class SpikingModel(nn.Module):
     - ``forward(x)``: output spikes ``(N, K, T)`` of input frames ``(N, *input_shape, T)``;
     - ``forward_intermediates(x)``: the output of every layer of the spec, in order, flatten
       layers included (the last is ``forward``'s result);
-    - ``spiking_outputs(x)``: the output spikes of its spiking layers only, in order.
+    - ``spiking_outputs(x)``: the output spikes of its spiking layers only, in order;
+    - ``chip_decays()``: its neurons' current and voltage decays as the chip's integers.
     """
 
     family: str = "cuba"
     quantized: bool = False
 
     def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def chip_decays(self) -> Tuple[int, int]:  # pragma: no cover
         raise NotImplementedError
 
     def spiking_outputs(self, x: torch.Tensor) -> List[torch.Tensor]:

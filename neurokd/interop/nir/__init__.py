@@ -39,7 +39,7 @@ such delay, so neurokd's output at step ``t + L`` is the graph's output at step 
 (``nir_input_window`` lines the two up).
 """
 
-from neurokd.interop.nir.export import (decays, export_nir, is_neurokd_nir, read_nir_meta,
+from neurokd.interop.nir.export import (export_nir, is_neurokd_nir, read_nir_meta,
                                         snn_to_nir, snntorch_spikes)
 from neurokd.interop.nir.graph import (DEFAULT_DT, DT_RANGE, MAX_INPUT_VALUES, MAX_LAYER_NEURONS,
                                        NEURON_TYPES, SYNAPSE_TYPES, Chain, GraphStage, check_dt,
@@ -49,6 +49,6 @@ from neurokd.interop.nir.to_snn import Imported, approximation_lines, chain_to_s
 
 __all__ = ["DEFAULT_DT", "DT_RANGE", "MAX_INPUT_VALUES", "MAX_LAYER_NEURONS", "NEURON_TYPES",
            "SYNAPSE_TYPES", "Chain", "Imported", "GraphStage", "approximation_lines", "chain_to_snn",
-           "check_dt", "decays", "export_nir", "is_neurokd_nir", "nir_input_window", "parse_chain",
+           "check_dt", "export_nir", "is_neurokd_nir", "nir_input_window", "parse_chain",
            "read_graph", "read_nir_meta", "simulate_chain", "snn_to_nir", "snntorch_spikes",
            "spike_agreement"]

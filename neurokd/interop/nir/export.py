@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -43,13 +43,6 @@ def _model_layers(model: nn.Module) -> List[Dict[str, Any]]:
     return out
 
 
-def decays(model: nn.Module) -> Tuple[int, int]:
-    if model.quantized:
-        return int(model.i_decay), int(model.v_decay)
-    block = next(b for b in model.blocks if getattr(b, "neuron", None) is not None)
-    return int(block.neuron.cx_current_decay), int(block.neuron.cx_voltage_decay)
-
-
 def snn_to_nir(model: nn.Module, dt: float = DEFAULT_DT, metadata: Optional[Dict[str, Any]] = None):
     """``model`` (a ``SpikingNet`` or ``QuantSpikingNet``) as a NIR graph: Conv2d / Linear (Affine
     where the model has biases), Flatten, and per spiking layer a LIF node (current decay 1) or
@@ -61,7 +54,7 @@ def snn_to_nir(model: nn.Module, dt: float = DEFAULT_DT, metadata: Optional[Dict
     check_dt(dt)
     spec: ArchSpec = model.spec
     dscale = float(model.profile.decay_scale)
-    i_decay, v_decay = decays(model)
+    i_decay, v_decay = model.chip_decays()
     if i_decay == 0:
         raise NeurokdError("a current decay of 0 (a current that never decays) has no NIR "
                            "CubaLIF form with a finite input weight w_in; not exported")

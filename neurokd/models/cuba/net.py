@@ -119,6 +119,12 @@ class SpikingNet(SpikingModel):
             x = block(x)
         return x
 
+    def chip_decays(self) -> Tuple[int, int]:
+        """(iDecay, vDecay): the current and voltage decays as the chip's 12-bit integers (slayer
+        computes them from the spec's float decays; every layer shares them)."""
+        block = next(b for b in self.blocks if getattr(b, "neuron", None) is not None)
+        return int(block.neuron.cx_current_decay), int(block.neuron.cx_voltage_decay)
+
     def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Output spikes of every block, in order (the last one is ``forward``'s result)."""
         x = self._prepare(x)

@@ -192,6 +192,10 @@ class QuantSpikingNet(SpikingModel):
         draw = torch.rand(len(self.weights), generator=self._sample_gen)
         return [bool(d < p) for d, p in zip(draw, self.quant_prob.tolist())]
 
+    def chip_decays(self) -> Tuple[int, int]:
+        """(iDecay, vDecay): the current and voltage decays as the chip's 12-bit integers."""
+        return int(self.i_decay), int(self.v_decay)
+
     def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The output of every layer of the spec, in order (flatten layers included)."""
         spiking: List[torch.Tensor] = []
