@@ -139,17 +139,17 @@ def sample_archs(ds, n: int, seed: int = 0, max_cores: Optional[int] = None) -> 
     return specs
 
 
-_WORKER: Dict = {}  # the dataset and budget, set before the workers fork
+WORKER: Dict = {}  # the dataset and budget, set before the workers fork
 
 
-def _train_cell(job) -> Dict:
+def train_cell(job) -> Dict:
     """One (architecture, seed) cell of the ground truth, in a worker process."""
     import tempfile
 
     from neurokd.fileio import write_yaml
 
     spec_dict, seed = job
-    base, ds = _WORKER["base"], _WORKER["ds"]
+    base, ds = WORKER["base"], WORKER["ds"]
     with tempfile.TemporaryDirectory() as tmp:
         spec_file = Path(tmp) / "spec.yaml"
         write_yaml(spec_file, spec_dict)
@@ -159,7 +159,7 @@ def _train_cell(job) -> Dict:
         extra = detection(model, cfg, ds) if ds.task == "detection" else {}
     return {"seed": seed, "acc": m["snn_accuracy"], "val": m["snn_val_accuracy"],
             "epochs": m["snn_epochs"], "best_epoch": m["snn_best_epoch"], **extra,
-            "seconds": time.perf_counter() - t0, "budget": BUDGETS[_WORKER["name"]]}
+            "seconds": time.perf_counter() - t0, "budget": BUDGETS[WORKER["name"]]}
 
 
 def detection(model, cfg, ds) -> Dict[str, float]:
@@ -200,10 +200,10 @@ def train_missing(name: str, data_dir, n: int, out: Path, max_new: int, jobs: in
     if todo:
         print(f"[{name}] training {len(todo)} cells of {archs} architectures, {jobs} at once",
               flush=True)
-        _WORKER.update(base=base, ds=ds, name=name)
+        WORKER.update(base=base, ds=ds, name=name)
         t0, done = time.perf_counter(), 0
         with Workers(jobs) as workers:
-            for job, res in zip(todo, workers.imap(_train_cell, todo)):
+            for job, res in zip(todo, workers.imap(train_cell, todo)):
                 key = arch_key(spec_from_dict(job[0]))
                 write_json(cell_path(out, name, key, job[1]), {"key": key, **res})
                 done += 1
@@ -214,7 +214,7 @@ def train_missing(name: str, data_dir, n: int, out: Path, max_new: int, jobs: in
     rows = []
     for spec in specs:
         key = arch_key(spec)
-        cells = [_read_cell(out, name, key, s, budget) for s in TRUTH_SEEDS]
+        cells = [read_cell(out, name, key, s, budget) for s in TRUTH_SEEDS]
         if any(c is None for c in cells):
             continue
         row = {"key": key, "arch": describe(spec), "spec": json.dumps(spec.model_dump()),
@@ -227,7 +227,7 @@ def train_missing(name: str, data_dir, n: int, out: Path, max_new: int, jobs: in
     return rows
 
 
-def _read_cell(out: Path, name: str, key: str, seed: int, base: List[str]):
+def read_cell(out: Path, name: str, key: str, seed: int, base: List[str]):
     path = cell_path(out, name, key, seed)
     if not path.is_file():
         return None
@@ -236,7 +236,7 @@ def _read_cell(out: Path, name: str, key: str, seed: int, base: List[str]):
 
 
 def _cell_done(out: Path, name: str, key: str, seed: int, base: List[str]) -> bool:
-    return _read_cell(out, name, key, seed, base) is not None
+    return read_cell(out, name, key, seed, base) is not None
 
 
 def kendall(a, b) -> float:

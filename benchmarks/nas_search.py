@@ -49,7 +49,7 @@ from neurokd.fileio import write_json, write_yaml
 from neurokd.hardware import load_profile
 from neurokd.models.spec import spec_from_dict
 from neurokd.metrics.resources import Budget, summary
-from neurokd.nas.search import _feasible
+from neurokd.nas.search import sample_feasible
 from neurokd.pipeline import best_trained, train_candidates
 from neurokd.nas.space import describe
 from neurokd.parallel import Workers
@@ -143,7 +143,7 @@ def random_k(dataset: str, data_dir, budget: Dict[str, Any], work: Path,
     space, profile = truth.SPACE, load_profile(cfg.hardware)
     rng, seen = random.Random(1000 + seed), set()
     limit = Budget(budget["max_cores"], max_synops=budget.get("max_synops"))
-    cands = [_feasible(space, rng, ds.input_shape, ds.num_classes, profile, limit, seen)
+    cands = [sample_feasible(space, rng, ds.input_shape, ds.num_classes, profile, limit, seen)
              for _ in range(K)]
     t0 = time.perf_counter()
     trained = train_candidates(cands, ds, cfg, space.timesteps, TRAIN_EPOCHS, work / "random")
@@ -164,14 +164,14 @@ def final_accuracy(name: str, data_dir, picks: Dict[str, Dict], jobs: int,
     wanted = [(arch_key(spec_from_dict(pick["spec"])), pick["spec"], s)
               for pick in picks.values() for s in truth.TRUTH_SEEDS]
     done = {(key, s): truth.score_of(cell) for key, _, s in wanted
-            if (cell := truth._read_cell(out, name, key, s, budget)) is not None}
+            if (cell := truth.read_cell(out, name, key, s, budget)) is not None}
     todo = list({(key, s): (spec, s) for key, spec, s in wanted if (key, s) not in done}.items())
     if todo:
         ds = pipeline.load_data(build_config(overrides=base))
-        truth._WORKER.update(base=base, ds=ds, name=name)
+        truth.WORKER.update(base=base, ds=ds, name=name)
         with Workers(jobs) as workers:
             for (key, s), res in zip([k for k, _ in todo],
-                                     workers.imap(truth._train_cell, [job for _, job in todo])):
+                                     workers.imap(truth.train_cell, [job for _, job in todo])):
                 write_json(truth.cell_path(out, name, key, s), {"key": key, **res})
                 done[(key, s)] = truth.score_of(res)
     return {label: [done[(arch_key(spec_from_dict(pick["spec"])), s)] for s in truth.TRUTH_SEEDS]

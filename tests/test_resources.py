@@ -14,7 +14,7 @@ from neurokd.metrics import resources
 from neurokd.metrics.resources import (Budget, ChipFit, check_fit, chip_fit, fit_violation,
                                        layer_resources, summary)
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer
-from neurokd.nas.search import _feasible, run_search
+from neurokd.nas.search import sample_feasible, run_search
 from neurokd.nas.space import SearchSpace, arch_key
 
 LOIHI1, LOIHI2 = load_profile("loihi1"), load_profile("loihi2")
@@ -47,7 +47,7 @@ def test_a_dense_layer_over_the_fan_in_limit_is_refused_by_the_search_and_by_exp
     only_wide = SearchSpace(timesteps=8, conv_layers=(0, 0), dense_layers=(1, 1), units=[16])
     with pytest.raises(NeurokdError, match="no architecture in the search space meets the budget"
                                            ".*each neuron reads 5000 inputs"):
-        _feasible(only_wide, random.Random(0), (5000,), 10, LOIHI2, Budget(), set(), tries=20)
+        sample_feasible(only_wide, random.Random(0), (5000,), 10, LOIHI2, Budget(), set(), tries=20)
 
 
 def test_chip_fit_counts_what_layer_resources_and_summary_count():
@@ -100,7 +100,7 @@ def test_the_search_on_mnist_sized_inputs_returns_only_networks_that_fit():
         "core reads (max_fan_in_per_core)")
     rng, seen = random.Random(0), set()
     for _ in range(40):
-        cand = _feasible(space, rng, (1, 28, 28), 10, LOIHI2, Budget(max_cores=4), seen)
+        cand = sample_feasible(space, rng, (1, 28, 28), 10, LOIHI2, Budget(max_cores=4), seen)
         check_fit(cand.spec, LOIHI2)
 
 
@@ -157,7 +157,7 @@ def test_search_export_and_report_all_call_chip_fit(monkeypatch):
 
     monkeypatch.setattr(resources, "chip_fit", recording)
     space = SearchSpace(timesteps=4, conv_layers=(0, 0), dense_layers=(1, 1), units=[16])
-    cand = _feasible(space, random.Random(0), (64,), 10, LOIHI2, Budget(), set())
+    cand = sample_feasible(space, random.Random(0), (64,), 10, LOIHI2, Budget(), set())
     assert calls == [arch_key(cand.spec)]  # the search
     with pytest.raises(NeurokdError, match="each neuron reads 5000 inputs"):
         pipeline.check_fit_chip(WIDE_DENSE, LOIHI2, [8])  # export's check
@@ -176,7 +176,7 @@ def test_search_export_and_report_all_call_chip_fit(monkeypatch):
 
     monkeypatch.setattr(resources, "chip_fit", strict)
     with pytest.raises(NeurokdError, match=r"no network fits \(test\)"):
-        _feasible(space, random.Random(0), (64,), 10, LOIHI2, Budget(), set(), tries=3)
+        sample_feasible(space, random.Random(0), (64,), 10, LOIHI2, Budget(), set(), tries=3)
     with pytest.raises(NeurokdError, match=r"no network fits \(test\)"):
         pipeline.check_fit_chip(cand.spec, LOIHI2, [8] * cand.spec.num_spiking_layers)
     small = SpikingNet(cand.spec, LOIHI2).eval()

@@ -113,8 +113,8 @@ class Scorer:
 
 
 # ---------------------------------------------------------------- strategies
-def _feasible(space: SearchSpace, rng: random.Random, input_shape, num_classes: int,
-              profile: HardwareProfile, budget: Budget, seen: set, tries: int = 2000) -> Candidate:
+def sample_feasible(space: SearchSpace, rng: random.Random, input_shape, num_classes: int,
+                    profile: HardwareProfile, budget: Budget, seen: set, tries: int = 2000) -> Candidate:
     """A new candidate drawn from ``space`` that ``budget.assess`` admits (it fits one chip and
     the budget)."""
     smallest: Optional[Dict[str, Any]] = None
@@ -147,7 +147,7 @@ def random_search(space: SearchSpace, input_shape, num_classes: int, profile: Ha
                   progress: bool = True, chunk: int = 16) -> List[Candidate]:
     rng = random.Random(seed)
     seen: set = set()
-    pool = [_feasible(space, rng, input_shape, num_classes, profile, budget, seen)
+    pool = [sample_feasible(space, rng, input_shape, num_classes, profile, budget, seen)
             for _ in range(candidates)]
     bar = tqdm(total=len(pool), desc="search (random)", unit="arch", disable=not progress, leave=False)
     for i in range(0, len(pool), chunk):
@@ -176,7 +176,7 @@ def aging_evolution(space: SearchSpace, input_shape, num_classes: int, profile: 
     history: List[Candidate] = []
     bar = tqdm(total=candidates, desc="search (evolution)", unit="arch", disable=not progress,
                leave=False)
-    first = [_feasible(space, rng, input_shape, num_classes, profile, budget, seen)
+    first = [sample_feasible(space, rng, input_shape, num_classes, profile, budget, seen)
              for _ in range(min(population, candidates))]
     scorer.score(first)
     history.extend(first)
@@ -198,7 +198,7 @@ def aging_evolution(space: SearchSpace, input_shape, num_classes: int, profile: 
                     seen.add(key)
                     child = Candidate(spec, res)
                     break
-            children.append(child or _feasible(space, rng, input_shape, num_classes, profile,
+            children.append(child or sample_feasible(space, rng, input_shape, num_classes, profile,
                                                budget, seen))
         scorer.score(children)
         for child in children:
@@ -281,7 +281,7 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
     budget.check()
     data = encoded_batches_for_search(ds, encoder, space, batches, batch_size, seed)
     # The budget is checked on a first draw, so that an impossible one fails before any scoring.
-    _feasible(space, random.Random(seed), ds.input_shape, ds.num_classes, profile, budget, set())
+    sample_feasible(space, random.Random(seed), ds.input_shape, ds.num_classes, profile, budget, set())
     t0 = time.perf_counter()
     with Scorer(data, profile, seeds, scored, workers, ray_address, tau_grad) as scorer:
         kwargs = dict(seed=seed, progress=progress)
