@@ -49,3 +49,12 @@ def run_cli(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedPr
     """``python -m neurokd ARGS`` in ``cwd``, as a user runs it; output captured as text."""
     return subprocess.run([sys.executable, "-m", "neurokd", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

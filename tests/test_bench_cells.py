@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch  # imported before the workers fork, as in the benchmark scripts
 
+from tests.conftest import process_alive
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 import common  # noqa: E402
@@ -218,14 +220,6 @@ SIGNAL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_signal_ends_every_worker_and_its_children(tmp_path):
     script = tmp_path / "run.py"
@@ -238,7 +232,7 @@ def test_a_signal_ends_every_worker_and_its_children(tmp_path):
         while len(list(tmp_path.glob("*.pids"))) < 2 and time.time() < deadline:
             time.sleep(0.1)
         pids = [int(p) for f in tmp_path.glob("*.pids") for p in f.read_text().split()]
-        assert len(pids) == 4 and all(_alive(p) for p in pids)
+        assert len(pids) == 4 and all(process_alive(p) for p in pids)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     finally:
@@ -247,9 +241,9 @@ def test_a_signal_ends_every_worker_and_its_children(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, output
     assert "stopped: ended 2 running cell(s)" in output
     deadline = time.time() + 5
-    while any(_alive(p) for p in pids) and time.time() < deadline:
+    while any(process_alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if process_alive(p)]
     assert not (tmp_path / "cells").exists() or not list((tmp_path / "cells").rglob("*"))
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch  # imported before the workers fork, as by the search and the benchmarks
 
 from neurokd.parallel import Outcome, TaskError, Workers, WorkerTraceback
+from tests.conftest import process_alive
 
 _STATE = {}  # what the initializer prepares, in each worker (or this process)
 
@@ -155,14 +156,6 @@ SIGNAL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_every_worker_and_its_children(tmp_path, signum):
@@ -176,7 +169,7 @@ def test_a_signal_ends_every_worker_and_its_children(tmp_path, signum):
         while len(list(tmp_path.glob("*.pids"))) < 2 and time.time() < deadline:
             time.sleep(0.1)
         pids = [int(p) for f in tmp_path.glob("*.pids") for p in f.read_text().split()]
-        assert len(pids) == 4 and all(_alive(p) for p in pids)
+        assert len(pids) == 4 and all(process_alive(p) for p in pids)
         proc.send_signal(signum)
         output, _ = proc.communicate(timeout=30)
     finally:
@@ -184,9 +177,9 @@ def test_a_signal_ends_every_worker_and_its_children(tmp_path, signum):
             proc.kill()
     assert proc.returncode == 128 + signum, output
     deadline = time.time() + 5
-    while any(_alive(p) for p in pids) and time.time() < deadline:
+    while any(process_alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if process_alive(p)]
     assert not (tmp_path / "2.pids").exists()  # the third task never started
 
 

@@ -60,9 +60,9 @@ def _inputs(args: argparse.Namespace, cfg=None) -> List[Optional[str]]:
 
 
 def _run_dir(args: argparse.Namespace, cfg=None):
-    from neurokd.fileio import RunDir
+    from neurokd.runs import run_dir
 
-    return RunDir(args.out, force=args.force, inputs=_inputs(args, cfg), command=args.command)
+    return run_dir(args.out, args.command, args.force, _inputs(args, cfg))
 
 
 def _progress(args: argparse.Namespace) -> bool:

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurokd.errors import NeurokdError
-from neurokd.models.dnn_checks import format_bytes, memory_budget, nonfinite
+from neurokd.h5safe import format_bytes, memory_budget
+from neurokd.models.dnn_checks import nonfinite
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, NeuronSpec, compact
 
 SUPPORTED = "Linear, Conv2d, ReLU, Flatten, BatchNorm1d/2d, AvgPool2d, Dropout, Identity"

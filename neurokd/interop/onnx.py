@@ -15,9 +15,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from torch import nn
 
 from neurokd.errors import NeurokdError
+from neurokd.h5safe import format_bytes, memory_budget
 from neurokd.interop.onnx_map import LAYER_OPS, SHAPE_OPS, SUPPORTED_OPS, _OnnxMapper
 from neurokd.interop.onnx_shapes import MAX_SHAPE_VALUES, _TENSOR_TYPES
-from neurokd.models.dnn_checks import first_line as _first_line, format_bytes, memory_budget
+from neurokd.models.dnn_checks import first_line as _first_line
 
 __all__ = ["LAYER_OPS", "MAX_ONNX_BYTES", "MAX_SHAPE_VALUES", "SHAPE_OPS", "SUPPORTED_OPS",
            "onnx_teacher", "read_onnx"]

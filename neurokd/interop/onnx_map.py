@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from neurokd.errors import NeurokdError
+from neurokd.h5safe import format_bytes
 from neurokd.interop.onnx_shapes import _ShapeOps
-from neurokd.models.dnn_checks import (MAX_SAMPLE_BYTES, first_line as _first_line, format_bytes,
-                                      nonfinite)
+from neurokd.models.dnn_checks import MAX_SAMPLE_BYTES, first_line as _first_line, nonfinite
 
 # ONNX operators mapped onto layers (the first group), and those only read to compute the target
 # shape of a Reshape (the second group: ``x.view(x.size(0), -1)`` exports as Shape → Gather →

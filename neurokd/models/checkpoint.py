@@ -17,8 +17,9 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterable, List, Tuple
 
+import numpy as np
 import torch
 
 from neurokd.errors import NeurokdError
@@ -28,15 +29,22 @@ FORMAT = "neurokd-checkpoint"
 VERSION = 1
 
 
-def non_finite(state_dict: Dict[str, Any]) -> list:
-    """Names of the floating-point tensors of ``state_dict`` that hold NaN or infinite values."""
-    return [k for k, v in state_dict.items() if isinstance(v, torch.Tensor)
-            and (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())]
+def non_finite(items: Iterable[Tuple[str, Any]]) -> List[str]:
+    """Names of the floating-point tensors or arrays among ``(name, value)`` pairs (a
+    state_dict's ``items()``, a model's named parameters) that hold NaN or infinite values."""
+    bad = []
+    for name, v in items:
+        if isinstance(v, torch.Tensor):
+            if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()):
+                bad.append(name)
+        elif isinstance(v, np.ndarray) and v.dtype.kind in "fc" and not bool(np.isfinite(v).all()):
+            bad.append(name)
+    return bad
 
 
 def save_checkpoint(path: str | Path, kind: str, arch: Dict[str, Any],
                     state_dict: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Path:
-    bad = non_finite(state_dict)
+    bad = non_finite(state_dict.items())
     if bad:
         raise NeurokdError(f"{path}: not written: {bad[0]!r}"
                            + (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else "")
@@ -114,7 +122,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Dict[str, Any]
            if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise NeurokdError(f"{p}: state_dict entry {bad[0]!r} is not a named tensor")
-    bad = non_finite(payload["state_dict"])
+    bad = non_finite(payload["state_dict"].items())
     if bad:
         raise NeurokdError(f"{p}: refused: {bad[0]!r}"
                            + (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else "")

@@ -5,14 +5,13 @@ and DNN → SNN conversion (``neurokd.convert``) both use these."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
 from torch import nn
 
-from neurokd import h5safe
 from neurokd.errors import NeurokdError
+from neurokd.h5safe import format_bytes, memory_budget
+from neurokd.models.checkpoint import non_finite
 
 # One sample's activations (all layers together) beyond this are no network a chip runs.
 MAX_SAMPLE_BYTES = 1 << 30
@@ -25,20 +24,12 @@ def first_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- sizes and values
-memory_budget = h5safe.memory_budget
-format_bytes = h5safe.format_bytes
 
 
-def nonfinite(tensors: Iterator[Tuple[str, Any]]) -> Optional[str]:
-    """The name of the first floating-point tensor holding NaN or infinity, if any."""
-    for name, t in tensors:
-        if isinstance(t, torch.Tensor):
-            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
-                return name
-        elif isinstance(t, np.ndarray) and t.dtype.kind in "fc":
-            if not bool(np.isfinite(t).all()):
-                return name
-    return None
+def nonfinite(tensors: Iterable[Tuple[str, Any]]) -> Optional[str]:
+    """The name of the first floating-point tensor or array holding NaN or infinity, if any."""
+    bad = non_finite(tensors)
+    return bad[0] if bad else None
 
 
 def check_finite(model: nn.Module, where: str) -> None:
