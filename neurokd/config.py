@@ -25,6 +25,15 @@ MAX_TIMESTEPS = 100_000
 
 _Strict = StrictModel
 
+# Names the command line offers that no configuration section holds. Each is the registry's names
+# written out once here, so that `neurokd --help` needs no torch; tests keep each equal to its
+# registry (neurokd.nas.proxies.PROXIES, neurokd.nas.search.STRATEGIES, neurokd.runs.EXPORTERS).
+SearchProxy = Literal["synops", "params", "gradsign", "grad_stats", "zico_mean", "grad_cosine",
+                      "jacob_cov", "jacob_cov_wide", "snip", "snip_wide", "synflow", "snasnet",
+                      "sahd", "naswot"]
+SearchStrategy = Literal["evolution", "random"]
+ExportFormat = Literal["netx", "nir"]
+
 
 class DataConfig(_Strict):
     dataset: str = "digits"
@@ -35,8 +44,10 @@ class DataConfig(_Strict):
     split_seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="seed of the split; None: the run's seed")
     generator_seed: int = Field(0, ge=0, le=MAX_SEED, description="generated radio datasets: seed "
                                                                    "of the frames (kept across runs)")
-    radio: Dict[str, Any] = Field(default_factory=dict, description="generated radio datasets "
-                                  "(sensing, modulation): generator options, see neurokd/radio/config.py")
+    radio: Dict[str, Any] = Field(default_factory=dict, description="radio datasets: the generator's "
+                                  "options (sensing, modulation, symbols; neurokd/radio/config.py), "
+                                  "or the selection of a RadioML file (radioml2016, radioml2018: "
+                                  "classes, snr_range, full_scale; neurokd/data/radioml.py)")
 
 
 class TrainConfig(_Strict):

@@ -41,8 +41,6 @@ __all__ = [
     "train_distilled", "train_snn", "train_teacher", "verify", "warn_if_chance",
 ]
 
-RADIO_DATASETS = ("sensing", "modulation", "symbols")
-
 
 def check_names(cfg: RunConfig) -> None:
     """Fail on any unknown dataset, teacher, encoder or hardware name in ``cfg``."""
@@ -65,13 +63,10 @@ def check_config(cfg: RunConfig) -> None:
 
 # ---------------------------------------------------------------- data
 def load_data(cfg: RunConfig, log: Log = quiet) -> Dataset:
+    from neurokd.data.radioml import radio_options
+
     d = cfg.data
-    extra: Dict[str, Any] = {}
-    if d.dataset in RADIO_DATASETS:
-        extra = dict(d.radio, generator_seed=d.generator_seed)
-    elif d.radio:
-        raise NeurokdError(f"data.radio sets options of the generated radio datasets "
-                           f"({', '.join(RADIO_DATASETS)}), not of {d.dataset!r}")
+    extra = radio_options(d.dataset, d.radio, d.generator_seed, get_encoder(cfg.student.encoder).signed)
     ds = load_dataset(d.dataset, data_dir=d.data_dir, val_fraction=d.val_fraction,
                       test_fraction=d.test_fraction,
                       seed=cfg.seed if d.split_seed is None else d.split_seed, limit=d.limit, **extra)
@@ -114,6 +109,11 @@ def student_spec(cfg: RunConfig, ds: Dataset) -> ArchSpec:
     s = cfg.student
     spec = load_spec(s.spec) if s.spec else default_spec(ds.input_shape, ds.num_classes, s.hidden)
     spec.check_task(ds.num_classes, ds.input_shape)
+    enc = get_encoder(s.encoder)
+    if enc.signed and spec.input_threshold is None:
+        # the first layer reads the signed integers as x · top, x in [-1, 1]: its threshold
+        # scales with them, so its weights live on the same grid as every other layer's
+        spec = spec.model_copy(update={"input_threshold": spec.neuron.threshold * enc.input_range[1]})
     return spec
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -25,6 +25,7 @@ from neurokd.hardware import load_profile
 from neurokd.log import Log
 from neurokd.metrics import energy, plots
 from neurokd.metrics.radio import radio_report
+from neurokd.registry import Registry
 
 SOURCE_KEYS = ("teacher_source", "ensemble_sources")  # recorded in metrics.json, not tabled
 
@@ -416,3 +417,80 @@ def report(snn: str | Path, teacher: Optional[str | Path] = None, out: str | Pat
         if run is not None:
             written = [path.name for path in energy.write_report(run, result)]
     return result, written
+
+
+# ---------------------------------------------------------------- export
+@dataclass(frozen=True)
+class Exporter:
+    """One file format an SNN checkpoint exports to. ``ours(path)``: whether ``path`` is a file
+    this exporter wrote (only those may be replaced, with ``force``); ``write(model, meta, out,
+    options, log)`` writes it and returns the path and a one-line summary."""
+
+    name: str
+    description: str
+    ours: Callable[[Path], bool]
+    write: Callable[..., Tuple[Path, str]]
+
+
+EXPORTERS: Registry[Exporter] = Registry("export format")
+
+
+def _write_netx(model, meta: Dict[str, Any], out: Path, options: Dict[str, Any], log: Log
+                ) -> Tuple[Path, str]:
+    from neurokd.errors import NeurokdError
+
+    cfg = pipeline.config_from_meta(meta, options.get("data_dir"), where=options["snn"])
+    try:
+        ds = pipeline.load_data(cfg)
+    except NeurokdError as exc:
+        ds = None
+        log(f"note: 24-bit overflow check skipped, no data ({exc})")
+    path = pipeline.export_snn(model, out, meta, ds, log=log, replace=options["force"],
+                               check_fit=options.get("check_fit", True))
+    return path, (f"netx HDF5, {model.window_pad} trailing zero frames per sample, window "
+                  f"{meta['timesteps'] + model.window_pad} steps")
+
+
+def _write_nir(model, meta: Dict[str, Any], out: Path, options: Dict[str, Any], log: Log
+               ) -> Tuple[Path, str]:
+    from neurokd.interop.nir import DEFAULT_DT, export_nir
+
+    dt = options.get("dt", DEFAULT_DT)
+    path = export_nir(model, out, meta, dt=dt, replace=options["force"])
+    kind = "quantized" if model.quantized else "float"
+    return path, (f"NIR graph of the {kind} network, dt = {dt:g}; it reads {meta['timesteps']} "
+                  f"input frames without Loihi's per-layer delay, so its output at step t is the "
+                  f"network's at step t + {model.window_pad}")
+
+
+def _is_netx(path: Path) -> bool:
+    from neurokd.deploy.export import is_neurokd_network
+
+    return is_neurokd_network(path)
+
+
+def _is_nir(path: Path) -> bool:
+    from neurokd.interop.nir import is_neurokd_nir
+
+    return is_neurokd_nir(path)
+
+
+for _e in (Exporter("netx", "HDF5 for Lava (lava.lib.dl.netx.hdf5.Network); the chip-fit and "
+                            "24-bit state checks run first", _is_netx, _write_netx),
+           Exporter("nir", "a NIR graph (nir.read, snntorch's import_from_nir)", _is_nir, _write_nir)):
+    EXPORTERS.register(_e.name)(_e)
+
+
+def export(snn: str | Path, out: str | Path, fmt: str = "netx", *, force: bool = False,
+           inputs: Sequence[Optional[str]] = (), log: Log = print, **options: Any
+           ) -> Tuple[Path, str]:
+    """Export the SNN checkpoint ``snn`` to ``out`` in format ``fmt`` (an ``EXPORTERS`` name).
+    ``out`` must be new, or (with ``force``) a file the same exporter wrote, and none of
+    ``inputs``. ``options``: ``data_dir``, ``check_fit`` (netx), ``dt`` (nir). Returns the path
+    written and a one-line summary of it."""
+    from neurokd.fileio import check_output_file
+
+    exporter = EXPORTERS.get(fmt)
+    check_output_file(out, inputs, force, ours=exporter.ours)
+    model, meta = pipeline.load_snn(snn)
+    return exporter.write(model, meta, Path(out), dict(options, snn=str(snn), force=force), log)

@@ -1,8 +1,9 @@
 """The package's scheduler (neurokd.parallel): tasks in forked worker processes, in this process
 or on Ray, with ordered results, one torch thread each, one clear error for a failed task, and
 signals that end every worker and its children. The search's scorer uses it (that 1 and 2
-workers score alike is tests/test_nas.py's test_the_search_does_not_depend_on_the_worker_count);
-the benchmarks' cells use it too (tests/test_bench_cells.py)."""
+workers score alike is tests/nas/test_nas.py's
+test_the_search_does_not_depend_on_the_worker_count); the benchmarks' cells use it too
+(tests/benchmarks/test_bench_cells.py)."""
 
 from __future__ import annotations
 

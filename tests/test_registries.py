@@ -32,6 +32,35 @@ def test_the_search_offers_exactly_its_registered_strategies():
     assert sorted(cli.SEARCH_STRATEGIES) == sorted(STRATEGIES)
 
 
+@pytest.mark.parametrize("literal,registry", [
+    ("SearchProxy", "neurokd.nas.proxies:PROXIES"),
+    ("SearchStrategy", "neurokd.nas.search:STRATEGIES"),
+    ("ExportFormat", "neurokd.runs:EXPORTERS"),
+])
+def test_each_named_configuration_type_equals_its_registry(literal, registry):
+    import importlib
+
+    from neurokd import config
+
+    module, name = registry.split(":")
+    reg = getattr(importlib.import_module(module), name)
+    names = reg.names() if hasattr(reg, "names") else list(reg)
+    assert sorted(get_args(getattr(config, literal))) == sorted(names)
+
+
+@pytest.mark.parametrize("command,flag,literal", [
+    ("search", "--proxy", "SearchProxy"),
+    ("search", "--strategy", "SearchStrategy"),
+    ("export", "--format", "ExportFormat"),
+])
+def test_flag_choices_are_the_named_configuration_types(command, flag, literal):
+    from neurokd import config
+
+    sub = _subparsers(cli.build_parser())[command]
+    action = next(a for a in sub._actions if flag in a.option_strings)
+    assert list(action.choices) == list(get_args(getattr(config, literal)))
+
+
 def _subparsers(parser: argparse.ArgumentParser):
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return action.choices
@@ -102,3 +131,26 @@ def test_every_quantization_method_the_configuration_accepts_is_registered():
         assert m.trained or not (m.probabilistic or m.distilled)
     assert [n for n in accepted if not QAT_METHODS.get(n).trained] == ["ptq"]
     assert [n for n in accepted if QAT_METHODS.get(n).distilled] == ["lsq_prob_kd"]
+
+
+def test_every_conversion_method_the_configuration_accepts_is_registered():
+    from neurokd.config import ConvertConfig
+    from neurokd.convert.methods import CONVERT_METHODS
+
+    accepted = sorted(get_args(ConvertConfig.model_fields["method"].annotation))
+    assert CONVERT_METHODS.names() == accepted
+    for name in accepted:
+        m = CONVERT_METHODS.get(name)
+        assert m.name == name and m.clip in ("max", "percentile") and m.description
+    assert [n for n in accepted if CONVERT_METHODS.get(n).fine_tuned] == ["qkd"]
+
+
+def test_every_exporter_recognises_only_its_own_files(tmp_path):
+    from neurokd.runs import EXPORTERS
+
+    stranger = tmp_path / "notes.txt"
+    stranger.write_text("not a network")
+    for name in EXPORTERS.names():
+        e = EXPORTERS.get(name)
+        assert e.name == name and e.description and callable(e.write)
+        assert e.ours(stranger) is False, name

@@ -253,24 +253,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
-    from neurokd.deploy.export import is_neurokd_network
-    from neurokd.fileio import check_output_file
+    from neurokd import runs
 
     if args.format == "nir":
-        return _export_nir(args)
-    check_output_file(args.out, _inputs(args), args.force, ours=is_neurokd_network)
-    model, meta = pipeline.load_snn(args.snn)
-    cfg = pipeline.config_from_meta(meta, args.data_dir, where=args.snn)
-    try:
-        ds = pipeline.load_data(cfg)
-    except NeurokdError as exc:
-        ds = None
-        print(f"note: 24-bit overflow check skipped, no data ({exc})")
-    path = pipeline.export_snn(model, args.out, meta, ds, log=print, replace=args.force,
-                               check_fit=not args.ignore_fit)
-    print(f"exported {args.snn} → {path} (netx HDF5, {model.window_pad} trailing zero frames "
-          f"per sample, window {meta['timesteps'] + model.window_pad} steps)")
+        _positive_dt(args.dt)
+    path, summary = runs.export(args.snn, args.out, args.format, force=args.force,
+                                inputs=_inputs(args), log=print, data_dir=args.data_dir,
+                                check_fit=not args.ignore_fit, dt=args.dt)
+    print(f"exported {args.snn} → {path} ({summary})")
     return 0
 
 
@@ -294,22 +284,6 @@ def _positive_dt(dt: float) -> None:
     if not (math.isfinite(dt) and DT_RANGE[0] <= dt <= DT_RANGE[1]):
         raise NeurokdError(f"--dt must be a number of seconds from {DT_RANGE[0]:g} to "
                            f"{DT_RANGE[1]:g}, got {dt:g}")
-
-
-def _export_nir(args: argparse.Namespace) -> int:
-    from neurokd import pipeline
-    from neurokd.interop.nir import export_nir, is_neurokd_nir
-    from neurokd.fileio import check_output_file
-
-    _positive_dt(args.dt)
-    check_output_file(args.out, _inputs(args), args.force, ours=is_neurokd_nir)
-    model, meta = pipeline.load_snn(args.snn)
-    path = export_nir(model, args.out, meta, dt=args.dt, replace=args.force)
-    kind = "quantized" if model.quantized else "float"
-    print(f"exported {args.snn} → {path} (NIR graph of the {kind} network, dt = {args.dt:g}; "
-          f"it reads {meta['timesteps']} input frames without Loihi's per-layer delay, so its "
-          f"output at step t is the network's at step t + {model.window_pad})")
-    return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:

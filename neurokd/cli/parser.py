@@ -138,13 +138,17 @@ def _teacher_args(p: argparse.ArgumentParser, required: bool, note: str = "") ->
                         "'{hidden: 64}' (default: none)")
 
 
-# The proxies `search --proxy` offers and its strategies (neurokd.nas.proxies.PROXIES and
-# neurokd.nas.search.STRATEGIES; named here so that --help does not import torch, and a test keeps
-# them equal to the registries).
-SEARCH_PROXIES = ("synops", "params", "gradsign", "grad_stats", "zico_mean", "grad_cosine",
-                  "jacob_cov", "jacob_cov_wide", "snip", "snip_wide", "synflow", "snasnet", "sahd",
-                  "naswot")
-SEARCH_STRATEGIES = ("evolution", "random")
+def _names(literal_name: str) -> List[str]:
+    """The values of one of the configuration's named ``Literal`` types (``neurokd.config``)."""
+    from typing import get_args
+
+    from neurokd import config
+
+    return list(get_args(getattr(config, literal_name)))
+
+
+SEARCH_PROXIES = _names("SearchProxy")
+SEARCH_STRATEGIES = _names("SearchStrategy")
 TRAIN_TOP_EPOCHS = 5
 
 
@@ -221,7 +225,7 @@ def _add_export(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace --out if it is a network neurokd exported")
     p.add_argument("--ignore-fit", action="store_true", help=IGNORE_FIT_HELP)
-    p.add_argument("--format", choices=["netx", "nir"], default="netx",
+    p.add_argument("--format", choices=_names("ExportFormat"), default="netx",
                    help="netx (default): HDF5 for Lava; nir: a NIR graph (nir.read, snntorch's "
                         "import_from_nir), see neurokd/interop/nir/")
     p.add_argument("--dt", type=float, default=1e-4, metavar="SECONDS",
@@ -341,7 +345,7 @@ def _add_search(sub) -> None:
                         "e.g. 2e6 (default: no limit)")
     p.add_argument("--candidates", type=int, default=100, metavar="K",
                    help="architectures to score (default %(default)s)")
-    p.add_argument("--proxy", default="synops",
+    p.add_argument("--proxy", default="synops", choices=SEARCH_PROXIES, metavar="NAME",
                    help="score to maximise: " + ", ".join(SEARCH_PROXIES) + " (default synops: "
                         "the highest mean rank correlation with the trained score over the "
                         "converged digits, mnist and sensing ground truths, of the proxies no "

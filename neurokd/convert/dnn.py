@@ -150,10 +150,11 @@ class ClippedDNN(nn.Module):
     (times a learned positive factor, so that cross-entropy sees sensible logits)."""
 
     def __init__(self, stages: Sequence[Stage], scales: Sequence[float], timesteps: int,
-                 levels: int, bits: int = 8) -> None:
+                 levels: int, bits: int = 8, signed: bool = False) -> None:
         super().__init__()
         self.stages = list(stages)
         self.timesteps, self.levels, self.bits = int(timesteps), int(levels), int(bits)
+        self.low = -1.0 if signed else 0.0  # the input's range: [0, 1], or [-1, 1] when signed
         trainable = [s for s in self.stages if s.kind in ("dense", "conv")]
         self.weights = nn.ParameterList([nn.Parameter(s.weight.clone()) for s in trainable])
         self.biases = nn.ParameterList([nn.Parameter(s.bias.clone()) for s in trainable])
@@ -181,7 +182,7 @@ class ClippedDNN(nn.Module):
         return [float(v) for v in self._lambdas()]
 
     def forward(self, x: torch.Tensor, record: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
-        h = torch.round(x.clamp(0, 1) * self.levels) / self.levels
+        h = torch.round(x.clamp(self.low, 1) * self.levels) / self.levels
         lam = self._lambdas()
         j = k = 0
         for s in self.stages:
@@ -246,7 +247,7 @@ def to_quant_snn(stages: Sequence[Stage], scales: Sequence[float], input_shape: 
     spiking = [s for s in stages if s.spiking]
     L = len(spiking)
     model = QuantSpikingNet(spec, profile, [bits] * L, "fixed", bias=True)
-    theta = model.vth_float / float(profile.weight_scale)
+    theta = model.vth_mant / float(profile.weight_scale)
     g = float(1 << profile.weight_shift(bits))
     _, qp = int_range(bits)
     bias_share = timesteps / (timesteps + model.window_pad)
@@ -317,6 +318,7 @@ def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProf
     """Convert ``teacher`` for ``T = timesteps`` steps by ``c.method`` (a ``ConvertConfig``).
     Returns the integer IF network (a ``QuantSpikingNet`` with biases) and metrics. ``device``:
     where the ``qkd`` fine-tuning trains (``neurokd.runtime``)."""
+    from neurokd.convert.methods import CONVERT_METHODS
     from neurokd.data.encoders import encode_window, get_encoder
     from neurokd.distill.losses import LOSSES
     from neurokd.quant.qat import counts
@@ -330,13 +332,14 @@ def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProf
         raise NeurokdError(f"conversion drives the first layer with graded input; encoder "
                            f"{encoder!r} sends binary spikes (use 'direct')")
     check_bits([c.bits], profile)
-    levels = (1 << enc.message_bits) - 1
+    method = CONVERT_METHODS.get(c.method)
+    low, levels = enc.input_range  # the input's integers are levels · x, x in [low/levels, 1]
     teacher = teacher.eval()
     stages = dnn_stages(teacher, ds.input_shape)
     check_calibration(stages, ds.input_shape, min(c.calibration, len(ds.train.x)))
     seed_everything(seed)
     x_cal = torch.as_tensor(ds.train.x[:c.calibration])
-    x_cal = torch.round(x_cal.clamp(0, 1) * levels) / levels
+    x_cal = torch.round(x_cal.clamp(low / levels, 1) * levels) / levels
     acts = stage_activations(stages, x_cal)
     metrics: Dict[str, Any] = {"method": c.method, "timesteps": timesteps, "bits": c.bits,
                                "converted_layers": [{"kind": s.kind, "from": s.sources}
@@ -349,10 +352,12 @@ def convert_dnn(teacher: nn.Module, ds, timesteps: int, c, profile: HardwareProf
         return x
 
     metrics["teacher_accuracy"] = accuracy(teacher, ds.test, ident, dnn_logits, seed=seed)
-    if c.method == "plain":
-        scales = tie_pool_scales(stages, balance_scales(acts, 100.0))
+    percentile = c.percentile if method.clip == "percentile" else 100.0
+    if not method.fine_tuned:
+        scales = tie_pool_scales(stages, balance_scales(acts, percentile))
     else:
-        clipped = ClippedDNN(stages, balance_scales(acts, c.percentile), timesteps, levels, c.bits)
+        clipped = ClippedDNN(stages, balance_scales(acts, percentile), timesteps, levels, c.bits,
+                             signed=enc.signed)
         metrics["qkd_start_accuracy"] = accuracy(clipped, ds.test, ident, dnn_logits, seed=seed)
         kd, ce = LOSSES.get("kd"), LOSSES.get("ce")
 

@@ -36,6 +36,11 @@ into positive and negative parts, the frame passes through the existing encoders
 image. It is exact on Loihi because every encoded input is a non-negative integer (a binary spike
 or a graded-spike payload); no sign is lost, since :math:`I = A(x_{I+} - x_{I-})` below full scale.
 
+``layout="signed"`` (chosen by ``neurokd.pipeline.load_data`` when the student's encoder is
+signed, ``signed8``): each frame becomes ``(2, 1, L)`` in [-1, 1], channels ``I, Q``,
+:math:`x = \mathrm{clip}(v/A, -1, 1)` with the same full scale :math:`A` as above, and no constant
+channel. Signed graded spikes carry it to the first layer as it is: no split, no Bernoulli noise.
+
 Each split also carries ``snr`` (the frame's nominal SNR in dB), ``iq`` (the complex64 frames, for
 the classical baselines of :mod:`neurokd.radio.detectors`) and ``meta``: ``waveform``, the index
 of the frame's signal in the order the dataset's note lists them (-1: noise only), and
@@ -60,6 +65,7 @@ from neurokd.errors import NeurokdError
 
 NOMINAL_NOISE_POWER = 1.0
 IQ_CHANNELS = 5  # I+, I-, Q+, Q-, constant
+LAYOUTS = ("split", "signed")
 
 
 def iq_channels(iq: np.ndarray, full_scale: np.ndarray | float) -> np.ndarray:
@@ -77,6 +83,26 @@ def iq_channels(iq: np.ndarray, full_scale: np.ndarray | float) -> np.ndarray:
         out[:, 2 * c, 0] = np.clip(v, 0.0, 1.0)
         out[:, 2 * c + 1, 0] = np.clip(-v, 0.0, 1.0)
     return out
+
+
+def iq_signed(iq: np.ndarray, full_scale: np.ndarray | float) -> np.ndarray:
+    """Complex frames ``(n, L)`` → ``float32`` ``(n, 2, 1, L)`` in [-1, 1]: ``clip(I/A)``,
+    ``clip(Q/A)``; ``full_scale`` is :math:`A`, one value or one per frame."""
+    scale = np.broadcast_to(np.asarray(full_scale, dtype=np.float64), (len(iq),))[:, None]
+    if np.any(~(scale > 0)):
+        raise NeurokdError("the I/Q full scale must be positive for every frame")
+    out = np.empty((len(iq), 2, 1, iq.shape[1]), dtype=np.float32)
+    out[:, 0, 0] = np.clip(iq.real / scale, -1.0, 1.0)
+    out[:, 1, 0] = np.clip(iq.imag / scale, -1.0, 1.0)
+    return out
+
+
+def iq_input(iq: np.ndarray, full_scale: np.ndarray | float, layout: str) -> np.ndarray:
+    """The network input of complex frames in ``layout``: ``split`` (:func:`iq_channels`) or
+    ``signed`` (:func:`iq_signed`)."""
+    if layout not in LAYOUTS:
+        raise NeurokdError(f"unknown I/Q layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    return iq_signed(iq, full_scale) if layout == "signed" else iq_channels(iq, full_scale)
 
 
 def sensing_full_scale(full_scale: float, n: int) -> np.ndarray:
@@ -97,7 +123,8 @@ def clipped_fraction(iq: np.ndarray, full_scale: np.ndarray) -> float:
 
 
 def _load(task: str, data_dir: Optional[str], val_fraction: float, test_fraction: float, seed: int,
-          limit: Optional[int], generator_seed: Optional[int], options: dict) -> Dataset:
+          limit: Optional[int], generator_seed: Optional[int], options: dict,
+          layout: str = "split") -> Dataset:
     from neurokd.radio.config import radio_config
     from neurokd.radio.generate import generate
 
@@ -117,12 +144,12 @@ def _load(task: str, data_dir: Optional[str], val_fraction: float, test_fraction
         scale = sensing_full_scale(cfg.full_scale, len(frames))
     else:
         scale = rms_full_scale(frames.iq, cfg.full_scale)
-    whole = Split(iq_channels(frames.iq, scale), frames.label, snr=frames.snr_db, iq=frames.iq,
+    whole = Split(iq_input(frames.iq, scale, layout), frames.label, snr=frames.snr_db, iq=frames.iq,
                   meta={"waveform": frames.waveform, "noise_power": frames.noise_power})
     note = (f"{task}: {len(frames)} generated frames of {cfg.frame_length} samples "
             f"({', '.join(frames.waveforms)}; {cfg.channel}; SNR {cfg.snr_db[0]:g}…{cfg.snr_db[-1]:g} dB; "
             f"generator seed {cfg.seed}); {clipped_fraction(frames.iq, scale):.2%} of the I/Q "
-            f"values clipped at full scale {cfg.full_scale:g}")
+            f"values clipped at full scale {cfg.full_scale:g}; {layout} I/Q")
     return _make(task, whole.x, whole.y, len(frames.class_names), val_fraction, test_fraction,
                  seed, [note], whole=whole, task="detection" if task == "sensing" else "classification",
                  class_names=list(frames.class_names), radio=cfg.model_dump(mode="json"))
@@ -131,26 +158,31 @@ def _load(task: str, data_dir: Optional[str], val_fraction: float, test_fraction
 @DATASETS.register("sensing")
 def load_sensing(data_dir: Optional[str] = None, val_fraction: float = 0.15,
                  test_fraction: float = 0.25, seed: int = 0, limit: Optional[int] = None,
-                 generator_seed: Optional[int] = None, **options: Any) -> Dataset:
+                 generator_seed: Optional[int] = None, layout: str = "split",
+                 **options: Any) -> Dataset:
     """Spectrum sensing: class 0 noise only (H0), class 1 a primary user plus noise (H1).
 
     ``options`` are :class:`~neurokd.radio.config.RadioConfig` fields (``snr_db``, ``channel``,
     ``noise_uncertainty_db``, ``frame_length``, ``n_frames``, ``full_scale``, ...).
     """
-    return _load("sensing", data_dir, val_fraction, test_fraction, seed, limit, generator_seed, options)
+    return _load("sensing", data_dir, val_fraction, test_fraction, seed, limit, generator_seed,
+                 options, layout)
 
 
 @DATASETS.register("modulation")
 def load_modulation(data_dir: Optional[str] = None, val_fraction: float = 0.15,
                     test_fraction: float = 0.25, seed: int = 0, limit: Optional[int] = None,
-                    generator_seed: Optional[int] = None, **options: Any) -> Dataset:
+                    generator_seed: Optional[int] = None, layout: str = "split",
+                    **options: Any) -> Dataset:
     """Digital modulation classification: one class per signal in ``options["signals"]``
     (default BPSK, QPSK, 8PSK, 16QAM, 64QAM, PAM4, GFSK, CPFSK)."""
-    return _load("modulation", data_dir, val_fraction, test_fraction, seed, limit, generator_seed, options)
+    return _load("modulation", data_dir, val_fraction, test_fraction, seed, limit, generator_seed,
+                 options, layout)
 
 
 # ---------------------------------------------------------------- MIMO-OFDM symbol detection
-def symbol_samples(frames: Any, subframes: np.ndarray, full_scale: float) -> Split:
+def symbol_samples(frames: Any, subframes: np.ndarray, full_scale: float, layout: str = "split"
+                   ) -> Split:
     """One sample per (subframe, data symbol, subcarrier, stream) of ``subframes``: the network
     input from :func:`~neurokd.radio.ofdm.detector_inputs` through :func:`iq_channels`, the
     transmitted symbol's index as label, Eb/N0 as ``snr``, and in ``meta`` what the classical
@@ -161,7 +193,7 @@ def symbol_samples(frames: Any, subframes: np.ndarray, full_scale: float) -> Spl
     f, d, k, s, label = resource_elements(frames, subframes)
     y, h_ls = frames.y[f, d, k], frames.h_ls[f, k]
     feats = detector_inputs(h_ls, y, s)
-    x = iq_channels(feats, full_scale)
+    x = iq_input(feats, full_scale, layout)
     meta = {"y": y.astype(np.complex64), "h": frames.h[f, k].astype(np.complex64),
             "h_ls": h_ls.astype(np.complex64), "n0": frames.n0[f].astype(np.float64),
             "stream": s.astype(np.int64), "subframe": f.astype(np.int64),
@@ -172,7 +204,8 @@ def symbol_samples(frames: Any, subframes: np.ndarray, full_scale: float) -> Spl
 @DATASETS.register("symbols")
 def load_symbols(data_dir: Optional[str] = None, val_fraction: float = 0.15,
                  test_fraction: float = 0.25, seed: int = 0, limit: Optional[int] = None,
-                 generator_seed: Optional[int] = None, **options: Any) -> Dataset:
+                 generator_seed: Optional[int] = None, layout: str = "split",
+                 **options: Any) -> Dataset:
     """MIMO-OFDM symbol detection: one sample per (resource element, stream), labelled with the
     transmitted constellation point's index (its Gray-coded bits, so every result is also a bit
     error rate). ``options`` are :class:`~neurokd.radio.config.SymbolsConfig` fields.
@@ -181,7 +214,8 @@ def load_symbols(data_dir: Optional[str] = None, val_fraction: float = 0.15,
     :func:`~neurokd.radio.ofdm.detector_inputs` (the matched filter output and the Gram matrix of
     the least-squares channel estimate at the sample's subcarrier, wanted stream first, scaled by
     the estimate's mean power; ``F = 4`` for 2×2) as the channels ``I+, I-, Q+, Q-, 1`` of
-    :func:`iq_channels` with full scale ``full_scale`` (default 4: the Gram matrix of a 2×2
+    :func:`iq_channels` (``layout="signed"``: ``(2, 1, F)``, the channels ``I, Q`` of
+    :func:`iq_signed`) with full scale ``full_scale`` (default 4: the Gram matrix of a 2×2
     channel never passes it; the matched filter output does in about 0.1 % of the samples, at low
     Eb/N0 and in deep fades). One network serves every
     stream. Train, validation and test hold whole subframes (split by ``seed`` within each Eb/N0
@@ -218,7 +252,8 @@ def load_symbols(data_dir: Optional[str] = None, val_fraction: float = 0.15,
                                f"{cfg.n_subframes}) or limit") from None
         for part, idx in zip(parts, cut):
             part.append(group[idx])
-    splits = [symbol_samples(frames, np.sort(np.concatenate(p)), cfg.full_scale) for p in parts]
+    splits = [symbol_samples(frames, np.sort(np.concatenate(p)), cfg.full_scale, layout)
+              for p in parts]
     clipped = float(np.mean(np.concatenate([s.meta["clipped"] for s in splits])))
     m = 1 << bits_per_symbol(cfg.modulation)
     names = [format(i, f"0{bits_per_symbol(cfg.modulation)}b") for i in range(m)]
@@ -228,6 +263,6 @@ def load_symbols(data_dir: Optional[str] = None, val_fraction: float = 0.15,
             f"pilot + {cfg.data_symbols} data symbols, pilots every {cfg.pilot_spacing} "
             f"subcarrier(s), amplifier {cfg.pa}; Eb/N0 {cfg.ebn0_db[0]:g}…{cfg.ebn0_db[-1]:g} dB; "
             f"generator seed {cfg.seed}); {clipped:.2%} of the samples have a value clipped at "
-            f"full scale {cfg.full_scale:g}")
+            f"full scale {cfg.full_scale:g}; {layout} I/Q")
     return Dataset("symbols", *splits, m, tuple(splits[0].x.shape[1:]), [note], task="symbols",
                    class_names=names, radio=cfg.model_dump(mode="json"))

@@ -63,9 +63,12 @@ class StepQuantizer(nn.Module):
         super().__init__()
         self.bits = bits
         self.step = nn.Parameter(torch.tensor(float(step)), requires_grad=self.trainable)
+        # the smallest step the layer may take: its threshold in steps must fit the chip's
+        # threshold mantissa (QuantSpikingNet sets it; a step below it is raised to it)
+        self.min_step = 1e-8
 
     def effective_step(self, numel: int) -> torch.Tensor:
-        s = self.step.abs().clamp_min(1e-8)
+        s = self.step.abs().clamp_min(self.min_step)
         if self.trainable:
             s = grad_scale(s, 1.0 / math.sqrt(numel * int_range(self.bits)[1]))
         return s

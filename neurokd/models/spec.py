@@ -101,6 +101,17 @@ class ArchSpec(_Strict):
     layers: List[Layer] = Field(min_length=1)
     neuron: NeuronSpec = NeuronSpec()
     weight_scale: float = Field(2.0, gt=0)
+    input_threshold: Optional[float] = Field(
+        None, gt=0, description="the first spiking layer's threshold (default: neuron.threshold). "
+        "A signed graded input carries integers up to 127; with the threshold 127 times the "
+        "neuron's, the first layer sees its input in [-1, 1] on the same weight grid as every "
+        "other layer (neurokd.pipeline.student_spec sets it for signed encoders)")
+
+    def layer_thresholds(self) -> List[float]:
+        """The threshold of each spiking (non-flatten) layer, in slayer's float units."""
+        n = sum(not isinstance(layer, FlattenLayer) for layer in self.layers)
+        first = self.neuron.threshold if self.input_threshold is None else self.input_threshold
+        return [first] + [self.neuron.threshold] * (n - 1)
 
     def shapes(self) -> List[Tuple[int, ...]]:
         """Output shape of each layer (C, H, W) or (F,), checking that the layers fit together."""

@@ -21,6 +21,7 @@ from torch import nn
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile, load_profile
 from neurokd.models.contract import SpikingModel
+from neurokd.models.cuba.numerics import chip_neuron
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer, spec_from_dict
 
 
@@ -80,7 +81,10 @@ class SpikingNet(SpikingModel):
         in_shape: Tuple[int, ...] = tuple(spec.input_shape)
         self.flatten_input = isinstance(spec.layers[0], DenseLayer) and len(in_shape) > 1
         blocks: List[nn.Module] = []
+        thresholds = iter(spec.layer_thresholds())
         for layer, out_shape in zip(spec.layers, shapes):
+            if not isinstance(layer, FlattenLayer):
+                neuron_params = dict(neuron_params, threshold=next(thresholds))
             if isinstance(layer, DenseLayer):
                 fan_in = int(torch.tensor(in_shape).prod())
                 blocks.append(slayer.block.cuba.Dense(neuron_params, fan_in, layer.units,
@@ -120,10 +124,9 @@ class SpikingNet(SpikingModel):
         return x
 
     def chip_decays(self) -> Tuple[int, int]:
-        """(iDecay, vDecay): the current and voltage decays as the chip's 12-bit integers (slayer
-        computes them from the spec's float decays; every layer shares them)."""
-        block = next(b for b in self.blocks if getattr(b, "neuron", None) is not None)
-        return int(block.neuron.cx_current_decay), int(block.neuron.cx_voltage_decay)
+        """(iDecay, vDecay): the current and voltage decays as the chip's 12-bit integers
+        (``numerics.chip_neuron``; every layer shares them, and they are not trained)."""
+        return chip_neuron(self.spec.neuron, self.profile).decays
 
     def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Output spikes of every block, in order (the last one is ``forward``'s result)."""
@@ -173,7 +176,7 @@ class SpikingNet(SpikingModel):
         (``encoder``'s range on ``timesteps`` frames, any binary spikes into later layers), in the
         chip's integer units, from the exported integer weights, decays and threshold. Rows as in
         ``state_extremes`` (``layer`` is the block index); see ``numerics.worst_case_states``."""
-        from neurokd.models.cuba.numerics import encoder_input_max, worst_case_states
+        from neurokd.models.cuba.numerics import encoder_input_range, worst_case_states
 
         index, layers = [], []
         for i, block in enumerate(self.blocks):
@@ -186,9 +189,10 @@ class SpikingNet(SpikingModel):
             layers.append({"weight": weight.reshape(shape).round(), "vth": int(neuron.v_th_mant)})
             index.append(i)
         first = next(b.neuron for b in self.blocks if getattr(b, "neuron", None) is not None)
+        low, high = encoder_input_range(encoder)
         rows = worst_case_states(self.spec, layers, int(first.cx_current_decay),
-                                 int(first.cx_voltage_decay), self.profile,
-                                 encoder_input_max(encoder), timesteps, timesteps + self.window_pad)
+                                 int(first.cx_voltage_decay), self.profile, high, timesteps,
+                                 timesteps + self.window_pad, input_min=low)
         return [dict(row, layer=i) for row, i in zip(rows, index)]
 
     def arch(self) -> Dict[str, Any]:

@@ -26,7 +26,42 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from neurokd.hardware import HardwareProfile
-from neurokd.models.spec import ArchSpec, ConvLayer, FlattenLayer
+from neurokd.models.spec import ArchSpec, ConvLayer, FlattenLayer, NeuronSpec
+
+
+@dataclass(frozen=True)
+class ChipNeuron:
+    """A CUBA neuron's parameters as the chip's integers: 12-bit current and voltage decays and
+    the threshold mantissa (the spike test is ``v > vth_mant << state_shift``)."""
+
+    i_decay: int
+    v_decay: int
+    vth_mant: int
+
+    @property
+    def decays(self) -> Tuple[int, int]:
+        return self.i_decay, self.v_decay
+
+
+def chip_neuron(neuron: NeuronSpec, profile: HardwareProfile,
+                threshold: Optional[float] = None) -> ChipNeuron:
+    """The one mapping from a spec's float neuron to the chip's integers, rounded as slayer rounds
+    them (and as its netx export writes them): each decay ``d`` becomes ``round(float32(d ·
+    2^decay_bits))`` (half to even), the threshold ``θ`` becomes ``int(int(θ · s) / s · s)`` with
+    ``s`` the weight scale. Every network of the family (float, quantized, converted, imported)
+    reads its integers here; a test holds it equal to slayer's ``cx_current_decay``,
+    ``cx_voltage_decay`` and ``v_th_mant``. ``threshold``: a layer's own threshold in place of
+    the neuron's (``ArchSpec.layer_thresholds``)."""
+    full = 1 << profile.decay_bits
+    scale = profile.weight_scale
+
+    def decay(d: float) -> int:
+        return int(torch.round(torch.tensor([full * d], dtype=torch.float32)).clamp(0, full))
+
+    theta = neuron.threshold if threshold is None else threshold
+    threshold = int(theta * scale) / scale
+    return ChipNeuron(decay(neuron.current_decay), decay(neuron.voltage_decay),
+                      int(threshold * scale))
 
 
 class _SpikeFn(torch.autograd.Function):
@@ -284,27 +319,32 @@ def synaptic_input(weight: torch.Tensor, x: torch.Tensor, stride: int = 1, paddi
 
 
 # ---------------------------------------------------------------- worst-case state
-def encoder_input_max(encoder: str) -> int:
-    """Largest value one input entry of ``encoder`` carries: 1 for binary spikes, ``2^b - 1`` for
-    ``b``-bit graded spikes (direct current injection)."""
+def encoder_input_range(encoder: str) -> Tuple[int, int]:
+    """Smallest and largest value one input entry of ``encoder`` carries: 0 and 1 for binary
+    spikes, 0 and ``2^b - 1`` for ``b``-bit graded spikes, ``±(2^(b-1) - 1)`` for signed ones."""
     from neurokd.data.encoders import get_encoder
 
-    bits = get_encoder(encoder).message_bits
-    return 1 if bits == 0 else (1 << bits) - 1
+    return get_encoder(encoder).input_range
 
 
 def synaptic_range(weight: torch.Tensor, in_shape: Sequence[int], input_max: int, conv: bool = False,
-                   stride: int = 1, padding: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+                   stride: int = 1, padding: int = 0, input_min: int = 0
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per neuron (flattened), the largest and the smallest synaptic input ``a_in`` of one step, in
-    chip integer units, over every input frame whose entries lie in ``0..input_max``: ``input_max``
-    times the sum of the neuron's positive (negative) weights that reach it, a convolution's zero
-    padding included. Both as int64; the largest is ≥ 0 and the smallest ≤ 0 (an empty frame)."""
+    chip integer units, over every input frame whose entries lie in ``input_min..input_max``
+    (``input_min`` ≤ 0 ≤ ``input_max``): the positive weights that reach the neuron times one end
+    of the range plus the negative ones times the other, a convolution's zero padding included.
+    Both as int64; the largest is ≥ 0 and the smallest ≤ 0 (an empty frame)."""
     w = weight.detach().to(torch.float64)
-    full = torch.full((1, *in_shape, 1), float(input_max), dtype=torch.float64)
-    if not conv:
-        full = full.reshape(1, -1, 1)
-    high = synaptic_input(w.clamp(min=0), full, stride, padding, conv)
-    low = synaptic_input(w.clamp(max=0), full, stride, padding, conv)
+
+    def frame(value: int) -> torch.Tensor:
+        full = torch.full((1, *in_shape, 1), float(value), dtype=torch.float64)
+        return full if conv else full.reshape(1, -1, 1)
+
+    pos, neg = w.clamp(min=0), w.clamp(max=0)
+    top, bottom = frame(input_max), frame(input_min)
+    high = synaptic_input(pos, top, stride, padding, conv) + synaptic_input(neg, bottom, stride, padding, conv)
+    low = synaptic_input(pos, bottom, stride, padding, conv) + synaptic_input(neg, top, stride, padding, conv)
     return high.reshape(-1).round().to(torch.int64), low.reshape(-1).round().to(torch.int64)
 
 
@@ -352,12 +392,12 @@ def worst_case_state(high: torch.Tensor, low: torch.Tensor, active: Sequence[boo
 
 def worst_case_states(spec: ArchSpec, layers: Sequence[Dict[str, Any]], i_decay: int, v_decay: int,
                       profile: HardwareProfile, input_max: int, timesteps: int, window: int,
-                      delay: bool = True) -> List[Dict[str, Any]]:
+                      delay: bool = True, input_min: int = 0) -> List[Dict[str, Any]]:
     """Per spiking layer of ``spec``, the bound of ``worst_case_state`` over a sample's window of
     ``window`` steps (``timesteps`` input frames, then zero frames). ``layers``: per spiking layer
     ``{"weight": chip-unit integers, "vth": int, "bias": int64 per neuron or channel, or None}``.
 
-    The first layer receives entries in ``0..input_max`` on the input frames; every later layer
+    The first layer receives entries in ``input_min..input_max`` on the input frames; every later layer
     receives binary spikes, any of them, at every step at which its input layer can fire: from
     step ``l`` on for layer ``l`` with the one-step delay per layer (``delay``), from step 0 on
     without it (a biased network, whose input frames come after ``window - timesteps`` lead zero
@@ -371,9 +411,10 @@ def worst_case_states(spec: ArchSpec, layers: Sequence[Dict[str, Any]], i_decay:
             in_shape = out_shape
             continue
         conv = isinstance(layer, ConvLayer)
-        top = input_max if i == 0 else 1
+        top, bottom = (input_max, input_min) if i == 0 else (1, 0)
         high, low = synaptic_range(layers[i]["weight"], in_shape, top, conv,
-                                   layer.stride2 if conv else 1, layer.padding2 if conv else 0)
+                                   layer.stride2 if conv else 1, layer.padding2 if conv else 0,
+                                   input_min=bottom)
         if i == 0:
             first = 0 if delay else window - timesteps
             active = [first <= t < first + timesteps for t in range(window)]

@@ -27,7 +27,7 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile, load_profile
 from neurokd.models.contract import SpikingModel
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
-from neurokd.models.cuba.numerics import StateStats, cuba_dynamics, synaptic_input
+from neurokd.models.cuba.numerics import StateStats, chip_neuron, cuba_dynamics, synaptic_input
 from neurokd.models.quantizers import QUANTIZERS, init_step, round_ste
 
 
@@ -39,12 +39,9 @@ def check_bits(bits: Sequence[int], profile: HardwareProfile) -> None:
 
 
 def neuron_integers(spec: ArchSpec, profile: HardwareProfile) -> Tuple[int, int, int]:
-    """The spec neuron's ``(iDecay, vDecay, vThMant)`` as slayer and netx compute them."""
-    from neurokd.models.cuba.net import SpikingNet
-
-    block = next(b for b in SpikingNet(spec, profile).blocks if getattr(b, "neuron", None) is not None)
-    n = block.neuron
-    return int(n.cx_current_decay), int(n.cx_voltage_decay), int(n.v_th_mant)
+    """The spec neuron's ``(iDecay, vDecay, vThMant)`` (``numerics.chip_neuron``)."""
+    n = chip_neuron(spec.neuron, profile)
+    return n.i_decay, n.v_decay, n.vth_mant
 
 
 class QuantSpikingNet(SpikingModel):
@@ -63,7 +60,10 @@ class QuantSpikingNet(SpikingModel):
             raise NeurokdError(f"{len(bits)} bit-widths given for {len(spiking)} spiking layers")
         check_bits(bits, profile)
         self.bits = [int(b) for b in bits]
-        self.i_decay, self.v_decay, self.vth_float = neuron_integers(spec, profile)
+        self.i_decay, self.v_decay, self.vth_mant = neuron_integers(spec, profile)
+        # each spiking layer's threshold mantissa before quantization (the first may differ)
+        self.vth_mants = [chip_neuron(spec.neuron, profile, t).vth_mant
+                          for t in spec.layer_thresholds()]
         self.flatten_input = isinstance(spec.layers[0], DenseLayer) and len(spec.input_shape) > 1
         qcls = QUANTIZERS.get(quantizer)
         weights, quantizers = [], []
@@ -84,6 +84,11 @@ class QuantSpikingNet(SpikingModel):
             in_shape = out_shape
         self.weights = nn.ParameterList(weights)
         self.quantizers = nn.ModuleList(quantizers)
+        for qz, vth in zip(quantizers, self.vth_mants):
+            # round(θ·g / step) must fit the threshold mantissa (a first layer reading signed
+            # 8-bit input has a threshold 127 times the others')
+            g = float(1 << profile.weight_shift(qz.bits))
+            qz.min_step = vth / float(profile.weight_scale) * g / profile.threshold_mantissa_max
         # Biases (one per neuron or channel, in the weights' float units), as a converted DNN has.
         self.has_bias = bool(bias)
         self.biases = nn.ParameterList(
@@ -106,7 +111,7 @@ class QuantSpikingNet(SpikingModel):
         with torch.no_grad():
             for w, s, qz in zip(q.weights, src, q.quantizers):
                 w.copy_(s.reshape(w.shape))
-                qz.step.fill_(init_step(w, qz.bits, step_rule))
+                qz.step.fill_(max(init_step(w, qz.bits, step_rule), qz.min_step))
         return q
 
     @property
@@ -133,9 +138,9 @@ class QuantSpikingNet(SpikingModel):
         Quantized: exact integers; otherwise the float reference."""
         w, q = self.weights[i], self.quantizers[i]
         scale = float(self.profile.weight_scale)
-        theta = self.vth_float / scale
+        theta = self.vth_mants[i] / scale
         if not quantized:
-            return w * scale, w.new_tensor(float(self.vth_float))
+            return w * scale, w.new_tensor(float(self.vth_mants[i]))
         step = q.effective_step(w.numel())
         g = float(1 << self.profile.weight_shift(q.bits))
         weight = q.integers(w, step) * g
@@ -270,11 +275,12 @@ class QuantSpikingNet(SpikingModel):
         (``encoder``'s range on ``timesteps`` frames, any binary spikes into later layers), before
         Loihi's wrap and clip, from the exported integers. Rows as in ``state_extremes``; see
         ``numerics.worst_case_states``."""
-        from neurokd.models.cuba.numerics import encoder_input_max, worst_case_states
+        from neurokd.models.cuba.numerics import encoder_input_range, worst_case_states
 
+        low, high = encoder_input_range(encoder)
         return worst_case_states(self.spec, self.export_integers(), self.i_decay, self.v_decay,
-                                 self.profile, encoder_input_max(encoder), timesteps,
-                                 timesteps + self.window_pad, delay=not self.has_bias)
+                                 self.profile, high, timesteps, timesteps + self.window_pad,
+                                 delay=not self.has_bias, input_min=low)
 
     # ------------------------------------------------------------------ export
     def to_slayer(self) -> nn.Module:

@@ -12,12 +12,18 @@ from tests.conftest import write_idx
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
-def test_every_dataset_gives_seeded_disjoint_splits(name, mnist_dir):
+def test_every_dataset_gives_seeded_disjoint_splits(name, mnist_dir, tmp_path):
+    from tests.data.test_radioml_cli import _rml2016, _rml2018
+
     kwargs = {"data_dir": str(mnist_dir)} if name == "mnist" else {}
+    if name.startswith("radioml"):  # small stand-ins for the user's files, in their formats
+        (_rml2016 if name == "radioml2016" else _rml2018)(tmp_path / "rml")
+        kwargs = {"data_dir": str(tmp_path / "rml")}
     a = load_dataset(name, seed=3, **kwargs)
     b = load_dataset(name, seed=3, **kwargs)
     c = load_dataset(name, seed=4, **kwargs)
-    assert a.num_classes == {"sensing": 2, "modulation": 8, "symbols": 4}.get(name, 10)
+    assert a.num_classes == {"sensing": 2, "modulation": 8, "symbols": 4, "radioml2016": 3,
+                             "radioml2018": 24}.get(name, 10)
     for split in (a.train, a.val, a.test):
         assert split.x.dtype == np.float32 and split.x.shape[1:] == a.input_shape
         assert 0.0 <= split.x.min() and split.x.max() <= 1.0
@@ -97,11 +103,16 @@ def test_mnist_errors_name_the_problem(tmp_path, mnist_dir):
 @pytest.mark.parametrize("name", ENCODERS.names())
 def test_every_encoder_gives_integer_frames_in_slayer_layout(name):
     enc = get_encoder(name)
-    x = torch.rand(5, 1, 4, 4)
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    if enc.signed:
+        x = 2 * x - 1
     frames = encode_window(x, enc, 6, 3, torch.Generator().manual_seed(0))
     assert frames.shape == (5, 1, 4, 4, 9)
     assert torch.equal(frames, frames.round())
-    assert frames.min() >= 0 and frames.max() <= max(1, (1 << enc.message_bits) - 1)
+    lo, hi = enc.input_range
+    assert lo >= -max(1, (1 << enc.message_bits) - 1) and hi <= max(1, (1 << enc.message_bits) - 1)
+    assert frames.min() >= lo and frames.max() <= hi
+    assert (frames.min() < 0) == enc.signed  # only a signed encoder sends negative messages
     assert frames[..., 6:].abs().sum() == 0  # the padding is silent
     again = encode_window(x, enc, 6, 3, torch.Generator().manual_seed(0))
     assert torch.equal(frames, again)

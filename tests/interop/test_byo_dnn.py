@@ -189,8 +189,8 @@ def test_convert_onnx_and_factory_give_the_integers_of_the_torch_module(tmp_path
     export(model, tmp_path / "m.onnx")
     torch.save(model.state_dict(), tmp_path / "w.pt")
     assert main(["convert", "--teacher", "m.onnx", "--out", "onnx", *FAST]) == 0
-    assert main(["convert", "--teacher", f"tests.test_byo_dnn:make_{name}", "--teacher-weights",
-                 "w.pt", "--out", "fac", *FAST]) == 0
+    assert main(["convert", "--teacher", f"tests.interop.test_byo_dnn:make_{name}",
+                 "--teacher-weights", "w.pt", "--out", "fac", *FAST]) == 0
     direct = integers(_direct(tmp_path / "onnx", model))
     for run in ("onnx", "fac"):
         snn, _ = pipeline.load_snn(tmp_path / run / "snn.pt")
@@ -200,7 +200,7 @@ def test_convert_onnx_and_factory_give_the_integers_of_the_torch_module(tmp_path
     onnx_src = json.loads((tmp_path / "onnx" / "metrics.json").read_text())["teacher_source"]
     fac_src = json.loads((tmp_path / "fac" / "metrics.json").read_text())["teacher_source"]
     assert onnx_src["kind"] == "onnx" and onnx_src["path"] == "m.onnx"
-    assert fac_src == {"kind": "factory", "factory": f"tests.test_byo_dnn:make_{name}",
+    assert fac_src == {"kind": "factory", "factory": f"tests.interop.test_byo_dnn:make_{name}",
                        "kwargs": {}, "weights": "w.pt", "weights_sha256": fac_src["weights_sha256"]}
     assert len(fac_src["weights_sha256"]) == 64
 
@@ -208,7 +208,7 @@ def test_convert_onnx_and_factory_give_the_integers_of_the_torch_module(tmp_path
 def test_factory_from_the_current_folder_with_kwargs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "byo_cwd_nets.py").write_text(
-        "from tests.test_byo_dnn import make_cnn\n"
+        "from tests.interop.test_byo_dnn import make_cnn\n"
         "def build(width=4):\n    return make_cnn(width)\n")
     model = trained_like(lambda: make_cnn(6))
     torch.save(model.state_dict(), tmp_path / "w6.pt")
@@ -287,13 +287,15 @@ def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, monkeypatch, cap
         (["convert", "--teacher", "sig.onnx"], "operator 'Sigmoid' (node '/act/Sigmoid')"),
         (["convert", "--teacher", "text.onnx"], "text.onnx: not an ONNX model"),
         (["convert", "--teacher", "empty.onnx"], "empty.onnx: not an ONNX model"),
-        (["convert", "--teacher", "tests.test_byo_dnn:make_cnn", "--teacher-weights", "mlp.pt"],
-         "mlp.pt: the weights do not fit tests.test_byo_dnn:make_cnn (missing keys conv1.weight"),
-        (["convert", "--teacher", "tests.test_byo_dnn:make_mlp", "--teacher-weights", "extra.pt"],
-         "unexpected keys extra.weight"),
-        (["convert", "--teacher", "tests.test_byo_dnn:make_cnn", "--teacher-weights", "mlp.pt",
-          "--teacher-kwargs", "{width: 3}"], "missing keys"),
-        (["convert", "--teacher", "tests.test_byo_dnn:make_mlp", "--teacher-weights",
+        (["convert", "--teacher", "tests.interop.test_byo_dnn:make_cnn",
+          "--teacher-weights", "mlp.pt"],
+         "mlp.pt: the weights do not fit tests.interop.test_byo_dnn:make_cnn "
+         "(missing keys conv1.weight"),
+        (["convert", "--teacher", "tests.interop.test_byo_dnn:make_mlp",
+          "--teacher-weights", "extra.pt"], "unexpected keys extra.weight"),
+        (["convert", "--teacher", "tests.interop.test_byo_dnn:make_cnn",
+          "--teacher-weights", "mlp.pt", "--teacher-kwargs", "{width: 3}"], "missing keys"),
+        (["convert", "--teacher", "tests.interop.test_byo_dnn:make_mlp", "--teacher-weights",
           "scripted.pt"], "refused: the archive holds TorchScript code"),
         (["convert", "--teacher", "no_such_module_xyz:make", "--teacher-weights", "mlp.pt"],
          "no module named 'no_such_module_xyz'"),
@@ -301,11 +303,13 @@ def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, monkeypatch, cap
          "NOT_CALLABLE is a int, not a callable factory"),
         (["convert", "--teacher", "byo_refusals:missing", "--teacher-weights", "mlp.pt"],
          "byo_refusals has no attribute 'missing'"),
-        (["convert", "--teacher", "tests.test_byo_dnn:make_mlp"], "needs its trained weights"),
+        (["convert", "--teacher", "tests.interop.test_byo_dnn:make_mlp"],
+         "needs its trained weights"),
         (["convert", "--teacher", "sig.onnx", "--teacher-kwargs", "{a: 1}"],
          "--teacher-kwargs goes with a module:factory teacher"),
-        (["convert", "--teacher", "tests.test_byo_dnn:make_mlp", "--teacher-weights", "mlp.pt",
-          "--dataset", "sensing"], "the teacher cannot take the data's input"),
+        (["convert", "--teacher", "tests.interop.test_byo_dnn:make_mlp",
+          "--teacher-weights", "mlp.pt", "--dataset", "sensing"],
+         "the teacher cannot take the data's input"),
         (["distill", "--teacher", "text.onnx"], "text.onnx: not an ONNX model"),
     ]
     for args, message in cases:
@@ -325,7 +329,8 @@ def test_model_and_data_must_agree(tmp_path):
                                            "has 5 classes"):
         load_dnn(path, (1, 8, 8), 5)
     with pytest.raises(NeurokdError, match="gives outputs of shape \\[10\\] per sample"):
-        load_dnn(teacher_ref("tests.test_byo_dnn:make_mlp", _weights(tmp_path)), (1, 8, 8), 4)
+        load_dnn(teacher_ref("tests.interop.test_byo_dnn:make_mlp", _weights(tmp_path)),
+                 (1, 8, 8), 4)
 
 
 def _weights(tmp_path: Path) -> Path:

@@ -19,7 +19,7 @@ from neurokd.models.cuba.quantized import QuantSpikingNet, check_bits
 from neurokd.models.quantizers import FixedQuantizer, LSQQuantizer, init_step, int_range
 from neurokd.quant.schedule import ProbSchedule
 
-from tests.test_lava import CONV_SPEC
+from tests.deploy.test_lava import CONV_SPEC
 
 from tests.conftest import run_cli
 
@@ -50,7 +50,7 @@ def test_quantizer_lands_on_the_loihi_integer_grid(bits):
         s = float(q.quantizers[i].step)
         expected = torch.clamp(torch.round(q.weights[i].detach() / s), qn, qp)
         assert torch.equal(m.to(expected.dtype), expected)
-        theta = q.vth_float / LOIHI2.weight_scale
+        theta = q.vth_mant / LOIHI2.weight_scale
         assert layer["vth"] == round(theta * (1 << g) / s)
 
 
@@ -237,7 +237,7 @@ def test_conv_network_and_24_bit_overflow_match_lava(tmp_path):
     q = QuantSpikingNet.from_snn(snn, [6, 4, 8], step_rule="mse").eval()
     # Push the dense layer far past 24 bits: largest weights, the largest threshold the profile has.
     with torch.no_grad():
-        theta = q.vth_float / LOIHI2.weight_scale
+        theta = q.vth_mant / LOIHI2.weight_scale
         s = theta * (1 << LOIHI2.weight_shift(4)) / LOIHI2.threshold_mantissa_max
         q.quantizers[1].step.fill_(s)
         q.weights[1].copy_(torch.where(torch.rand(q.weights[1].shape) < 0.8, 7 * s, -8 * s))
@@ -249,10 +249,14 @@ def test_conv_network_and_24_bit_overflow_match_lava(tmp_path):
     assert res["lava_spike_match"] == 1.0
 
 
-def test_a_layer_that_cannot_be_represented_is_refused():
+def test_a_step_too_small_for_the_threshold_is_raised_to_the_floor_or_refused():
     q = QuantSpikingNet.from_snn(_snn(), [8, 8])
     with torch.no_grad():
         q.quantizers[0].step.fill_(1e-7)  # would need a threshold mantissa far beyond 17 bits
+    # the layer's step floor keeps its threshold within the chip's 17-bit mantissa
+    assert 0 < q.export_integers()[0]["vth"] <= LOIHI2.threshold_mantissa_max
+    assert float(q.quantizers[0].effective_step(1)) == pytest.approx(q.quantizers[0].min_step)
+    q.quantizers[0].min_step = 1e-8  # without the floor, the export refuses the layer
     with pytest.raises(NeurokdError, match="layer 0: .*threshold mantissa .* beyond the 17 bits"):
         q.export_integers()
 
@@ -341,7 +345,7 @@ def _saturated(snn, seed=0, negative=0.7, firing=0):
     voltages run into the clip; the last ``firing`` output neurons get mostly positive ones."""
     q = QuantSpikingNet.from_snn(snn, [8, 8], "fixed", step_rule="max").eval()
     with torch.no_grad():
-        theta = q.vth_float / LOIHI2.weight_scale
+        theta = q.vth_mant / LOIHI2.weight_scale
         s = theta * (1 << LOIHI2.weight_shift(8)) / LOIHI2.threshold_mantissa_max
         q.quantizers[1].step.fill_(s)
         draw = torch.rand(q.weights[1].shape, generator=torch.Generator().manual_seed(seed))

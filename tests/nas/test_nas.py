@@ -314,7 +314,7 @@ def test_search_cli_writes_a_spec_that_training_accepts_and_refuses_bad_input(tm
     assert {r["arch"] for r in front} == expected and len(front) == len(expected) >= 1
     (tmp_path / "space.yaml").write_text("conv_layers: [2, 1]\n")
     (tmp_path / "odd.yaml").write_text("depth: 3\n")
-    bad = [(["--proxy", "magic"], "unknown proxy 'magic'"),
+    bad = [(["--proxy", "magic"], "invalid choice: 'magic'"),
            (["--max-cores", "1"], "no architecture in the search space meets the budget"),
            (["--max-synops", "100"], "no architecture in the search space meets the budget"),
            (["--space", "space.yaml"], "conv_layers must be [min, max]"),

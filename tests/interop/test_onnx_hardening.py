@@ -29,9 +29,9 @@ from neurokd.interop.teachers import load_dnn, teacher_ref
 from neurokd.convert.dnn import (Stage, balance_scales, check_calibration, convert_dnn,
                                    dnn_stages, to_quant_snn)
 
-from tests.test_byo_dnn import DIGITS, FAST, export, make_mlp, trained_like
+from tests.conftest import REPO
+from tests.interop.test_byo_dnn import DIGITS, FAST, export, make_mlp, trained_like
 
-REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
 
 
@@ -538,7 +538,7 @@ def test_a_factory_or_module_that_exits_is_one_line(tmp_path, monkeypatch, capsy
     _write(tmp_path, "hk_exit_forward", """
         import sys
         from torch import nn
-        from tests.test_byo_dnn import make_mlp
+        from tests.interop.test_byo_dnn import make_mlp
         class Quits(nn.Sequential):
             def forward(self, x):
                 sys.exit(0)
@@ -576,7 +576,7 @@ def test_the_weights_file_is_checked_before_the_users_code_runs(tmp_path, monkey
     _write(tmp_path, "hk_marker", """
         from pathlib import Path
         Path("imported").write_text("yes")
-        from tests.test_byo_dnn import make_mlp
+        from tests.interop.test_byo_dnn import make_mlp
         def make():
             Path("called").write_text("yes")
             return make_mlp()
@@ -612,14 +612,14 @@ def test_non_finite_teachers_stop_distill_and_convert(tmp_path, monkeypatch, cap
     cli_refuses(tmp_path, capsys, ["convert", "--teacher", "inf.onnx"], "inf.onnx: " + message)
     cli_refuses(tmp_path, capsys, ["convert", "--teacher", "ok.onnx", "--teacher-weights",
                                    "inf.pt"], "inf.pt: state_dict entry 'head.weight' holds NaN")
-    cli_refuses(tmp_path, capsys, ["convert", "--teacher", "tests.test_byo_dnn:make_mlp",
+    cli_refuses(tmp_path, capsys, ["convert", "--teacher", "tests.interop.test_byo_dnn:make_mlp",
                                    "--teacher-weights", "inf.pt"], "state_dict entry 'head.weight'")
 
 
 def test_a_factory_whose_own_buffers_are_not_finite_is_refused(tmp_path):
     _write(tmp_path, "hk_buffers", """
         import torch
-        from tests.test_byo_dnn import make_mlp
+        from tests.interop.test_byo_dnn import make_mlp
         def make():
             model = make_mlp()
             model.register_buffer("scale", torch.tensor([float("nan")]), persistent=False)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.conftest import REPO
+
+BENCH = REPO / "benchmarks"
 sys.path.insert(0, str(BENCH))
 import nas_correlation  # noqa: E402
 import nas_probe_choices  # noqa: E402

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch  # imported before the workers fork, as in the benchmark scripts
 
-from tests.conftest import process_alive
+from tests.conftest import REPO, process_alive
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = REPO / "benchmarks"
 sys.path.insert(0, str(BENCH))
 import common  # noqa: E402
 from common import Cell, CellBenchmark, CellStore, run_cells  # noqa: E402

@@ -50,3 +50,31 @@ def test_both_networks_report_the_chip_decays_they_compute_with():
                                  int(block.neuron.cx_voltage_decay))
     assert q.chip_decays() == snn.chip_decays()  # quantization keeps the neuron's decays
     assert all(0 <= d <= snn.profile.decay_scale for d in snn.chip_decays())
+
+
+def test_the_one_float_to_chip_mapping_rounds_as_slayer_does():
+    """chip_neuron is the family's only float → integer mapping; slayer (and its netx export)
+    computes the same integers from the same floats, including the rounding edges."""
+    import random
+
+    from neurokd.hardware import load_profile
+    from neurokd.models.cuba.net import _slayer
+    from neurokd.models.cuba.numerics import chip_neuron
+    from neurokd.models.spec import NeuronSpec
+
+    profile = load_profile("loihi2")
+    slayer = _slayer()
+    rng = random.Random(0)
+    edges = [0.0, 1.0, 0.25, 0.03, 0.5 / 4096, 1.5 / 4096, 2.5 / 4096, 4095.5 / 4096]
+    decays = edges + [rng.random() for _ in range(40)]
+    thresholds = [1.25, 0.01, 64.0, 100.3, 1 / 64, 3 / 128, 1 / 128] + [rng.uniform(0.02, 300)
+                                                                        for _ in range(41)]
+    seen = set()
+    for cd, vd, th in zip(decays, reversed(decays), thresholds):
+        n = slayer.neuron.cuba.Neuron(threshold=th, current_decay=cd, voltage_decay=vd,
+                                      scale=profile.weight_scale)
+        chip = chip_neuron(NeuronSpec(threshold=th, current_decay=cd, voltage_decay=vd), profile)
+        assert (chip.i_decay, chip.v_decay, chip.vth_mant) == (
+            int(n.cx_current_decay), int(n.cx_voltage_decay), int(n.v_th_mant)), (cd, vd, th)
+        seen.add(chip.i_decay)
+    assert {0, 2, 4096} <= seen  # half-way decays round to even, as torch.round does
