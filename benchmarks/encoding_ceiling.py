@@ -17,6 +17,7 @@ One cell per (task, generator seed, T); seeds draw new frames and new Bernoulli 
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from pathlib import Path
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
     seeds = list(range(args.seeds))
     bench = CellBenchmark("encoding_ceiling", lambda task: plan(task, seeds),
                           lambda task, res: summarize(task, res, seeds), markdown,
-                          extra={"machine": f"{platform.machine()}, {platform.processor() or '?'}"})
+                          extra={"machine": f"{platform.machine()}, {os.cpu_count()} CPUs"})
     return bench.main(args, args.datasets, seeds)
 
 

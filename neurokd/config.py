@@ -68,6 +68,8 @@ class TeacherConfig(TrainConfig):
     batch_size: int = Field(64, gt=0)
     patience: int = Field(15, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate: "
+                                                    "constant, or cosine decay to 0 over the epochs")
 
 
 class StudentConfig(TrainConfig):

@@ -86,7 +86,7 @@ def train_teacher(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log =
     res = fit(model, ds.train, ds.val, identity, logits_of, epochs=t.epochs, lr=t.lr,
               batch_size=t.batch_size, patience=t.patience, weight_decay=t.weight_decay,
               seed=cfg.seed, desc=f"teacher {t.model}", progress=progress, log=log,
-              device=cfg.device)
+              device=cfg.device, schedule=t.schedule)
     test_acc = accuracy(model.eval(), ds.test, identity, logits_of, seed=cfg.seed)
     return model, {"teacher_accuracy": test_acc, "teacher_val_accuracy": res.best_val_accuracy,
                    "teacher_epochs": res.epochs_run, "teacher_best_epoch": res.best_epoch,

@@ -93,8 +93,37 @@ def cnn1d(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = 
         head=nn.Linear(units, num_classes)))
 
 
+@TEACHERS.register("cnn1d_deep")
+def cnn1d_deep(input_shape: Sequence[int], num_classes: int,
+               hidden: Sequence[int] = (64, 64, 64, 64, 256)) -> nn.Module:
+    """A deeper 1-D CNN over time for I/Q frames ``(C, 1, L)``: four 1×k convolutions with
+    BatchNorm and ReLU (1×7, then 1×5, 1×5 and 1×3, the last three with stride 2), a dense layer
+    and a linear head; ``hidden`` is [channels × 4, units]. No pooling, so every layer converts to
+    Loihi (``neurokd convert``) and a 1-D convolutional student can mirror it layer for layer."""
+    if len(input_shape) != 3 or input_shape[1] != 1 or input_shape[2] < 16:
+        raise NeurokdError(f"teacher 'cnn1d_deep' needs I/Q frames (C, 1, L) with L >= 16, got "
+                           f"{list(input_shape)}")
+    if len(hidden) != 5:
+        raise NeurokdError("teacher 'cnn1d_deep' takes hidden as [channels, channels, channels, "
+                           "channels, units], e.g. [64, 64, 64, 64, 256]")
+    c, _, length = input_shape
+    layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+    for i, (k, stride) in enumerate(((7, 1), (5, 2), (5, 2), (3, 2)), start=1):
+        out = hidden[i - 1]
+        layers[f"conv{i}"] = nn.Conv2d(c, out, (1, k), stride=(1, stride), padding=(0, k // 2))
+        layers[f"bn{i}"] = nn.BatchNorm2d(out)
+        layers[f"relu{i}"] = nn.ReLU()
+        length = (length + 2 * (k // 2) - k) // stride + 1
+        c = out
+    layers["flatten"] = nn.Flatten()
+    layers["fc"] = nn.Linear(c * length, hidden[4])
+    layers["relu5"] = nn.ReLU()
+    layers["head"] = nn.Linear(hidden[4], num_classes)
+    return nn.Sequential(layers)
+
+
 # The input each teacher is built for, as an example shape (tests walk the registry with it).
-EXAMPLE_INPUT: Dict[str, Tuple[int, ...]] = {"cnn1d": (5, 1, 32)}
+EXAMPLE_INPUT: Dict[str, Tuple[int, ...]] = {"cnn1d": (5, 1, 32), "cnn1d_deep": (5, 1, 32)}
 
 
 def example_input(name: str) -> Tuple[int, ...]:

@@ -70,6 +70,19 @@ def test_one_by_k_convolutions_and_pools_over_time_convert_exactly():
     assert spec.shapes()[:3] == [(6, 1, 16), (8, 1, 4), (8, 1, 1)]
 
 
+@pytest.mark.parametrize("name", ["cnn1d", "cnn1d_deep"])
+def test_the_i_q_teachers_convert_layer_for_layer(name):
+    torch.manual_seed(3)
+    shape = (2, 1, 64)
+    model = _randomise_batchnorm(build_teacher(name, shape, 5))
+    stages = dnn_stages(model, shape)
+    x = torch.rand(8, *shape) * 2 - 1  # signed I/Q
+    with torch.no_grad():
+        assert torch.allclose(stage_activations(stages, x)[-1], model(x), atol=1e-4)
+    spec = stages_spec(stages, shape)
+    assert spec.num_spiking_layers == (4 if name == "cnn1d" else 6)
+
+
 def test_mlp_with_batchnorm1d_and_dropout_folds_exactly():
     torch.manual_seed(1)
     model = _randomise_batchnorm(nn.Sequential(OrderedDict(
