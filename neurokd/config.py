@@ -70,6 +70,9 @@ class TeacherConfig(TrainConfig):
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate: "
                                                     "constant, or cosine decay to 0 over the epochs")
+    augment: Literal["none", "phase"] = Field("none", description="phase: each training frame's "
+                                              "I/Q turned by a random phase (radio I/Q datasets "
+                                              "whose classes ignore the phase: modulation, RadioML)")
 
 
 class StudentConfig(TrainConfig):

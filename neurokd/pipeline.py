@@ -17,6 +17,7 @@ from torch import nn
 from neurokd.config import RunConfig, config_to_dict
 from neurokd.data.datasets import Dataset, load_dataset
 from neurokd.data.encoders import get_encoder
+from neurokd.data.radio import augmentation
 from neurokd.deploy.verify import lava_frames, run_on_lava, verify
 from neurokd import runtime
 from neurokd.errors import NeurokdError
@@ -83,10 +84,11 @@ def train_teacher(cfg: RunConfig, ds: Dataset, progress: bool = True, log: Log =
     t = cfg.teacher
     seed_everything(cfg.seed)
     model = build_teacher(t.model, ds.input_shape, ds.num_classes, hidden=t.hidden)
+    augment = augmentation(t.augment, ds)
     res = fit(model, ds.train, ds.val, identity, logits_of, epochs=t.epochs, lr=t.lr,
               batch_size=t.batch_size, patience=t.patience, weight_decay=t.weight_decay,
               seed=cfg.seed, desc=f"teacher {t.model}", progress=progress, log=log,
-              device=cfg.device, schedule=t.schedule)
+              device=cfg.device, schedule=t.schedule, train_prepare=augment)
     test_acc = accuracy(model.eval(), ds.test, identity, logits_of, seed=cfg.seed)
     return model, {"teacher_accuracy": test_acc, "teacher_val_accuracy": res.best_val_accuracy,
                    "teacher_epochs": res.epochs_run, "teacher_best_epoch": res.best_epoch,

@@ -173,13 +173,14 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         objective: Optional[Objective] = None, param_groups: Optional[List[Dict]] = None,
         log: Optional[Callable[[str], None]] = None, keep_start: bool = False,
         schedule: str = "constant", device: str | torch.device = "cpu",
-        companions: Sequence[nn.Module] = ()) -> FitResult:
+        companions: Sequence[nn.Module] = (), train_prepare: Optional[Prepare] = None) -> FitResult:
     """Adam on ``objective`` (default: cross-entropy of ``readout``); keeps the weights of the best
     validation epoch, judged by ``readout``. Stops early after ``patience`` epochs without a better
     validation accuracy. ``param_groups`` (Adam's format) default to all of ``model``'s parameters.
     With ``keep_start`` (fine-tuning), the starting weights are validated too, as epoch 0, and kept
     when no epoch beats them. ``schedule``: ``constant`` learning rate, or ``cosine`` decay from
-    ``lr`` towards 0 over the ``epochs``, step by step.
+    ``lr`` towards 0 over the ``epochs``, step by step. ``train_prepare``: how training batches
+    are prepared, when it differs from validation (data augmentation; default ``prepare``).
 
     ``progress`` shows a progress bar; without it, each epoch is reported as one line to ``log``
     (loss, validation accuracy, seconds, an estimate of the time left), for logs and pipes. The
@@ -231,8 +232,8 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=gen)
-        total, count = _train_epoch(step, opt, sched, trained, train, prepare, order, gen,
-                                    batch_size, w, dev, desc, epoch)
+        total, count = _train_epoch(step, opt, sched, trained, train, train_prepare or prepare,
+                                    order, gen, batch_size, w, dev, desc, epoch)
         total, count = runtime.all_sum([total, count], dev)
         seconds = time.perf_counter() - t0
         val_acc = accuracy(model, val, prepare, readout, seed=seed + 1)

@@ -56,12 +56,16 @@ runs with different seeds see the same frames, split differently.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import math
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from neurokd.data.datasets import DATASETS, Dataset, Split, _make, split_indices
 from neurokd.errors import NeurokdError
+
+if TYPE_CHECKING:
+    import torch
 
 NOMINAL_NOISE_POWER = 1.0
 IQ_CHANNELS = 5  # I+, I-, Q+, Q-, constant
@@ -103,6 +107,39 @@ def iq_input(iq: np.ndarray, full_scale: np.ndarray | float, layout: str) -> np.
     if layout not in LAYOUTS:
         raise NeurokdError(f"unknown I/Q layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     return iq_signed(iq, full_scale) if layout == "signed" else iq_channels(iq, full_scale)
+
+
+def rotate_phase(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each sample's I/Q turned by its own random phase (uniform in [0, 2π)), the same for all its
+    samples, then clipped to full scale again: a label-preserving augmentation for tasks whose
+    classes do not depend on the carrier phase (modulation). ``x`` ``(N, C, 1, L)`` in either
+    layout: ``C = 2`` signed ``I, Q``; ``C = 5`` split ``I+, I-, Q+, Q-, 1``."""
+    import torch
+
+    c = x.shape[1]
+    if c not in (2, IQ_CHANNELS):
+        raise NeurokdError(f"phase rotation needs I/Q frames with 2 or {IQ_CHANNELS} channels, got {c}")
+    i, q = (x[:, 0], x[:, 1]) if c == 2 else (x[:, 0] - x[:, 1], x[:, 2] - x[:, 3])
+    theta = torch.rand(len(x), 1, 1, generator=generator, dtype=torch.float64) * (2 * math.pi)
+    cos, sin = torch.cos(theta).to(x.dtype), torch.sin(theta).to(x.dtype)
+    i, q = (i * cos - q * sin).clamp(-1, 1), (i * sin + q * cos).clamp(-1, 1)
+    if c == 2:
+        return torch.stack([i, q], dim=1)
+    return torch.stack([i.clamp(min=0), (-i).clamp(min=0), q.clamp(min=0), (-q).clamp(min=0),
+                        x[:, 4]], dim=1)
+
+
+def augmentation(name: str, ds: Dataset):
+    """The training-batch transform ``name`` (``TeacherConfig.augment``) as a ``prepare``
+    function, or None for ``none``; ``phase`` only for I/Q classification data."""
+    if name == "none":
+        return None
+    if name != "phase":
+        raise NeurokdError(f"unknown augmentation {name!r}; choose none or phase")
+    if ds.task != "classification" or ds.test.iq is None:
+        raise NeurokdError("augment=phase turns I/Q frames whose class ignores the phase "
+                           f"(modulation, RadioML); {ds.name!r} has none")
+    return rotate_phase
 
 
 def sensing_full_scale(full_scale: float, n: int) -> np.ndarray:

@@ -108,3 +108,32 @@ def test_signed_students_match_lava_spike_for_spike_float_and_quantized(tmp_path
         assert res["_torch_spikes"].sum() > 0, name  # over real activity
         frames = res.get("_frames")
         assert frames is None or (frames < 0).any()
+
+
+def test_phase_rotation_turns_each_frame_and_keeps_its_layout():
+    from neurokd.data.radio import iq_channels, rotate_phase
+
+    rng = np.random.default_rng(0)
+    iq = ((rng.normal(size=(6, 32)) + 1j * rng.normal(size=(6, 32))) * 0.1).astype(np.complex64)
+    g = torch.Generator().manual_seed(5)
+    signed = torch.as_tensor(iq_signed(iq, 1.0))
+    out = rotate_phase(signed, g)
+    z, z0 = out[:, 0, 0] + 1j * out[:, 1, 0], signed[:, 0, 0] + 1j * signed[:, 1, 0]
+    ratio = (z / z0).numpy()
+    assert np.allclose(np.abs(ratio), 1, atol=1e-4)  # a pure rotation (nothing clipped here) ...
+    assert np.allclose(ratio, ratio[:, :1], atol=1e-4)  # ... by one phase per frame ...
+    assert np.std(np.angle(ratio[:, 0])) > 0.3  # ... that differs between frames
+    split = torch.as_tensor(iq_channels(iq, 1.0))
+    again = rotate_phase(split, torch.Generator().manual_seed(5))
+    assert torch.allclose(again[:, 0] - again[:, 1], out[:, 0], atol=1e-6)
+    assert torch.allclose(again[:, 2] - again[:, 3], out[:, 1], atol=1e-6)
+    assert (again[:, :4] >= 0).all() and torch.equal(again[:, 4], split[:, 4])
+
+
+def test_phase_augmentation_is_refused_where_the_class_depends_on_more_than_shape():
+    from neurokd.data.radio import augmentation
+    from neurokd.errors import NeurokdError
+
+    with pytest.raises(NeurokdError, match="augment=phase"):
+        augmentation("phase", load_sensing(limit=600))
+    assert augmentation("none", load_sensing(limit=600)) is None
