@@ -181,6 +181,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from neurokd.config import build_config, config_to_dict
     from neurokd.metrics.report import table
     from neurokd.models.checkpoint import load_checkpoint
+    from neurokd.data.encoders import get_encoder
 
     _positive("--timesteps", args.timesteps)
     _positive("--epochs", args.epochs)
@@ -192,8 +193,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         meta = payload.get("meta") or {}
         base = config_to_dict(pipeline.config_from_meta(meta, args.data_dir, where=args.teacher))
         base.pop("convert", None)
+    # graded input: the teacher run's when it was graded (a teacher trained on signed I/Q reads
+    # the signed layout), else 4-bit direct
+    encoder = args.encoder or base.get("student", {}).get("encoder", "direct")
+    if args.encoder is None and not get_encoder(encoder).message_bits:
+        encoder = "direct"
     values = {"hardware": args.hardware, "student.timesteps": args.timesteps,
-              "student.encoder": "direct", "convert.method": args.method,
+              "student.encoder": encoder, "convert.method": args.method,
               "convert.epochs": args.epochs, "data.dataset": args.dataset,
               "data.data_dir": args.data_dir, "device": args.device}
     cfg = build_config(None, args.set, values, base=base)

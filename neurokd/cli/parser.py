@@ -313,6 +313,9 @@ def _add_convert(sub) -> None:
                                       "(default: the teacher run's, loihi2 unless set)")
     p.add_argument("--method", choices=_choices("convert", "method"),
                    help="qkd (default) or plain conversion")
+    p.add_argument("--encoder", metavar="NAME",
+                   help="the SNN's graded input: direct (default), direct8, or signed8 (the "
+                        "signed I/Q as it is; the default for a teacher trained on it)")
     p.add_argument("--epochs", type=int, metavar="N",
                    help=f"most qkd fine-tuning epochs (convert.epochs, default "
                         f"{_defaults().convert.epochs})")

@@ -137,3 +137,32 @@ def test_phase_augmentation_is_refused_where_the_class_depends_on_more_than_shap
     with pytest.raises(NeurokdError, match="augment=phase"):
         augmentation("phase", load_sensing(limit=600))
     assert augmentation("none", load_sensing(limit=600)) is None
+
+
+@pytest.mark.lava
+def test_a_teacher_on_signed_iq_converts_with_signed_input_and_matches_lava(tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    small = ["--set", "data.radio={n_frames: 1200}", "--no-progress"]
+    r = run_cli("train-teacher", "--dataset", "sensing", "--set", "student.encoder=signed8",
+                "--set", "teacher.epochs=3", "--out", "t", *small, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # no --encoder: the teacher read signed I/Q, so the SNN does too
+    r = run_cli("convert", "--teacher", "t/teacher.pt", "-T", "8", "--method", "plain", "--out", "c",
+                *small, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    # the converted network computes what its teacher does, layer by layer
+    assert abs(meta["snn_accuracy"] - meta["teacher_accuracy"]) < 0.1, meta
+    assert all(row["correlation"] > 0.8 for row in meta["layers"]), meta["layers"]
+    r = run_cli("verify", "--snn", "c/snn.pt", "--net", "c/network.net", "--samples", "20", "--json",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["lava_spike_match"] == 1.0
+    r = run_cli("convert", "--teacher", "t/teacher.pt", "-T", "8", "--encoder", "rate", "--out", "d",
+                *small, cwd=tmp_path)
+    # a binary encoder would read the split layout, which the teacher was not trained on
+    assert r.returncode == 2 and "teacher takes input [2, 1, 128]" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "d").exists()
