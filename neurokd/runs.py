@@ -99,8 +99,8 @@ def demo(cfg: RunConfig, out: str | Path, force: bool = False, progress: bool = 
         seconds["export"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        log(f"lava: running the first {cfg.lava.samples} test samples and comparing every output "
-            "spike with PyTorch")
+        which = "test samples spread over every SNR" if pipeline.is_radio(ds) else "first test samples"
+        log(f"lava: running {cfg.lava.samples} {which} and comparing every output spike with PyTorch")
         v = pipeline.verify(snn, net_path, ds, read_meta(net_path), cfg.lava.samples,
                             cfg.lava.backend, seed=cfg.seed, progress=progress)
         seconds["lava"] = time.perf_counter() - t0

@@ -96,7 +96,8 @@ def _progress_args(p: argparse.ArgumentParser, training: bool = True) -> None:
 
 def _lava_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, metavar="N",
-                   help="first N test samples to run through Lava (default: lava.samples of the "
+                   help="test samples to run through Lava, the first N (radio: N spread over every SNR; "
+                        "default: lava.samples of the "
                         "run that trained the network)")
     p.add_argument("--backend", choices=_choices("lava", "backend"), default="auto",
                    help="auto: Loihi 2 if lava-loihi reports one, else the CPU simulator")
@@ -172,7 +173,8 @@ def _add_demo(sub) -> None:
                    help="training epochs of the teacher (teacher.epochs, default "
                         f"{_defaults().teacher.epochs}; early stopping may end it sooner)")
     p.add_argument("--samples", type=int, metavar="N",
-                   help=f"first N test samples to run through Lava (lava.samples, default "
+                   help=f"test samples to run through Lava, the first N (radio: N spread over every SNR; "
+                        f"lava.samples, default "
                         f"{_defaults().lava.samples})")
     p.add_argument("--backend", choices=_choices("lava", "backend"),
                    help="Lava backend (lava.backend, default auto: Loihi 2 if lava-loihi reports "

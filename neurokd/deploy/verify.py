@@ -17,14 +17,19 @@ from neurokd.training import Prepare, encoded_batches, make_prepare
 
 
 def lava_frames(prepare: Prepare, split: Split, samples: int, seed: int) -> Tuple[torch.Tensor, np.ndarray]:
-    """The first ``samples`` test windows, encoded exactly as ``accuracy`` encodes them."""
+    """``samples`` test windows, encoded exactly as ``accuracy`` encodes them: the first ones, or,
+    for radio data (a split with SNRs, whose test samples may run SNR by SNR, as the symbol
+    detector's subframes do), ones evenly spaced over the whole split, so that every SNR is run."""
+    if split.snr is not None and 0 < samples < len(split):
+        split = split.take(np.linspace(0, len(split) - 1, samples).round().astype(np.int64))
     xs, ys = zip(*encoded_batches(split, prepare, seed, limit=samples))
     return torch.cat(xs), np.concatenate(ys)
 
 
 def run_on_lava(net_path: str | Path, ds: Dataset, meta: Dict[str, Any], samples: int,
                 backend: str = "auto", seed: int = 0, progress: bool = True) -> Dict[str, Any]:
-    """Run the exported network in Lava on the first ``samples`` test samples; report accuracy."""
+    """Run the exported network in Lava on ``samples`` test samples (``lava_frames``); report
+    accuracy."""
     from neurokd.deploy.lava_run import lava_input_frames, run_lava
     from neurokd.models.spec import ConvLayer, spec_from_dict
 
