@@ -67,6 +67,12 @@ def cnn_bn(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] =
         flatten=nn.Flatten(), head=nn.Linear(c2 * (h // 4) * (w // 4), num_classes)))
 
 
+def _check_iq_frames(name: str, input_shape: Sequence[int]) -> None:
+    if len(input_shape) != 3 or input_shape[1] != 1 or input_shape[2] < 16:
+        raise NeurokdError(f"teacher {name!r} needs I/Q frames (C, 1, L) with L >= 16, got "
+                           f"{list(input_shape)}")
+
+
 @TEACHERS.register("cnn1d")
 def cnn1d(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (32, 16, 128)
           ) -> nn.Module:
@@ -74,9 +80,7 @@ def cnn1d(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = 
     convolutions with BatchNorm and ReLU (the first strided, the second followed by 1×2 average
     pooling), a dense layer and a linear head. ``hidden`` is [channels, channels, units]. Every
     layer converts to Loihi (``neurokd convert``): BatchNorm folds, the pool merges into the head."""
-    if len(input_shape) != 3 or input_shape[1] != 1 or input_shape[2] < 16:
-        raise NeurokdError(f"teacher 'cnn1d' needs I/Q frames (C, 1, L) with L >= 16, got "
-                           f"{list(input_shape)}")
+    _check_iq_frames("cnn1d", input_shape)
     if len(hidden) != 3:
         raise NeurokdError("teacher 'cnn1d' takes hidden as [channels, channels, units], e.g. "
                            "[32, 16, 128]")
@@ -100,9 +104,7 @@ def cnn1d_deep(input_shape: Sequence[int], num_classes: int,
     BatchNorm and ReLU (1×7, then 1×5, 1×5 and 1×3, the last three with stride 2), a dense layer
     and a linear head; ``hidden`` is [channels × 4, units]. No pooling, so every layer converts to
     Loihi (``neurokd convert``) and a 1-D convolutional student can mirror it layer for layer."""
-    if len(input_shape) != 3 or input_shape[1] != 1 or input_shape[2] < 16:
-        raise NeurokdError(f"teacher 'cnn1d_deep' needs I/Q frames (C, 1, L) with L >= 16, got "
-                           f"{list(input_shape)}")
+    _check_iq_frames("cnn1d_deep", input_shape)
     if len(hidden) != 5:
         raise NeurokdError("teacher 'cnn1d_deep' takes hidden as [channels, channels, channels, "
                            "channels, units], e.g. [64, 64, 64, 64, 256]")

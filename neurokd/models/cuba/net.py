@@ -188,11 +188,9 @@ class SpikingNet(SpikingModel):
             shape = weight.shape[:2] if isinstance(self.spec.layers[i], DenseLayer) else weight.shape[:4]
             layers.append({"weight": weight.reshape(shape).round(), "vth": int(neuron.v_th_mant)})
             index.append(i)
-        first = next(b.neuron for b in self.blocks if getattr(b, "neuron", None) is not None)
         low, high = encoder_input_range(encoder)
-        rows = worst_case_states(self.spec, layers, int(first.cx_current_decay),
-                                 int(first.cx_voltage_decay), self.profile, high, timesteps,
-                                 timesteps + self.window_pad, input_min=low)
+        rows = worst_case_states(self.spec, layers, *self.chip_decays(), self.profile, high,
+                                 timesteps, timesteps + self.window_pad, input_min=low)
         return [dict(row, layer=i) for row, i in zip(rows, index)]
 
     def arch(self) -> Dict[str, Any]:

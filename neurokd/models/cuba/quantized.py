@@ -38,12 +38,6 @@ def check_bits(bits: Sequence[int], profile: HardwareProfile) -> None:
                                f"{', '.join(str(x) for x in profile.weight_bits_allowed)}")
 
 
-def neuron_integers(spec: ArchSpec, profile: HardwareProfile) -> Tuple[int, int, int]:
-    """The spec neuron's ``(iDecay, vDecay, vThMant)`` (``numerics.chip_neuron``)."""
-    n = chip_neuron(spec.neuron, profile)
-    return n.i_decay, n.v_decay, n.vth_mant
-
-
 class QuantSpikingNet(SpikingModel):
     """Feed-forward SNN in Loihi numerics. Input ``(N, C[, H, W], T)``; output spikes ``(N, K, T)``."""
 
@@ -60,7 +54,8 @@ class QuantSpikingNet(SpikingModel):
             raise NeurokdError(f"{len(bits)} bit-widths given for {len(spiking)} spiking layers")
         check_bits(bits, profile)
         self.bits = [int(b) for b in bits]
-        self.i_decay, self.v_decay, self.vth_mant = neuron_integers(spec, profile)
+        chip = chip_neuron(spec.neuron, profile)
+        self.i_decay, self.v_decay, self.vth_mant = chip.i_decay, chip.v_decay, chip.vth_mant
         # each spiking layer's threshold mantissa before quantization (the first may differ)
         self.vth_mants = [chip_neuron(spec.neuron, profile, t).vth_mant
                           for t in spec.layer_thresholds()]
