@@ -184,6 +184,13 @@ class ConvertConfig(_Strict):
     """
 
     method: Literal["plain", "qkd"] = "qkd"
+    neuron: Literal["cuba", "sdnn"] = Field(
+        "cuba", description="the converted network's neurons: cuba (integrate-and-fire, binary "
+        "spikes, a time window) or sdnn (sigma-delta, graded spikes: the DNN's ReLU activations "
+        "layer for layer, no window to choose; method, bits, epochs and timesteps are not used)")
+    delta_threshold: float = Field(0.0, ge=0, lt=1, description="sdnn: each hidden layer's delta "
+                                   "threshold, a fraction of its largest calibrated activation "
+                                   "(0: every change is sent; higher: fewer messages, less accuracy)")
     bits: int = Field(8, description="weight bits of every layer")
     percentile: float = Field(99.9, gt=0, le=100, description="qkd: initial clip of each layer")
     calibration: int = Field(2000, gt=0, description="training samples for threshold balancing")

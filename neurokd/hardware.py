@@ -46,6 +46,34 @@ class EnergyFigures(BaseModel):
     baseline_source: str = Field(min_length=1, description="where the MAC figures come from")
 
 
+class SigmaDeltaRules(BaseModel):
+    """Fixed-point rules of sigma-delta neurons with graded spikes (Lava's ``lava.proc.sdn``
+    ``fixed_pt`` models as netx configures them): the state holds the activation in units of
+    ``2^-(spike_exp + state_exp)``, a message carries it in units of ``2^-spike_exp`` (the state
+    shifted right by ``state_exp``), thresholds and biases in the file are shifted left by
+    ``spike_exp + state_exp``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spike_exp: int = Field(ge=0, le=16)
+    state_exp: int = Field(ge=0, le=16)
+    message_bits: int = Field(gt=1, le=32, description="signed bits of a graded spike's payload")
+    bias_bits: int = Field(gt=1, le=32, description="signed bits of a neuron's bias in the file")
+
+    @property
+    def shift(self) -> int:
+        """File thresholds and biases → state units: ``<< (spike_exp + state_exp)``."""
+        return self.spike_exp + self.state_exp
+
+    @property
+    def message_limit(self) -> int:
+        return (1 << (self.message_bits - 1)) - 1
+
+    @property
+    def bias_limit(self) -> int:
+        return (1 << (self.bias_bits - 1)) - 1
+
+
 class HardwareProfile(BaseModel):
     """Integer rules of a neuromorphic target (see ``hardware/loihi2.yaml`` for the meaning)."""
 
@@ -70,6 +98,8 @@ class HardwareProfile(BaseModel):
     neurons_per_core: int = Field(gt=0)
     synaptic_memory_bytes_per_core: int = Field(gt=0)
     max_fan_in_per_core: int = Field(gt=0)
+    sigma_delta: Optional[SigmaDeltaRules] = Field(
+        None, description="sigma-delta neurons with graded spikes (None: the chip has none)")
     energy: Optional[EnergyFigures] = Field(None, description="energy per operation (None: the "
                                                               "report gives no energy estimate)")
 

@@ -27,6 +27,8 @@ from neurokd.hardware import load_profile
 from neurokd.interop.teachers import TeacherRef
 from neurokd.models.checkpoint import load_checkpoint, save_checkpoint
 from neurokd.models.cuba.net import SpikingNet, snn_from_checkpoint
+from neurokd.models.cuba.quantized import qsnn_from_checkpoint
+from neurokd.models.sigma_delta.net import sdnn_from_checkpoint
 from neurokd.models.spec import ArchSpec, default_spec, load_spec
 from neurokd.models.teachers import build_teacher, teacher_arch, teacher_from_checkpoint
 from neurokd.metrics.resources import check_fit as check_fit_chip
@@ -282,11 +284,10 @@ def load_snn(path: str | Path) -> Tuple[SpikingNet, Dict[str, Any]]:
     for key in ("encoder", "timesteps", "config"):
         if key not in meta:
             raise NeurokdError(f"{path}: SNN checkpoint lacks {key!r} in its metadata")
-    if (payload.get("arch") or {}).get("quant") is not None:
-        from neurokd.models.cuba.quantized import qsnn_from_checkpoint
-
-        return qsnn_from_checkpoint(payload, where=str(path)), meta
-    return snn_from_checkpoint(payload, where=str(path)), meta
+    arch = payload.get("arch") or {}
+    load = (sdnn_from_checkpoint if arch.get("family") == "sdnn" else
+            qsnn_from_checkpoint if arch.get("quant") is not None else snn_from_checkpoint)
+    return load(payload, where=str(path)), meta
 
 
 # ---------------------------------------------------------------- quantization-aware training
@@ -390,6 +391,8 @@ def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Op
     from neurokd.deploy.export import export_netx
     from neurokd.metrics.activity import weight_bits
 
+    if model.family == "sdnn":  # its own writer; verify measures its messages against the limits
+        return export_netx(model, path, meta, replace=replace)
     if check_fit:
         check_fit_chip(model.spec, model.profile, weight_bits(model))
     emulated = model.quantized  # a quantized network wraps and clips as Lava does
@@ -434,10 +437,8 @@ def export_snn(model: SpikingNet, path: str | Path, meta: Dict[str, Any], ds: Op
                 + ("; 'neurokd quantize --fit-state bound' keeps every input inside by coarsening "
                    f"the layer's weight step about ×{factor:.1f} ({math.log2(factor):.1f} bits "
                    "of weight precision)" if remedy else ""))
-    if emulated:
-        meta = dict(meta, quant=model.arch()["quant"])
-        return export_netx(model.to_slayer(), path, meta, replace=replace)
-    return export_netx(model, path, meta, replace=replace)
+    net, meta = (model.to_slayer(), dict(meta, quant=model.arch()["quant"])) if emulated else (model, meta)
+    return export_netx(net, path, meta, replace=replace)
 
 
 def config_from_meta(meta: Dict[str, Any], data_dir: Optional[str] = None,

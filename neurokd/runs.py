@@ -250,6 +250,9 @@ def convert(cfg: RunConfig, teacher, out: str | Path | RunDir, *, force: bool = 
     Returns the metrics and the dataset."""
     from neurokd.interop.teachers import load_dnn
 
+    if cfg.convert.neuron == "sdnn":
+        return _convert_sdnn(cfg, teacher, out, force=force, inputs=inputs, log=log,
+                             ignore_fit=ignore_fit)
     pipeline.check_names(cfg)
     rd = run_dir(out, "convert", force, inputs)
     ds = pipeline.load_data(cfg)
@@ -275,6 +278,38 @@ def convert(cfg: RunConfig, teacher, out: str | Path | RunDir, *, force: bool = 
                 run, cfg.seed)
         energy.run_report(run, ds, energy.networks([(snn, snn_meta)], dnn, teacher_label(cfg, dnn)),
                           cfg.seed)
+        write_json(run / "metrics.json", metrics)
+    return metrics, ds
+
+
+def _convert_sdnn(cfg: RunConfig, teacher, out, *, force: bool, inputs: Sequence[Optional[str]],
+                  log: Log, ignore_fit: bool) -> Tuple[Dict[str, Any], Dataset]:
+    """``convert --neuron sdnn``: config.yaml, snn.pt, network.net (netx, sigma-delta), the
+    energy and radio reports and metrics.json."""
+    from neurokd.convert.sdnn import convert_run
+    from neurokd.interop.teachers import load_dnn
+    from neurokd.models.checkpoint import save_checkpoint
+    from neurokd.models.sigma_delta.net import EncodedSDNN
+    from neurokd.models.sigma_delta.netx import write_netx
+
+    pipeline.check_names(cfg)
+    rd = run_dir(out, "convert", force, inputs)
+    ds = pipeline.load_data(cfg)
+    with rd as run:
+        write_yaml(run / "config.yaml", config_to_dict(cfg))
+        dnn, source = load_dnn(teacher, ds.input_shape, ds.num_classes)
+        snn, metrics = convert_run(cfg, ds, dnn, log=log, check_fit=not ignore_fit)
+        metrics["teacher_source"] = source
+        meta = {**pipeline.snn_meta(cfg, ds), "timesteps": snn.timesteps}
+        save_checkpoint(run / "snn.pt", "snn", snn.arch(), snn.state_dict(), meta)
+        write_netx(snn, run / "network.net", meta)
+        if pipeline.is_radio(ds):
+            metrics["radio"] = radio_report(
+                ds, {f"DNN teacher ({teacher_label(cfg, dnn)})": (dnn, {}),
+                     "sigma-delta SNN (PyTorch = Lava)": (EncodedSDNN(snn, cfg.student.encoder), {})},
+                run, cfg.seed)
+        energy.run_report(run, ds, energy.networks([(snn, meta)], dnn, teacher_label(cfg, dnn)),
+                          cfg.seed, log=log)
         write_json(run / "metrics.json", metrics)
     return metrics, ds
 
@@ -453,8 +488,12 @@ def _write_netx(model, meta: Dict[str, Any], out: Path, options: Dict[str, Any],
 
 def _write_nir(model, meta: Dict[str, Any], out: Path, options: Dict[str, Any], log: Log
                ) -> Tuple[Path, str]:
+    from neurokd.errors import NeurokdError
     from neurokd.interop.nir import DEFAULT_DT, export_nir
 
+    if model.family == "sdnn":
+        raise NeurokdError(f"{options['snn']}: NIR has no sigma-delta neuron, so a sigma-delta "
+                           "network exports only to netx (--format netx)")
     dt = options.get("dt", DEFAULT_DT)
     path = export_nir(model, out, meta, dt=dt, replace=options["force"])
     kind = "quantized" if model.quantized else "float"

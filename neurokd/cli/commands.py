@@ -185,6 +185,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     _positive("--timesteps", args.timesteps)
     _positive("--epochs", args.epochs)
+    if args.timesteps is None and args.neuron != "sdnn":
+        raise NeurokdError("convert: --timesteps is required (unless --neuron sdnn)")
     ref = _teacher_ref(args)
     run_dir = _run_dir(args)
     base: Dict[str, Any] = {}  # a DNN from elsewhere: the defaults and the --dataset's presets
@@ -198,18 +200,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
     encoder = args.encoder or base.get("student", {}).get("encoder", "direct")
     if args.encoder is None and not get_encoder(encoder).message_bits:
         encoder = "direct"
+    if args.encoder is None and args.neuron == "sdnn" and not get_encoder(encoder).signed:
+        encoder = "direct8"  # a sigma-delta network reads its input at 8 bits
     values = {"hardware": args.hardware, "student.timesteps": args.timesteps,
               "student.encoder": encoder, "convert.method": args.method,
+              "convert.neuron": args.neuron, "convert.delta_threshold": args.delta_threshold,
               "convert.epochs": args.epochs, "data.dataset": args.dataset,
               "data.data_dir": args.data_dir, "device": args.device}
     cfg = build_config(None, args.set, values, base=base)
     metrics, _ = runs.convert(cfg, ref, run_dir, progress=_progress(args), log=print,
                               ignore_fit=args.ignore_fit)
     shown = [(k, v) for k, v in metrics.items()
-             if k not in ("layers", "converted_layers", "radio", *runs.SOURCE_KEYS)]
-    shown += [(f"layer {i} ({row['kind']}) rate corr.", row["correlation"])
-              for i, row in enumerate(metrics["layers"])]
-    print(table(shown, title=f"convert: {args.teacher} → {cfg.hardware}, T = {args.timesteps}"))
+             if k not in ("layers", "converted_layers", "radio", "synops_layers", *runs.SOURCE_KEYS)]
+    if cfg.convert.neuron == "sdnn":
+        title = f"convert: {args.teacher} → {cfg.hardware}, sigma-delta"
+    else:
+        shown += [(f"layer {i} ({row['kind']}) rate corr.", row["correlation"])
+                  for i, row in enumerate(metrics["layers"])]
+        title = f"convert: {args.teacher} → {cfg.hardware}, T = {args.timesteps}"
+    print(table(shown, title=title))
     runs.radio_lines(metrics.get("radio"), print)
     print(f"run directory: {args.out} (check it with: neurokd verify --snn {args.out}/snn.pt "
           f"--net {args.out}/network.net)")
@@ -399,6 +408,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                               progress=_progress(args))
     shown = {k: v for k, v in res.items() if not k.startswith("_") and k != "state_extremes"}
     _report(args, f"verify: {args.snn}", shown, res)
+    if res.get("lava_payload_match", 1.0) < 1.0:
+        print(f"neurokd: verify: {1 - res['lava_payload_match']:.4%} of output payloads differ "
+              f"between PyTorch and Lava ({res['lava_samples_exact']}/{res['lava_samples']} "
+              f"samples exact)", file=sys.stderr)
+        return EXIT_MISMATCH
     if res["lava_spike_match"] < 1.0:
         print(f"neurokd: verify: {1 - res['lava_spike_match']:.4%} of output spike bins differ "
               f"between PyTorch and Lava ({res['lava_samples_exact']}/{res['lava_samples']} "

@@ -30,6 +30,10 @@ def export_netx(model: SpikingNet, path: str | Path, meta: Dict[str, Any], repla
     ``replace=False`` a file that appeared at ``path`` meanwhile is kept and nothing written."""
     import h5py
 
+    if model.family == "sdnn":
+        from neurokd.models.sigma_delta.netx import write_netx
+
+        return write_netx(model, path, meta, replace=replace)
     model.eval()
     # slayer's export needs the neuron shapes, which are set by a first forward pass.
     with torch.no_grad():
@@ -147,6 +151,23 @@ def _int_field(meta: Dict[str, Any], key: str, low: int, p: Path) -> int:
     return value
 
 
+def _check_sdnn_meta(meta: Dict[str, Any], p: Path) -> None:
+    """A sigma-delta file's readout: the output scale, the host-side output bias (one integer per
+    class) and the input layer's threshold."""
+    info, bias = meta.get("sdnn"), meta.get("out_bias")
+    if not isinstance(info, dict):
+        raise NeurokdError(f"{p}: sigma-delta metadata lacks its 'sdnn' record")
+    scale = info.get("out_scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise NeurokdError(f"{p}: sigma-delta metadata out_scale is {scale!r}, expected a positive number")
+    _int_field(info, "input_vth", 0, p)
+    if not 0 <= _int_field(info, "input_shift", 0, p) <= 16:
+        raise NeurokdError(f"{p}: sigma-delta metadata input_shift outside 0..16")
+    if not isinstance(bias, list) or len(bias) != meta.get("num_classes") or not all(
+            isinstance(b, int) and not isinstance(b, bool) for b in bias):
+        raise NeurokdError(f"{p}: sigma-delta metadata out_bias must hold one integer per class")
+
+
 def check_layers(p: Path, meta: Dict[str, Any]) -> None:
     """Raise unless the file's layers are the ones its metadata's spec describes: known types,
     positive shapes, weights of the right size. Lava would otherwise fail deep inside, or run a
@@ -159,7 +180,10 @@ def check_layers(p: Path, meta: Dict[str, Any]) -> None:
     spec = spec_from_dict(meta["spec"], where=f"{p}: neurokd metadata spec")
     get_encoder(str(meta["encoder"]))
     timesteps = _int_field(meta, "timesteps", 1, p)
-    _int_field(meta, "window_pad", 1, p)
+    sdnn = meta.get("family") == "sdnn"
+    _int_field(meta, "window_pad", 0 if sdnn else 1, p)
+    if sdnn:
+        _check_sdnn_meta(meta, p)
 
     if timesteps > MAX_TIMESTEPS:
         raise NeurokdError(f"{p}: neurokd metadata timesteps {timesteps} is above {MAX_TIMESTEPS}")

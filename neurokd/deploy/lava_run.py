@@ -19,6 +19,7 @@ import io
 import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -56,9 +57,10 @@ def resolve_backend(backend: str) -> str:
 
 @dataclass
 class LavaResult:
-    spikes: np.ndarray  # (N, K, W) output spikes per sample
+    spikes: np.ndarray  # (N, K, W) output spikes per sample (any non-zero output)
     backend: str
     seconds: float
+    values: Optional[np.ndarray] = None  # (N, K, W) the output's payloads (graded networks)
 
 
 def lava_input_frames(frames: np.ndarray, conv_input: bool) -> np.ndarray:
@@ -162,19 +164,25 @@ def stop_lava(net, before=frozenset(), timeout: float = STOP_SECONDS) -> None:
 
 
 def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backend: str = "auto",
-             chunk: int = 50, progress: bool = True) -> LavaResult:
-    """Run ``frames`` (N, *lava_shape, W) through the network; return the output spikes per sample."""
+             chunk: int = 50, progress: bool = True, stream: bool = False) -> LavaResult:
+    """Run ``frames`` (N, *lava_shape, W) through the network; return the output spikes per sample.
+
+    ``stream``: the samples follow each other with no reset and no leading quiet window, the
+    network keeping its state (sigma-delta networks, which netx cannot reset); the result also
+    holds the output's payloads."""
     import time
 
     from neurokd.interrupts import start_resource_tracker
 
+    keep_state = bool(stream)
     backend = resolve_backend(backend)
     netx, RunSteps, Loihi2SimCfg, Loihi2HwCfg, lava_io = import_lava()
 
     # One window of zeros goes first: the first reset of a layer falls inside it, so the first
     # real sample, like every later one, finds each biased layer reset L steps before its first
     # frame (without it, layer l of the first sample integrated its bias l + 1 steps instead of L).
-    frames = np.concatenate([np.zeros_like(frames[:1]), frames], axis=0)
+    if not keep_state:
+        frames = np.concatenate([np.zeros_like(frames[:1]), frames], axis=0)
     n, window = frames.shape[0], frames.shape[-1]
     stream = np.moveaxis(frames, 0, -2).reshape(*frames.shape[1:-1], n * window)
     if message_bits == 0:
@@ -187,10 +195,13 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
     # layer's reset on the first step of each output window; every layer then sees exactly L zero
     # frames between its reset and the sample's first frame.
     depth = count_spiking_layers(net_path)
-    if frames.shape[-1] - pad_needed(depth) < 1:
+    if keep_state:
+        net = netx.hdf5.Network(net_config=str(net_path), input_message_bits=message_bits)
+    elif frames.shape[-1] - pad_needed(depth) < 1:
         raise NeurokdError(f"a window of {window} steps is too short for a {depth}-layer network")
-    net = netx.hdf5.Network(net_config=str(net_path), reset_interval=window,
-                            reset_offset=(1 - depth) % window, input_message_bits=message_bits)
+    else:
+        net = netx.hdf5.Network(net_config=str(net_path), reset_interval=window,
+                                reset_offset=(1 - depth) % window, input_message_bits=message_bits)
     if tuple(net.inp.shape) != tuple(stream.shape[:-1]):
         raise NeurokdError(f"{net_path}: network input shape {tuple(net.inp.shape)} does not "
                            f"match the data's {tuple(stream.shape[:-1])}")
@@ -216,18 +227,20 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
     per_run = max(1, chunk) * window
     before = set(mp.active_children())  # Lava forks its runtime's processes on the first run
     start_resource_tracker()
-    bar = tqdm(total=n - 1, desc=f"lava ({backend})", unit="sample", disable=not progress, leave=False)
+    first = 0 if keep_state else 1
+    bar = tqdm(total=n - first, desc=f"lava ({backend})", unit="sample", disable=not progress, leave=False)
     try:
         done = 0
         while done < n * window:
             steps = min(per_run, n * window - done)
             net.run(condition=RunSteps(num_steps=steps), run_cfg=run_cfg)
             done += steps
-            bar.update(max(0, min(n - 1, done // window - 1) - bar.n))
+            bar.update(max(0, min(n - first, done // window - first) - bar.n))
         out = sink.data.get()
     finally:
         bar.close()
         stop_lava(net, before)
-    spikes = out.reshape(out.shape[0], n, window).transpose(1, 0, 2)[1:]
-    return LavaResult(spikes=(spikes != 0).astype(np.uint8), backend=backend,
-                      seconds=time.perf_counter() - t0)
+    values = out.reshape(out.shape[0], n, window).transpose(1, 0, 2)[first:]
+    return LavaResult(spikes=(values != 0).astype(np.uint8), backend=backend,
+                      seconds=time.perf_counter() - t0,
+                      values=np.rint(values).astype(np.int64) if keep_state else None)

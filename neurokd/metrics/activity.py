@@ -88,7 +88,7 @@ def activity_counts(model: nn.Module, x: torch.Tensor,
     updates (all and active) and output spikes (see the module docstring). ``outputs``: the
     layers' output spikes on ``x``, if already computed (``layer_outputs``)."""
     outputs = layer_outputs(model, x) if outputs is None else outputs
-    inputs = [x] + outputs[:-1]
+    inputs = [model.first_layer_input(x)] + outputs[:-1]
     biased = bool(getattr(model, "has_bias", False))
     rows = []
     for (i, layer, in_shape, out_shape), h, out in zip(_spiking_layers(model.spec), inputs, outputs):

@@ -189,7 +189,7 @@ def measure(model: nn.Module, meta: Dict[str, Any], ds, seed: int = 0,
                 for t, c in zip(totals, counts):
                     for k in COUNTS:
                         t[k] += c[k]
-            pred = outs[-1].sum(-1).argmax(1).numpy()
+            pred = model.decode(outs[-1]).argmax(1).numpy()
         else:
             pred = model(xb).argmax(1).numpy()
         correct += int((pred == yb).sum())
@@ -361,6 +361,8 @@ def networks(snns: Sequence[Tuple[nn.Module, Dict[str, Any]]], teacher: Optional
 
 def snn_name(model: nn.Module) -> str:
     """A network's name in reports: float (slayer's 8-bit weights) or quantized, with its bits."""
+    if model.family == "sdnn":
+        return "SDNN, converted, 8-bit weights"
     if model.quantized:
         kind = "converted" if model.has_bias else "quantized"
         return f"SNN, {kind}, {'/'.join(str(b) for b in model.bits)}-bit weights"

@@ -19,7 +19,8 @@ class SpikingModel(nn.Module):
     rules it follows), ``window_pad`` (zero frames a sample needs after its input: one step of
     delay per spiking layer), and says:
 
-    - ``family``: the neuron family (``"cuba"``: Loihi's current-based LIF with binary spikes);
+    - ``family``: the neuron family (``"cuba"``: Loihi's current-based LIF with binary spikes;
+      ``"sdnn"``: sigma-delta neurons with graded spikes, ``neurokd.models.sigma_delta``);
     - ``quantized``: True when it computes in the chip's integers exactly as Lava does (after QAT
       or conversion), False for a float network that trains with surrogate gradients;
     - ``forward(x)``: output spikes ``(N, K, T)`` of input frames ``(N, *input_shape, T)``;
@@ -37,6 +38,16 @@ class SpikingModel(nn.Module):
 
     def chip_decays(self) -> Tuple[int, int]:  # pragma: no cover
         raise NotImplementedError
+
+    def decode(self, out: torch.Tensor) -> torch.Tensor:
+        """Class scores ``(N, K)`` from the output layer's ``(N, K, T)`` result: spike counts, or
+        (sigma-delta) the logits read at the window's last step."""
+        return out.sum(-1)
+
+    def first_layer_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the first synapse receives for the encoded frames ``x``: the frames themselves,
+        or (sigma-delta) the input layer's graded messages."""
+        return x
 
     def spiking_outputs(self, x: torch.Tensor) -> List[torch.Tensor]:
         outs = self.forward_intermediates(x)

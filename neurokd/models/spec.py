@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neurokd.errors import NeurokdError
 
@@ -87,8 +87,12 @@ Layer = Annotated[Union[DenseLayer, ConvLayer, FlattenLayer], Field(discriminato
 
 
 class NeuronSpec(_Strict):
-    """CUBA LIF parameters in slayer's float units (threshold × 64 = Loihi's vThMant)."""
+    """The neuron family (``type``) and, for CUBA LIF, its parameters in slayer's float units
+    (threshold × 64 = Loihi's vThMant). ``type: sdnn``: sigma-delta neurons with graded spikes
+    (:mod:`neurokd.models.sigma_delta`), whose thresholds the conversion sets per layer; the CUBA
+    parameters are then unused. A spec may write ``neuron: sdnn`` for ``neuron: {type: sdnn}``."""
 
+    type: Literal["cuba", "sdnn"] = "cuba"
     threshold: float = Field(1.25, gt=0)
     current_decay: float = Field(0.25, ge=0, le=1)
     voltage_decay: float = Field(0.03, ge=0, le=1)
@@ -100,6 +104,16 @@ class ArchSpec(_Strict):
     input_shape: List[Annotated[int, Field(gt=0)]] = Field(min_length=1, max_length=3)
     layers: List[Layer] = Field(min_length=1)
     neuron: NeuronSpec = NeuronSpec()
+
+    @field_validator("neuron", mode="before")
+    @classmethod
+    def _family_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @property
+    def family(self) -> str:
+        return self.neuron.type
+
     weight_scale: float = Field(2.0, gt=0)
     input_threshold: Optional[float] = Field(
         None, gt=0, description="the first spiking layer's threshold (default: neuron.threshold). "

@@ -68,6 +68,9 @@ class SpikingNet(SpikingModel):
 
     def __init__(self, spec: ArchSpec, profile: HardwareProfile | None = None) -> None:
         super().__init__()
+        if spec.family != "cuba":
+            raise NeurokdError(f"this spec's neurons are {spec.family!r}, not CUBA: sigma-delta "
+                               "networks come from 'neurokd convert --neuron sdnn'")
         slayer = _slayer()
         self.spec = spec
         self.profile = profile or load_profile("loihi2")

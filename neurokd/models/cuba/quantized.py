@@ -47,6 +47,9 @@ class QuantSpikingNet(SpikingModel):
                  quantizer: str = "lsq", steps: Optional[Sequence[float]] = None,
                  bias: bool = False) -> None:
         super().__init__()
+        if spec.family != "cuba":
+            raise NeurokdError(f"this spec's neurons are {spec.family!r}, not CUBA: sigma-delta "
+                               "networks come from 'neurokd convert --neuron sdnn'")
         self.spec, self.profile = spec, profile
         self.quantizer_name = quantizer
         spiking = [layer for layer in spec.layers if not isinstance(layer, FlattenLayer)]
