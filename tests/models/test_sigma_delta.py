@@ -18,7 +18,7 @@ from neurokd.hardware import load_profile
 from neurokd.models.sigma_delta.net import (FloatLayer, SigmaDeltaNet, as_stream, from_stream,
                                             map_relu_network, sdnn_from_checkpoint, sdnn_readout)
 from neurokd.models.sigma_delta.netx import write_netx
-from neurokd.models.sigma_delta.numerics import SDLayer, reference_run, run_layers
+from neurokd.models.sigma_delta.numerics import reference_run
 from neurokd.models.spec import ArchSpec, ConvLayer, DenseLayer, FlattenLayer
 from neurokd.models.teachers import build_teacher
 from neurokd.training import accuracy, identity, logits_of, make_prepare
