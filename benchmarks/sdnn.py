@@ -30,6 +30,10 @@ import common  # noqa: E402
 from common import Cell, CellBenchmark, cell_options, parser, t_interval  # noqa: E402
 
 THRESHOLDS = [0.0, 0.05, 0.1, 0.2]
+# fine-tuned first (convert --method qkd --sparsity LAMBDA: 8-bit grid, kd + ce, LAMBDA times the
+# estimated synops per DNN MAC), then converted at these thresholds
+SPARSITY = [0.0, 3.0, 10.0]
+TUNED_THRESHOLDS = [0.0, 0.05]
 # teachers: benchmarks/convert.py's for images, benchmarks/rf.py's for radio (the split I+/I-/Q+/Q-
 # layout with its constant channel, on which rf.md's CUBA students were trained: a sensing MLP on
 # the signed layout reached -1.5 dB at Pd 0.9 against -5.2 dB on the split one), read at 8 bits
@@ -60,12 +64,12 @@ def task_cell(config: Dict[str, Any], deps: Dict, data_dir: Optional[str]) -> Di
     import torch
 
     from neurokd import pipeline
-    from neurokd.convert.sdnn import convert_sdnn
+    from neurokd.convert.sdnn import StagesModule, convert_sdnn, sparsity_finetune
     from neurokd.deploy.export import read_meta
     from neurokd.hardware import load_profile
     from neurokd.metrics.activity import activity_counts
     from neurokd.metrics.radio import radio_report
-    from neurokd.models.sigma_delta.net import EncodedSDNN, sdnn_readout
+    from neurokd.models.sigma_delta.net import EncodedSDNN, parallel_streams, sdnn_readout
     from neurokd.models.sigma_delta.netx import write_netx
     from neurokd.training import accuracy, encoded_batches, identity, logits_of, make_prepare
 
@@ -78,9 +82,21 @@ def task_cell(config: Dict[str, Any], deps: Dict, data_dir: Optional[str]) -> Di
                            "teacher_macs": common.dnn_macs(teacher, ds.input_shape), "networks": {}}
     encoder = cfg.student.encoder
     receivers = {"teacher": teacher}
-    for th in config["thresholds"]:
+    x_cal = torch.as_tensor(np.asarray(ds.train.x)[np.random.default_rng(cfg.seed).permutation(
+        len(ds.train))[:cfg.convert.calibration]], dtype=torch.float32)
+    variants = [(f"sdnn_{th:g}", teacher, th, None) for th in config["thresholds"]]
+    for lam in config["sparsity"]:
         t0 = time.time()
-        snn, m = convert_sdnn(teacher, ds, encoder, load_profile("loihi2"), threshold=th, seed=cfg.seed)
+        c = cfg.convert.model_copy(update={"sparsity": lam})
+        stages, tuned = sparsity_finetune(teacher, ds, encoder, c, x_cal, cfg.seed)
+        dnn = StagesModule(stages).eval()
+        for th in config["tuned_thresholds"]:
+            variants.append((f"sdnn_ft{lam:g}_{th:g}", dnn, th,
+                             {"sparsity": lam, "finetune_seconds": time.time() - t0,
+                              "finetune_val_accuracy": tuned["finetune_val_accuracy"]}))
+    for name, dnn, th, tuned in variants:
+        t0 = time.time()
+        snn, m = convert_sdnn(dnn, ds, encoder, load_profile("loihi2"), threshold=th, seed=cfg.seed)
         prepare = make_prepare(encoder, snn.timesteps, 0)
         xb = torch.cat([x for x, _ in encoded_batches(ds.test, prepare, cfg.seed, limit=512)])
         rows = activity_counts(snn, xb)
@@ -90,23 +106,21 @@ def task_cell(config: Dict[str, Any], deps: Dict, data_dir: Optional[str]) -> Di
                         samples=n, hardware="loihi2")
         # the same samples as 8 streams, each frame held for the window and the state kept: what
         # a frame costs once the network runs (no start from rest, so no bias transient)
-        streams = xb[: n - n % 8].reshape(8, -1, *xb.shape[1:]).movedim(1, -2)
-        streams = streams.reshape(*streams.shape[:-2], -1)
-        stream_rows = activity_counts(snn, streams)
-        stream_synops = float(sum(r["synops"] for r in stream_rows) / (n - n % 8))
+        streams, count = parallel_streams(xb)
+        stream_synops = float(sum(r["synops"] for r in activity_counts(snn, streams)) / count)
         meta = {**pipeline.snn_meta(cfg, ds), "timesteps": snn.timesteps}
         with tempfile.TemporaryDirectory() as tmp:
             net = write_netx(snn, Path(tmp) / "n.net", meta)
             v = pipeline.verify(snn, net, ds, read_meta(net), config["lava_samples"], "sim",
                                 seed=cfg.seed, progress=False)
-        name = f"sdnn_{th:g}"
         receivers[name] = EncodedSDNN(snn, encoder)
         out["networks"][name] = {
-            "threshold": th, "accuracy": accuracy(snn, ds.test, prepare, sdnn_readout, seed=cfg.seed),
+            "threshold": th, "sparsity": None if tuned is None else tuned["sparsity"],
+            "accuracy": accuracy(snn, ds.test, prepare, sdnn_readout, seed=cfg.seed),
             "activity": activity, "stream_synops": stream_synops, "seconds": time.time() - t0,
             "lava_payload_match": v["lava_payload_match"], "lava_samples": v["lava_samples"],
             "lava_samples_exact": v["lava_samples_exact"], "message_overflow": v["state_overflow"],
-            "layers": m["layers"]}
+            "layers": m["layers"], **(tuned or {})}
     out["teacher_accuracy"] = accuracy(teacher, ds.test, identity, logits_of, seed=cfg.seed)
     if pipeline.is_radio(ds):
         with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +142,9 @@ def task_cell(config: Dict[str, Any], deps: Dict, data_dir: Optional[str]) -> Di
 def plan(task: str, seeds: List[int], lava_samples: int, data_dir: Optional[str]) -> List[Cell]:
     t = TASKS[task]
     return [Cell(f"{task}/s{s}", task_cell, {"budget": t["budget"], "seed": s, "figure": t["figure"],
-                                              "thresholds": THRESHOLDS, "lava_samples": lava_samples},
+                                              "thresholds": THRESHOLDS, "sparsity": SPARSITY,
+                                              "tuned_thresholds": TUNED_THRESHOLDS,
+                                              "lava_samples": lava_samples},
                  {"data_dir": data_dir if task == "mnist" else None}) for s in seeds]
 
 
@@ -151,7 +167,9 @@ def summarize(task: str, results: Dict[str, Dict[str, Any]], seeds: List[int]) -
                (c["figure"] - n["figure"] if higher else n["figure"] - c["figure"])
                for c, n in zip(cells, nets)]
         activity = common.mean_activity([n["activity"] for n in nets])
-        rows[f"SDNN, threshold {nets[0]['threshold']:g}"] = {
+        label = (f"SDNN, threshold {nets[0]['threshold']:g}" if nets[0].get("sparsity") is None else
+                 f"SDNN fine-tuned, sparsity {nets[0]['sparsity']:g}, threshold {nets[0]['threshold']:g}")
+        rows[label] = {
             "figure": _stat([n.get("figure") for n in nets]), "gap": _stat(gap),
             "synops": activity["synops"], "synops_per_mac": activity["synops"] / macs,
             "stream_synops": float(np.mean([n["stream_synops"] for n in nets])),
@@ -198,7 +216,11 @@ def markdown(results: Dict[str, Any]) -> str:
              "no memory traffic for the DNN): not yet a fair comparison (issue 30). Lava: every "
              "converted network exported and run in Lava's CPU simulator on test samples spread "
              "over the split, as one stream; 'exact' counts samples whose every output payload, "
-             "every step, equals PyTorch's. No fine-tuning: 8-bit weights straight from the DNN.", ""]
+             "every step, equals PyTorch's. 'SDNN, threshold F': converted with no fine-tuning (8-bit "
+             "weights straight from the DNN); 'fine-tuned, sparsity λ': first fine-tuned for "
+             "`convert.epochs` epochs on the 8-bit grid from the DNN (kd + ce) plus λ times the "
+             "estimated synaptic operations per DNN MAC, the last epoch kept (λ = 0: "
+             "fine-tuning alone).", ""]
     for task, r in results.get("datasets", {}).items():
         label, better = FIGURES[r["figure"]]
         digits = 2 if r["figure"].endswith("db") else 4

@@ -187,10 +187,14 @@ class ConvertConfig(_Strict):
     neuron: Literal["cuba", "sdnn"] = Field(
         "cuba", description="the converted network's neurons: cuba (integrate-and-fire, binary "
         "spikes, a time window) or sdnn (sigma-delta, graded spikes: the DNN's ReLU activations "
-        "layer for layer, no window to choose; method, bits, epochs and timesteps are not used)")
+        "layer for layer, no window to choose; timesteps and bits are not used; method qkd "
+        "fine-tunes on the 8-bit grid with the sparsity loss first, plain does not)")
     delta_threshold: float = Field(0.0, ge=0, lt=1, description="sdnn: each hidden layer's delta "
                                    "threshold, a fraction of its largest calibrated activation "
                                    "(0: every change is sent; higher: fewer messages, less accuracy)")
+    sparsity: float = Field(0.0, ge=0, description="sdnn with method qkd: weight of the estimated "
+                            "synaptic operations per DNN MAC in the fine-tuning loss (0: accuracy "
+                            "only; 0.1 trades 0.1 nats of loss for all the MACs' worth of messages)")
     bits: int = Field(8, description="weight bits of every layer")
     percentile: float = Field(99.9, gt=0, le=100, description="qkd: initial clip of each layer")
     calibration: int = Field(2000, gt=0, description="training samples for threshold balancing")

@@ -252,7 +252,7 @@ def convert(cfg: RunConfig, teacher, out: str | Path | RunDir, *, force: bool = 
 
     if cfg.convert.neuron == "sdnn":
         return _convert_sdnn(cfg, teacher, out, force=force, inputs=inputs, log=log,
-                             ignore_fit=ignore_fit)
+                             ignore_fit=ignore_fit, progress=progress)
     pipeline.check_names(cfg)
     rd = run_dir(out, "convert", force, inputs)
     ds = pipeline.load_data(cfg)
@@ -283,9 +283,9 @@ def convert(cfg: RunConfig, teacher, out: str | Path | RunDir, *, force: bool = 
 
 
 def _convert_sdnn(cfg: RunConfig, teacher, out, *, force: bool, inputs: Sequence[Optional[str]],
-                  log: Log, ignore_fit: bool) -> Tuple[Dict[str, Any], Dataset]:
+                  log: Log, ignore_fit: bool, progress: bool) -> Tuple[Dict[str, Any], Dataset]:
     """``convert --neuron sdnn``: config.yaml, snn.pt, network.net (netx, sigma-delta), the
-    energy and radio reports and metrics.json."""
+    energy and radio reports, metrics.json and (method qkd) training_curves.png."""
     from neurokd.convert.sdnn import convert_run
     from neurokd.interop.teachers import load_dnn
     from neurokd.models.checkpoint import save_checkpoint
@@ -298,7 +298,11 @@ def _convert_sdnn(cfg: RunConfig, teacher, out, *, force: bool, inputs: Sequence
     with rd as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         dnn, source = load_dnn(teacher, ds.input_shape, ds.num_classes)
-        snn, metrics = convert_run(cfg, ds, dnn, log=log, check_fit=not ignore_fit)
+        snn, metrics = convert_run(cfg, ds, dnn, log=log, check_fit=not ignore_fit, progress=progress)
+        if "finetune_history" in metrics:
+            plots.training_curves({"sdnn fine-tuning": metrics.pop("finetune_history")},
+                                  run / "training_curves.png",
+                                  kept={"sdnn fine-tuning": metrics["finetune_best_epoch"]})
         metrics["teacher_source"] = source
         meta = {**pipeline.snn_meta(cfg, ds), "timesteps": snn.timesteps}
         save_checkpoint(run / "snn.pt", "snn", snn.arch(), snn.state_dict(), meta)

@@ -173,7 +173,8 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
         objective: Optional[Objective] = None, param_groups: Optional[List[Dict]] = None,
         log: Optional[Callable[[str], None]] = None, keep_start: bool = False,
         schedule: str = "constant", device: str | torch.device = "cpu",
-        companions: Sequence[nn.Module] = (), train_prepare: Optional[Prepare] = None) -> FitResult:
+        companions: Sequence[nn.Module] = (), train_prepare: Optional[Prepare] = None,
+        keep_last: bool = False) -> FitResult:
     """Adam on ``objective`` (default: cross-entropy of ``readout``); keeps the weights of the best
     validation epoch, judged by ``readout``. Stops early after ``patience`` epochs without a better
     validation accuracy. ``param_groups`` (Adam's format) default to all of ``model``'s parameters.
@@ -181,6 +182,8 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
     when no epoch beats them. ``schedule``: ``constant`` learning rate, or ``cosine`` decay from
     ``lr`` towards 0 over the ``epochs``, step by step. ``train_prepare``: how training batches
     are prepared, when it differs from validation (data augmentation; default ``prepare``).
+    ``keep_last``: keep the last epoch's weights, not the best (a loss that trades accuracy for
+    something else, such as sparsity, would otherwise be undone by the selection).
 
     ``progress`` shows a progress bar; without it, each epoch is reported as one line to ``log``
     (loss, validation accuracy, seconds, an estimate of the time left), for logs and pipes. The
@@ -252,10 +255,13 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, readout: R
             lines(f"{desc}: epoch {epoch}/{epochs}: loss {total / count:.4f}, validation accuracy "
                   f"{val_acc:.4f} (best {best_val:.4f} at {_at(best_epoch)}), {seconds:.1f} s; "
                   + (f"about {duration(left)} left" if epoch < epochs else "done"))
-        if stale >= patience:
+        if stale >= patience and not keep_last:
             break
     bar.close()
-    model.load_state_dict(best_state)
+    if keep_last and history:
+        best_val, best_epoch = history[-1]["val_accuracy"], history[-1]["epoch"]
+    else:
+        model.load_state_dict(best_state)
     for m in (model, *companions):
         m.to("cpu")
     if log is not None:

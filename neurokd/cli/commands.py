@@ -200,11 +200,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     encoder = args.encoder or base.get("student", {}).get("encoder", "direct")
     if args.encoder is None and not get_encoder(encoder).message_bits:
         encoder = "direct"
-    if args.encoder is None and args.neuron == "sdnn" and not get_encoder(encoder).signed:
-        encoder = "direct8"  # a sigma-delta network reads its input at 8 bits
+    method = args.method
+    if args.neuron == "sdnn":
+        if args.encoder is None and not get_encoder(encoder).signed:
+            encoder = "direct8"  # a sigma-delta network reads its input at 8 bits
+        if method is None:  # converting is nearly lossless: fine-tune only to trade for sparsity
+            method = "qkd" if args.sparsity else "plain"
     values = {"hardware": args.hardware, "student.timesteps": args.timesteps,
-              "student.encoder": encoder, "convert.method": args.method,
+              "student.encoder": encoder, "convert.method": method,
               "convert.neuron": args.neuron, "convert.delta_threshold": args.delta_threshold,
+              "convert.sparsity": args.sparsity,
               "convert.epochs": args.epochs, "data.dataset": args.dataset,
               "data.data_dir": args.data_dir, "device": args.device}
     cfg = build_config(None, args.set, values, base=base)

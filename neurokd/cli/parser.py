@@ -321,8 +321,12 @@ def _add_convert(sub) -> None:
     p.add_argument("--delta-threshold", type=float, metavar="F",
                    help="sdnn: each layer's delta threshold as a fraction of its largest "
                         "calibrated activation (default 0: every change is sent)")
+    p.add_argument("--sparsity", type=float, metavar="LAMBDA",
+                   help="sdnn: fine-tune first (method qkd) with LAMBDA times the estimated "
+                        "synaptic operations per DNN MAC added to the loss (convert.sparsity)")
     p.add_argument("--method", choices=_choices("convert", "method"),
-                   help="qkd (default) or plain conversion")
+                   help="qkd (default; for sdnn only with --sparsity: fine-tuning on the 8-bit "
+                        "grid) or plain conversion")
     p.add_argument("--encoder", metavar="NAME",
                    help="the SNN's graded input: direct (default), direct8, or signed8 (the "
                         "signed I/Q as it is; the default for a teacher trained on it)")

@@ -11,7 +11,7 @@ integer rounding, which the accuracy figures measure.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,8 +23,12 @@ from neurokd.data.encoders import get_encoder
 from neurokd.errors import NeurokdError
 from neurokd.hardware import HardwareProfile
 from neurokd.log import Log, quiet
+from neurokd.convert.dnn import fake_quant
 from neurokd.models.sigma_delta.net import FloatLayer, SigmaDeltaNet, map_relu_network
 from neurokd.models.spec import NeuronSpec
+
+WEIGHT_BITS = 8
+SOFT_COUNT = 0.05  # an activation above a tenth of its layer's largest counts as (nearly) one event
 
 
 def input_levels(encoder: str) -> int:
@@ -61,23 +65,155 @@ def float_layers(teacher: nn.Module, input_shape, calibration: torch.Tensor
     return layers, spec
 
 
+class SparseReLUNet(nn.Module):
+    """The DNN as its sigma-delta network computes it, for fine-tuning: the input on the encoder's
+    integer grid, weights on the 8-bit grid (straight-through), ReLU activations. ``cost(x)``
+    returns the logits and a differentiable estimate of the synaptic operations per sample over
+    the DNN's MACs: per hidden activation ``a``, ``tanh(a / (SOFT_COUNT · a_max))`` (near 1 for an
+    activation that sends a message, 0 for one that does not; ``a_max`` its layer's calibrated
+    largest) times the number of synapses it feeds. The input layer's messages are the data's and
+    are not counted."""
+
+    def __init__(self, stages, act_max: Sequence[float], levels: int, signed: bool) -> None:
+        super().__init__()
+        self.stages, self.levels, self.low = list(stages), int(levels), -1.0 if signed else 0.0
+        layers = [st for st in self.stages if st.spiking]  # an average pool's fixed weights stay
+        self.weights = nn.ParameterList([nn.Parameter(st.weight.clone(), requires_grad=st.kind != "pool")
+                                         for st in layers])
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(st.weight.shape[0]) if st.bias is None
+                                                     else st.bias.clone(), requires_grad=st.kind != "pool")
+                                        for st in layers])
+        self.act_max = [float(a) for a in act_max]
+        self.fan_out: List[float] = []
+        self.macs = 1.0
+
+    def param_groups(self, lr: float) -> List[Dict[str, Any]]:
+        """Each layer's weights and bias move by about ``lr`` times its mean |weight| per step."""
+        return [{"params": [w, b], "lr": lr * max(float(w.detach().abs().mean()), 1e-8)}
+                for w, b in zip(self.weights, self.biases) if w.requires_grad]
+
+    @torch.no_grad()
+    def measure_fan_out(self, x: torch.Tensor) -> None:
+        """Per hidden layer, the mean number of synapses one of its outputs feeds, and the DNN's
+        MACs per sample (of the layers that have weights), from one forward pass."""
+        sizes, macs, h = [], [], x[:1]
+        for st in self.stages:
+            out = st.apply(h)
+            if st.spiking:
+                macs.append(out.numel() * (st.weight[0].numel()))
+                sizes.append(h.numel())
+                h = torch.relu(out) if st.relu else out
+            else:
+                h = out
+        self.fan_out = [macs[i + 1] / sizes[i + 1] for i in range(len(macs) - 1)]
+        self.macs = float(sum(macs))
+
+    def cost(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        h = torch.round(x.clamp(self.low, 1) * self.levels) / self.levels
+        h = h + (x.clamp(self.low, 1) - x.clamp(self.low, 1).detach())  # straight through
+        j = k = 0
+        synops = torch.zeros(())
+        for st in self.stages:
+            if not st.spiking:
+                h = st.apply(h)
+                continue
+            h = st.apply(h, fake_quant(self.weights[j], WEIGHT_BITS), self.biases[j])
+            j += 1
+            if st.relu:
+                h = torch.relu(h)
+            if k < len(self.fan_out):
+                soft = torch.tanh(h / (SOFT_COUNT * self.act_max[k])).flatten(1).sum(1).mean()
+                synops = synops + soft * self.fan_out[k]
+            k += 1
+        return h, synops / self.macs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cost(x)[0]
+
+    @torch.no_grad()
+    def write_back(self):
+        from neurokd.convert.stages import Stage
+
+        out, j = [], 0
+        for st in self.stages:
+            if st.spiking:
+                st = Stage(st.kind, st.name, self.weights[j].detach().clone(),
+                           self.biases[j].detach().clone(), st.stride, st.padding, st.relu,
+                           list(st.sources))
+                j += 1
+            out.append(st)
+        return out
+
+
+def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, x_cal: torch.Tensor, seed: int,
+                      progress: bool = False, log: Log = quiet, device: str = "cpu"):
+    """Fine-tune a copy of the DNN, as its sigma-delta network computes it (``SparseReLUNet``),
+    from the DNN itself (``kd`` and ``ce`` as ``qkd`` mixes them, ``convert.alpha``) plus
+    ``convert.sparsity`` times its estimated synaptic operations per DNN MAC. Returns the
+    fine-tuned stages and metrics (the kept epoch: the best validation accuracy, or with a
+    sparsity weight the last, every epoch run)."""
+    from neurokd.distill.losses import LOSSES
+    from neurokd.training import fit, seed_everything
+
+    stages = dnn_stages(teacher.eval(), ds.input_shape)
+    acts = stage_activations(stages, x_cal)
+    enc = get_encoder(encoder)
+    net = SparseReLUNet(stages, [max(float(a.abs().max()), 1e-6) for a in acts],
+                        enc.input_range[1], enc.signed)
+    net.measure_fan_out(x_cal)
+    kd, ce = LOSSES.get("kd"), LOSSES.get("ce")
+    seed_everything(seed)
+
+    def objective(m: nn.Module, raw: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        s, synops = m.cost(x)
+        with torch.no_grad():
+            t = teacher(raw)
+        return ((1 - c.alpha) * ce(s, y) + c.alpha * kd(s, t, temperature=c.temperature)
+                + c.sparsity * synops)
+
+    def ident(x: torch.Tensor, _g: torch.Generator) -> torch.Tensor:
+        return x
+
+    def logits(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m(x)
+
+    res = fit(net, ds.train, ds.val, ident, logits, epochs=c.epochs, lr=c.lr,
+              batch_size=c.batch_size, patience=c.patience, seed=seed, desc="sdnn fine-tuning",
+              progress=progress, log=log, objective=objective, schedule=c.schedule,
+              param_groups=net.param_groups(c.lr), device=device, companions=[teacher],
+              keep_last=c.sparsity > 0)
+    teacher.eval()
+    with torch.no_grad():
+        est = float(net.eval().cost(x_cal[:512])[1])
+    return net.write_back(), {"finetune_val_accuracy": res.best_val_accuracy,
+                              "finetune_best_epoch": res.best_epoch,
+                              "finetune_epochs": res.epochs_run, "finetune_history": res.history,
+                              "estimated_synops_per_mac": est}
+
+
 def convert_sdnn(teacher: nn.Module, ds, encoder: str, profile: HardwareProfile, *,
                  calibration: int = 2000, threshold: float = 0.0, seed: int = 0,
-                 log: Log = quiet) -> Tuple[SigmaDeltaNet, Dict[str, Any]]:
+                 log: Log = quiet, finetune=None, progress: bool = False,
+                 device: str = "cpu") -> Tuple[SigmaDeltaNet, Dict[str, Any]]:
     """Convert ``teacher`` for ``ds`` read through the graded ``encoder``. ``threshold``: each
-    hidden layer's delta threshold as a fraction of its calibrated largest activation."""
+    hidden layer's delta threshold as a fraction of its calibrated largest activation.
+    ``finetune``: a ``ConvertConfig`` to fine-tune with first (``sparsity_finetune``), or None."""
     levels = input_levels(encoder)
     g = torch.Generator().manual_seed(seed)
     n = min(calibration, len(ds.train))
     idx = torch.randperm(len(ds.train), generator=g)[:n]
     x = torch.as_tensor(np.asarray(ds.train.x)[idx.numpy()], dtype=torch.float32)
+    tuned: Dict[str, Any] = {}
+    if finetune is not None:
+        stages, tuned = sparsity_finetune(teacher, ds, encoder, finetune, x, seed, progress, log, device)
+        teacher = StagesModule(stages)
     layers, spec = float_layers(teacher, ds.input_shape, x)
     ints, scales = map_relu_network(layers, levels, profile, threshold=threshold)
     model = SigmaDeltaNet(spec, profile, ints, scales["input_vth"], scales["out_scale"], levels,
                           scales["input_shift"])
     log(f"sigma-delta: {model.depth} layers, window {model.timesteps} steps, delta threshold "
         f"{threshold:g} of each layer's largest activation")
-    metrics = {"neuron": "sdnn", "delta_threshold": threshold, "calibration_samples": n,
+    metrics = {"neuron": "sdnn", "delta_threshold": threshold, "calibration_samples": n, **tuned,
                "timesteps": model.timesteps,
                "layers": [{"layer": i, "act_max": lay.act_max, "weight_levels":
                            int(q.weight.abs().max()), "vth": int(q.vth)}
@@ -85,8 +221,31 @@ def convert_sdnn(teacher: nn.Module, ds, encoder: str, profile: HardwareProfile,
     return model, metrics
 
 
-def convert_run(cfg, ds, dnn: nn.Module, log: Log = quiet, check_fit: bool = True
-                ) -> Tuple[SigmaDeltaNet, Dict[str, Any]]:
+class StagesModule(nn.Sequential):
+    """Fine-tuned stages as a module ``dnn_stages`` reads again (Linear / Conv2d / ReLU / Flatten)."""
+
+    def __init__(self, stages) -> None:
+        mods: List[nn.Module] = []
+        for st in stages:
+            if st.kind == "flatten":
+                mods.append(nn.Flatten())
+                continue
+            if st.kind == "dense":
+                m = nn.Linear(st.weight.shape[1], st.weight.shape[0])
+            else:
+                m = nn.Conv2d(st.weight.shape[1], st.weight.shape[0], tuple(st.weight.shape[2:]),
+                              stride=st.stride, padding=st.padding)
+            with torch.no_grad():
+                m.weight.copy_(st.weight)
+                m.bias.copy_(st.bias if st.bias is not None else torch.zeros(st.weight.shape[0]))
+            mods.append(m)
+            if st.relu or st.kind == "pool":  # a pool of ReLU outputs is its own ReLU
+                mods.append(nn.ReLU())
+        super().__init__(*mods)
+
+
+def convert_run(cfg, ds, dnn: nn.Module, log: Log = quiet, check_fit: bool = True,
+                progress: bool = False) -> Tuple[SigmaDeltaNet, Dict[str, Any]]:
     """``neurokd convert --neuron sdnn`` as a library call: the DNN converted for ``cfg`` and
     measured on the test split beside it: accuracy, and synaptic operations per inference
     against the DNN's MACs."""
@@ -94,13 +253,15 @@ def convert_run(cfg, ds, dnn: nn.Module, log: Log = quiet, check_fit: bool = Tru
     from neurokd.metrics.activity import measured_synops
     from neurokd.metrics.energy import teacher_macs
     from neurokd.metrics.resources import check_fit as check_fit_chip
-    from neurokd.models.sigma_delta.net import sdnn_readout
+    from neurokd.models.sigma_delta.net import parallel_streams, sdnn_readout
     from neurokd.training import accuracy, identity, logits_of, make_prepare
 
     profile = load_profile(cfg.hardware)
+    tune = cfg.convert if cfg.convert.method == "qkd" else None
     model, metrics = convert_sdnn(dnn, ds, cfg.student.encoder, profile,
                                   calibration=cfg.convert.calibration,
-                                  threshold=cfg.convert.delta_threshold, seed=cfg.seed, log=log)
+                                  threshold=cfg.convert.delta_threshold, seed=cfg.seed, log=log,
+                                  finetune=tune, progress=progress, device=cfg.device)
     if check_fit:
         check_fit_chip(model.spec, profile, [8] * model.depth)
     prepare = make_prepare(cfg.student.encoder, model.timesteps, 0)
@@ -112,9 +273,12 @@ def convert_run(cfg, ds, dnn: nn.Module, log: Log = quiet, check_fit: bool = Tru
     synops = measured_synops(model, x)
     metrics["synops_per_inference"] = synops["synops"]
     metrics["synops_layers"] = synops["layers"]
+    streams, count = parallel_streams(x)
+    metrics["synops_per_frame_stream"] = measured_synops(model, streams)["synops"] * len(streams) / count
     metrics["dnn_macs"] = float(teacher_macs(dnn, ds.input_shape)["macs"])
     metrics["hardware"] = cfg.hardware
-    log(f"teacher {metrics['teacher_accuracy']:.4f}, SDNN {metrics['snn_accuracy']:.4f}; "
-        f"{metrics['synops_per_inference']:,.0f} synaptic operations per inference against the "
-        f"DNN's {metrics['dnn_macs']:,.0f} MACs")
+    log(f"teacher {metrics['teacher_accuracy']:.4f}, SDNN {metrics['snn_accuracy']:.4f}; synaptic "
+        f"operations per inference {metrics['synops_per_frame_stream']:,.0f} on a stream "
+        f"({metrics['synops_per_inference']:,.0f} from rest) against the DNN's "
+        f"{metrics['dnn_macs']:,.0f} MACs")
     return model, metrics

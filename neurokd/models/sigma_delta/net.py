@@ -305,3 +305,14 @@ def message_extremes(model: SigmaDeltaNet, x: torch.Tensor) -> List[Dict[str, An
         peak = int(m.abs().max()) if m.numel() else 0
         rows.append({"layer": i, "max_abs": peak, "limit": limit, "overflow": peak > limit})
     return rows
+
+
+def parallel_streams(frames: torch.Tensor, streams: int = 8) -> Tuple[torch.Tensor, int]:
+    """Samples' windows ``(N, *shape, W)`` as ``streams`` streams of consecutive samples,
+    ``(streams, *shape, (N // streams) · W)``, and the number of samples they hold: how a network
+    that keeps its state runs them (no start from rest per sample)."""
+    per = frames.shape[0] // streams
+    if per == 0:
+        streams, per = frames.shape[0], 1
+    x = frames[: streams * per].reshape(streams, per, *frames.shape[1:]).movedim(1, -2)
+    return x.reshape(*x.shape[:-2], -1), streams * per
