@@ -200,3 +200,30 @@ def test_convert_cli_writes_a_network_lava_runs_exactly(tmp_path):
     r = run_cli("convert", "--teacher", "t/teacher.pt", "--neuron", "sdnn", "--encoder", "rate",
                 "--out", "bad", cwd=tmp_path)
     assert r.returncode != 0 and "binary spikes" in r.stderr and not (tmp_path / "bad").exists()
+
+
+def test_sparsity_fine_tuning_trades_messages_for_accuracy(digits_mlp):
+    """The estimated synops per MAC falls as the sparsity weight rises, and so do the messages the
+    converted network sends on a stream; with no weight, accuracy holds."""
+    from neurokd.config import ConvertConfig
+    from neurokd.convert.sdnn import StagesModule, sparsity_finetune
+    from neurokd.metrics.activity import measured_synops
+    from neurokd.models.sigma_delta.net import parallel_streams
+
+    teacher, ds = digits_mlp
+    x_cal = torch.as_tensor(ds.train.x[:500], dtype=torch.float32)
+    out = {}
+    for lam in (0.0, 30.0):
+        c = ConvertConfig(epochs=3, sparsity=lam)
+        stages, tuned = sparsity_finetune(teacher, ds, "direct8", c, x_cal, seed=0)
+        if lam:
+            assert tuned["finetune_best_epoch"] == 3  # the last epoch is kept
+        model, _ = convert_sdnn(StagesModule(stages).eval(), ds, "direct8", LOIHI2)
+        prepare = make_prepare("direct8", model.timesteps, 0)
+        frames = prepare(torch.as_tensor(ds.test.x[:128]), torch.Generator())
+        streams, n = parallel_streams(frames)
+        hidden = measured_synops(model, streams)["layers"][1]["synops"] * len(streams) / n
+        out[lam] = (tuned["estimated_synops_per_mac"], hidden,
+                    accuracy(model, ds.test, prepare, sdnn_readout))
+    assert out[30.0][0] < out[0.0][0] and out[30.0][1] < out[0.0][1]
+    assert out[0.0][2] >= accuracy(teacher, ds.test, identity, logits_of) - 0.01
