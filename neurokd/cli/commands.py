@@ -187,6 +187,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     _positive("--epochs", args.epochs)
     if args.timesteps is None and args.neuron != "sdnn":
         raise NeurokdError("convert: --timesteps is required (unless --neuron sdnn)")
+    if args.neuron != "sdnn" and (args.delta_threshold is not None or args.sparsity is not None):
+        raise NeurokdError("convert: --delta-threshold and --sparsity go with --neuron sdnn")
     ref = _teacher_ref(args)
     run_dir = _run_dir(args)
     base: Dict[str, Any] = {}  # a DNN from elsewhere: the defaults and the --dataset's presets

@@ -150,6 +150,12 @@ def test_checkpoint_round_trip_and_file_checks(tmp_path):
     assert torch.equal(again(stream), model(stream))
     with pytest.raises(NeurokdError, match="incomplete"):
         sdnn_from_checkpoint({"arch": {**model.arch(), "sdnn": {}}, "state_dict": model.state_dict()})
+    wrong = dict(model.state_dict(), w1=torch.zeros(7, 5, dtype=torch.int64))
+    with pytest.raises(NeurokdError, match="its spec needs"):
+        sdnn_from_checkpoint({"arch": model.arch(), "state_dict": wrong})
+    big = dict(model.state_dict(), w0=model.state_dict()["w0"] * 1000)
+    with pytest.raises(NeurokdError, match="outside the chip"):
+        sdnn_from_checkpoint({"arch": model.arch(), "state_dict": big})
     meta = {"encoder": "signed8", "timesteps": model.timesteps, "num_classes": 4}
     path = write_netx(model, tmp_path / "n.net", meta)
     assert read_meta(path)["family"] == "sdnn"
@@ -200,6 +206,9 @@ def test_convert_cli_writes_a_network_lava_runs_exactly(tmp_path):
     r = run_cli("convert", "--teacher", "t/teacher.pt", "--neuron", "sdnn", "--encoder", "rate",
                 "--out", "bad", cwd=tmp_path)
     assert r.returncode != 0 and "binary spikes" in r.stderr and not (tmp_path / "bad").exists()
+    r = run_cli("convert", "--teacher", "t/teacher.pt", "-T", "8", "--sparsity", "1", "--out", "bad",
+                cwd=tmp_path)
+    assert r.returncode != 0 and "go with --neuron sdnn" in r.stderr and not (tmp_path / "bad").exists()
 
 
 def test_sparsity_fine_tuning_trades_messages_for_accuracy(digits_mlp):

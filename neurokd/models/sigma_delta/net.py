@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -127,6 +128,9 @@ class SigmaDeltaNet(SpikingModel):
                  input_vth: int, out_scale: float, input_levels: int, input_shift: int) -> None:
         super().__init__()
         sd = rules(profile)
+        if spec.family != "sdnn":
+            raise NeurokdError(f"a sigma-delta network needs a spec with neuron: sdnn, not "
+                               f"{spec.family!r}")
         if not sd.state_exp <= input_shift <= sd.shift:
             raise NeurokdError(f"input shift {input_shift} outside {sd.state_exp}..{sd.shift}")
         self.spec, self.profile = spec, profile
@@ -261,9 +265,33 @@ def sdnn_from_checkpoint(payload: Dict[str, Any], where: str = "checkpoint") -> 
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise NeurokdError(f"{where}: sigma-delta checkpoint is incomplete "
                            f"({type(exc).__name__})") from None
-    if not model.out_scale > 0:
-        raise NeurokdError(f"{where}: sigma-delta checkpoint has a non-positive output scale")
+    if not 0 < model.out_scale < float("inf"):
+        raise NeurokdError(f"{where}: sigma-delta checkpoint has an output scale that is not a "
+                           "positive number")
+    _check_layers(model, where)
     return model.eval()
+
+
+def _check_layers(model: SigmaDeltaNet, where: str) -> None:
+    """Each layer's integers of the shape its spec gives and in the chip's ranges."""
+    sd = model.profile.sigma_delta
+    shapes = [shape for layer, shape in zip(model.spec.layers, model.spec.shapes())
+              if not isinstance(layer, FlattenLayer)]
+    inputs = [tuple(model.spec.input_shape)] + shapes[:-1]
+    for i, (layer, spec_layer, out, inp) in enumerate(zip(
+            model.layers, [x for x in model.spec.layers if not isinstance(x, FlattenLayer)], shapes, inputs)):
+        w, b = layer.weight, layer.bias
+        if isinstance(spec_layer, ConvLayer):
+            want = (out[0], inp[0], *spec_layer.kernel2)
+        else:
+            want = (out[0], int(np.prod(inp)))
+        if tuple(w.shape) != want or tuple(b.shape) != (out[0],):
+            raise NeurokdError(f"{where}: sigma-delta layer {i} holds weights {tuple(w.shape)} and "
+                               f"biases {tuple(b.shape)}; its spec needs {want} and ({out[0]},)")
+        if int(w.abs().max()) > WEIGHT_MAX or layer.vth < 0 or (
+                not layer.output and int(b.abs().max()) > sd.bias_limit << sd.shift):
+            raise NeurokdError(f"{where}: sigma-delta layer {i} holds integers outside the chip's "
+                               "8-bit weights, 16-bit biases or non-negative thresholds")
 
 
 class EncodedSDNN(nn.Module):
