@@ -81,6 +81,11 @@ class StudentConfig(TrainConfig):
         256, description="hidden units of the default spec: one number for one hidden layer, "
                          "a list for one layer per width")
     encoder: str = "rate"
+    neuron: Literal["cuba", "sdnn"] = Field(
+        "cuba", description="the student's neurons when no spec file says: cuba (trained as an SNN "
+        "with surrogate gradients) or sdnn (sigma-delta: its ReLU network trained on the 8-bit "
+        "grid, then mapped onto the chip; graded input, convert.sparsity and "
+        "convert.delta_threshold apply)")
     timesteps: int = Field(24, gt=0, le=MAX_TIMESTEPS)
     epochs: int = Field(60, gt=0)
     lr: float = Field(3e-3, gt=0)

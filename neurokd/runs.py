@@ -154,6 +154,9 @@ def train(cfg: RunConfig, which: str, out: str | Path | RunDir, teacher=None, *,
     with rd as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
         ds = pipeline.load_data(cfg, log)
+        spec = pipeline.student_spec(cfg, ds) if which != "teacher" else None
+        if spec is not None and "sdnn" in (spec.family, cfg.student.neuron):
+            return _train_sdnn(cfg, which, run, ds, spec, teacher, progress, log), ds
         dnn = None
         if which == "distill":
             model, dnn, metrics = pipeline.train_distilled(cfg, ds, teacher, progress, log)
@@ -185,6 +188,45 @@ def train(cfg: RunConfig, which: str, out: str | Path | RunDir, teacher=None, *,
                                                        label), cfg.seed)
         write_json(run / "metrics.json", metrics)
     return metrics, ds
+
+
+def _train_sdnn(cfg: RunConfig, which: str, run: Path, ds: Dataset, spec, teacher, progress: bool,
+                log: Log) -> Dict[str, Any]:
+    """``train-snn`` / ``distill`` of a sigma-delta student (``neurokd.convert.sdnn.train_student``):
+    snn.pt, network.net, training_curves.png, the energy and radio reports, metrics.json."""
+    from neurokd.convert.sdnn import train_student
+    from neurokd.errors import NeurokdError
+    from neurokd.interop.teachers import load_dnn
+    from neurokd.models.checkpoint import save_checkpoint
+    from neurokd.models.sigma_delta.net import EncodedSDNN
+    from neurokd.models.sigma_delta.netx import write_netx
+    from neurokd.models.spec import NeuronSpec
+
+    dnn = None
+    if which == "distill":
+        if cfg.distill.method not in ("kd", "none"):
+            raise NeurokdError(f"a sigma-delta student learns from a teacher by kd only, not "
+                               f"{cfg.distill.method!r} (use --method kd)")
+        if cfg.distill.method == "kd":
+            if teacher is None:
+                raise NeurokdError("distill --method kd needs a --teacher")
+            dnn = load_dnn(teacher, ds.input_shape, ds.num_classes)[0].eval()
+    spec = spec.model_copy(update={"neuron": NeuronSpec(type="sdnn")})
+    model, metrics = train_student(cfg, ds, spec, dnn, progress, log)
+    history = metrics.pop("snn_history")
+    plots.training_curves({which: history}, run / "training_curves.png",
+                          kept={which: metrics["snn_best_epoch"]})
+    meta = {**pipeline.snn_meta(cfg, ds), "timesteps": model.timesteps}
+    save_checkpoint(run / "snn.pt", "snn", model.arch(), model.state_dict(), meta)
+    write_netx(model, run / "network.net", meta)
+    if pipeline.is_radio(ds):
+        receivers = {} if dnn is None else {f"DNN teacher ({teacher_label(cfg, dnn)})": (dnn, {})}
+        receivers["sigma-delta SNN (PyTorch = Lava)"] = (EncodedSDNN(model, cfg.student.encoder), {})
+        metrics["radio"] = radio_report(ds, receivers, run, cfg.seed)
+    label = teacher_label(cfg, dnn) if dnn is not None else cfg.teacher.model
+    energy.run_report(run, ds, energy.networks([(model, meta)], dnn, label), cfg.seed, log=log)
+    write_json(run / "metrics.json", metrics)
+    return metrics
 
 
 def _save_colearned(run: Path, teacher: nn.Module, cfg: RunConfig, ds: Dataset, out: Path,

@@ -22,7 +22,7 @@ FLAG_KEYS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "seed": "se
              "timesteps": "student.timesteps", "encoder": "student.encoder", "spec": "student.spec",
              "teacher_model": "teacher.model", "teacher_epochs": "teacher.epochs",
              "samples": "lava.samples", "backend": "lava.backend", "method": "distill.method",
-             "device": "device"}
+             "device": "device", "neuron": "student.neuron"}
 
 
 def _teacher_ref(args: argparse.Namespace):
@@ -96,7 +96,8 @@ def _train(args: argparse.Namespace, which: str) -> int:
     teacher = _teacher_ref(args) if which == "distill" else None
     metrics, ds = runs.train(cfg, which, args.out, teacher, force=args.force,
                              inputs=_inputs(args, cfg), progress=_progress(args), log=print)
-    print(table([(k, v) for k, v in metrics.items() if k not in ("radio", *runs.SOURCE_KEYS)],
+    print(table([(k, v) for k, v in metrics.items()
+                 if k not in ("radio", "layers", "synops_layers", *runs.SOURCE_KEYS)],
                 title=f"{which}: {ds.name}"))
     runs.radio_lines(metrics.get("radio"), print)
     print(f"run directory: {args.out}")

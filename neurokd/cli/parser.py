@@ -197,7 +197,14 @@ def _add_train_snn(sub) -> None:
                                    "writes DIR/snn.pt, config.yaml, metrics.json and "
                                    "training_curves.png.")
     _config_args(p, "run directory to create", teacher=False, student=True, epochs="student")
+    _neuron_arg(p)
     _progress_args(p)
+
+
+def _neuron_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--neuron", choices=_choices("student", "neuron"),
+                   help="cuba (default) or sdnn: a sigma-delta student (graded input: --encoder "
+                        "direct8 or signed8; distill by --method kd only)")
 
 
 def _add_distill(sub) -> None:
@@ -213,6 +220,7 @@ def _add_distill(sub) -> None:
     # the student's spec is --spec, as for demo and train-snn; --student is kept for old scripts
     p.add_argument("--student", dest="spec", help=argparse.SUPPRESS)
     _config_args(p, "run directory to create", teacher=False, student=True, epochs="student")
+    _neuron_arg(p)
     _progress_args(p)
 
 

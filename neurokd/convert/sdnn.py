@@ -146,12 +146,17 @@ class SparseReLUNet(nn.Module):
 
 
 def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, x_cal: torch.Tensor, seed: int,
-                      progress: bool = False, log: Log = quiet, device: str = "cpu"):
+                      progress: bool = False, log: Log = quiet, device: str = "cpu",
+                      reference: Any = "self", absolute_lr: bool = False):
     """Fine-tune a copy of the DNN, as its sigma-delta network computes it (``SparseReLUNet``),
     from the DNN itself (``kd`` and ``ce`` as ``qkd`` mixes them, ``convert.alpha``) plus
     ``convert.sparsity`` times its estimated synaptic operations per DNN MAC. Returns the
     fine-tuned stages and metrics (the kept epoch: the best validation accuracy, or with a
-    sparsity weight the last, every epoch run)."""
+    sparsity weight the last, every epoch run).
+
+    ``reference``: the DNN whose outputs are the soft targets (``"self"``: ``teacher`` as given;
+    None: labels only, as when a student is trained from scratch); ``absolute_lr``: ``c.lr`` is
+    Adam's step itself, not a step relative to each layer's weights."""
     from neurokd.distill.losses import LOSSES
     from neurokd.training import fit, seed_everything
 
@@ -164,10 +169,14 @@ def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, x_cal: torch.Tens
     kd, ce = LOSSES.get("kd"), LOSSES.get("ce")
     seed_everything(seed)
 
+    ref = teacher if isinstance(reference, str) and reference == "self" else reference
+
     def objective(m: nn.Module, raw: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         s, synops = m.cost(x)
+        if ref is None:
+            return ce(s, y) + c.sparsity * synops
         with torch.no_grad():
-            t = teacher(raw)
+            t = ref(raw)
         return ((1 - c.alpha) * ce(s, y) + c.alpha * kd(s, t, temperature=c.temperature)
                 + c.sparsity * synops)
 
@@ -180,9 +189,10 @@ def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, x_cal: torch.Tens
     res = fit(net, ds.train, ds.val, ident, logits, epochs=c.epochs, lr=c.lr,
               batch_size=c.batch_size, patience=c.patience, seed=seed, desc="sdnn fine-tuning",
               progress=progress, log=log, objective=objective, schedule=c.schedule,
-              param_groups=net.param_groups(c.lr), device=device, companions=[teacher],
-              keep_last=c.sparsity > 0)
-    teacher.eval()
+              param_groups=None if absolute_lr else net.param_groups(c.lr), device=device,
+              companions=[m for m in (ref,) if m is not None], keep_last=c.sparsity > 0)
+    if ref is not None:
+        ref.eval()
     with torch.no_grad():
         est = float(net.eval().cost(x_cal[:512])[1])
     return net.write_back(), {"finetune_val_accuracy": res.best_val_accuracy,
@@ -244,28 +254,14 @@ class StagesModule(nn.Sequential):
         super().__init__(*mods)
 
 
-def convert_run(cfg, ds, dnn: nn.Module, log: Log = quiet, check_fit: bool = True,
-                progress: bool = False) -> Tuple[SigmaDeltaNet, Dict[str, Any]]:
-    """``neurokd convert --neuron sdnn`` as a library call: the DNN converted for ``cfg`` and
-    measured on the test split beside it: accuracy, and synaptic operations per inference
-    against the DNN's MACs."""
-    from neurokd.hardware import load_profile
+def measure(model: SigmaDeltaNet, ds, cfg, metrics: Dict[str, Any]) -> None:
+    """The network's test accuracy and its synaptic operations per inference on up to 256 test
+    samples, from rest and on a stream, into ``metrics``."""
     from neurokd.metrics.activity import measured_synops
-    from neurokd.metrics.energy import teacher_macs
-    from neurokd.metrics.resources import check_fit as check_fit_chip
     from neurokd.models.sigma_delta.net import parallel_streams, sdnn_readout
-    from neurokd.training import accuracy, identity, logits_of, make_prepare
+    from neurokd.training import accuracy, make_prepare
 
-    profile = load_profile(cfg.hardware)
-    tune = cfg.convert if cfg.convert.method == "qkd" else None
-    model, metrics = convert_sdnn(dnn, ds, cfg.student.encoder, profile,
-                                  calibration=cfg.convert.calibration,
-                                  threshold=cfg.convert.delta_threshold, seed=cfg.seed, log=log,
-                                  finetune=tune, progress=progress, device=cfg.device)
-    if check_fit:
-        check_fit_chip(model.spec, profile, [8] * model.depth)
     prepare = make_prepare(cfg.student.encoder, model.timesteps, 0)
-    metrics["teacher_accuracy"] = accuracy(dnn.eval(), ds.test, identity, logits_of, seed=cfg.seed)
     metrics["snn_accuracy"] = accuracy(model, ds.test, prepare, sdnn_readout, seed=cfg.seed)
     n = min(256, len(ds.test))
     x = prepare(torch.as_tensor(np.asarray(ds.test.x[:n]), dtype=torch.float32),
@@ -275,10 +271,88 @@ def convert_run(cfg, ds, dnn: nn.Module, log: Log = quiet, check_fit: bool = Tru
     metrics["synops_layers"] = synops["layers"]
     streams, count = parallel_streams(x)
     metrics["synops_per_frame_stream"] = measured_synops(model, streams)["synops"] * len(streams) / count
+
+
+def convert_run(cfg, ds, dnn: nn.Module, log: Log = quiet, check_fit: bool = True,
+                progress: bool = False) -> Tuple[SigmaDeltaNet, Dict[str, Any]]:
+    """``neurokd convert --neuron sdnn`` as a library call: the DNN converted for ``cfg`` and
+    measured on the test split beside it: accuracy, and synaptic operations per inference
+    against the DNN's MACs."""
+    from neurokd.hardware import load_profile
+    from neurokd.metrics.energy import teacher_macs
+    from neurokd.metrics.resources import check_fit as check_fit_chip
+    from neurokd.training import accuracy, identity, logits_of
+
+    profile = load_profile(cfg.hardware)
+    tune = cfg.convert if cfg.convert.method == "qkd" else None
+    model, metrics = convert_sdnn(dnn, ds, cfg.student.encoder, profile,
+                                  calibration=cfg.convert.calibration,
+                                  threshold=cfg.convert.delta_threshold, seed=cfg.seed, log=log,
+                                  finetune=tune, progress=progress, device=cfg.device)
+    if check_fit:
+        check_fit_chip(model.spec, profile, [8] * model.depth)
+    metrics["teacher_accuracy"] = accuracy(dnn.eval(), ds.test, identity, logits_of, seed=cfg.seed)
+    measure(model, ds, cfg, metrics)
     metrics["dnn_macs"] = float(teacher_macs(dnn, ds.input_shape)["macs"])
     metrics["hardware"] = cfg.hardware
     log(f"teacher {metrics['teacher_accuracy']:.4f}, SDNN {metrics['snn_accuracy']:.4f}; synaptic "
         f"operations per inference {metrics['synops_per_frame_stream']:,.0f} on a stream "
         f"({metrics['synops_per_inference']:,.0f} from rest) against the DNN's "
         f"{metrics['dnn_macs']:,.0f} MACs")
+    return model, metrics
+
+
+def relu_net(spec, seed: int) -> nn.Sequential:
+    """A freshly initialised ReLU network of ``spec``'s layers (Linear / Conv2d, a ReLU after each
+    but the last, Flatten where the spec has one or a dense network reads an image): what a
+    sigma-delta student computes, trained as such before its mapping onto the chip."""
+    from neurokd.models.spec import ConvLayer, FlattenLayer
+
+    torch.manual_seed(seed)
+    mods: List[nn.Module] = []
+    shape = tuple(spec.input_shape)
+    if not isinstance(spec.layers[0], ConvLayer) and len(shape) > 1:
+        mods.append(nn.Flatten())
+    last = len(spec.layers) - 1
+    for i, (layer, out) in enumerate(zip(spec.layers, spec.shapes())):
+        if isinstance(layer, FlattenLayer):
+            mods.append(nn.Flatten())
+        elif isinstance(layer, ConvLayer):
+            mods.append(nn.Conv2d(shape[0], layer.channels, layer.kernel2, stride=layer.stride2,
+                                  padding=layer.padding2))
+        else:
+            mods.append(nn.Linear(int(np.prod(shape)), layer.units))
+        if not isinstance(layer, FlattenLayer) and i < last:
+            mods.append(nn.ReLU())
+        shape = out
+    return nn.Sequential(*mods)
+
+
+def train_student(cfg, ds, spec, teacher: nn.Module | None = None, progress: bool = False,
+                  log: Log = quiet) -> Tuple[SigmaDeltaNet, Dict[str, Any]]:
+    """``train-snn`` / ``distill`` of a sigma-delta student of ``spec``: its ReLU network trained
+    on the 8-bit grid (``sparsity_finetune`` with the student's epochs, step, batch and patience;
+    soft targets from ``teacher`` with ``distill``'s ``kd`` weights), plus ``convert.sparsity``
+    times its estimated synops per MAC; then mapped onto the chip (``convert_sdnn``)."""
+    from neurokd.hardware import load_profile
+
+    st, enc = cfg.student, cfg.student.encoder
+    input_levels(enc)
+    net = relu_net(spec, cfg.seed)
+    c = cfg.convert.model_copy(update={"epochs": st.epochs, "lr": st.lr, "batch_size": st.batch_size,
+                                       "patience": st.patience, "schedule": st.schedule,
+                                       "alpha": cfg.distill.alpha, "temperature": cfg.distill.temperature})
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randperm(len(ds.train), generator=g)[:min(cfg.convert.calibration, len(ds.train))]
+    x_cal = torch.as_tensor(np.asarray(ds.train.x)[idx.numpy()], dtype=torch.float32)
+    stages, tuned = sparsity_finetune(net, ds, enc, c, x_cal, cfg.seed, progress, log, cfg.device,
+                                      reference=teacher, absolute_lr=True)
+    model, metrics = convert_sdnn(StagesModule(stages).eval(), ds, enc, load_profile(cfg.hardware),
+                                  calibration=cfg.convert.calibration,
+                                  threshold=cfg.convert.delta_threshold, seed=cfg.seed, log=log)
+    metrics.update({k.replace("finetune", "snn"): v for k, v in tuned.items()})
+    measure(model, ds, cfg, metrics)
+    log(f"sigma-delta student: test accuracy {metrics['snn_accuracy']:.4f}; synaptic operations per "
+        f"inference {metrics['synops_per_frame_stream']:,.0f} on a stream "
+        f"({metrics['synops_per_inference']:,.0f} from rest)")
     return model, metrics

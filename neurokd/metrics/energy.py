@@ -362,7 +362,7 @@ def networks(snns: Sequence[Tuple[nn.Module, Dict[str, Any]]], teacher: Optional
 def snn_name(model: nn.Module) -> str:
     """A network's name in reports: float (slayer's 8-bit weights) or quantized, with its bits."""
     if model.family == "sdnn":
-        return "SDNN, converted, 8-bit weights"
+        return "SDNN, 8-bit weights"
     if model.quantized:
         kind = "converted" if model.has_bias else "quantized"
         return f"SNN, {kind}, {'/'.join(str(b) for b in model.bits)}-bit weights"

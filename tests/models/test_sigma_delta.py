@@ -236,3 +236,24 @@ def test_sparsity_fine_tuning_trades_messages_for_accuracy(digits_mlp):
                     accuracy(model, ds.test, prepare, sdnn_readout))
     assert out[30.0][0] < out[0.0][0] and out[30.0][1] < out[0.0][1]
     assert out[0.0][2] >= accuracy(teacher, ds.test, identity, logits_of) - 0.01
+
+
+def test_sigma_delta_students_train_and_distill_from_the_command_line(tmp_path):
+    """train-snn and distill --method kd with --neuron sdnn: a ReLU student trained on the 8-bit
+    grid, mapped onto the chip, exact in Lava; other distillation methods are refused."""
+    r = run_cli("train-teacher", "--dataset", "digits", "--epochs", "3", "--out", "t", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("train-snn", "--dataset", "digits", "--neuron", "sdnn", "--encoder", "direct8",
+                "--epochs", "4", "--out", "s", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["snn_accuracy"] > 0.8
+    r = run_cli("distill", "--teacher", "t/teacher.pt", "--method", "kd", "--neuron", "sdnn",
+                "--encoder", "direct8", "--epochs", "4", "--out", "d", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("verify", "--snn", "d/snn.pt", "--net", "d/network.net", "--samples", "20",
+                "--metrics", "v.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "v.json").read_text())["lava_payload_match"] == 1.0
+    r = run_cli("distill", "--teacher", "t/teacher.pt", "--neuron", "sdnn", "--encoder", "direct8",
+                "--out", "bad", cwd=tmp_path)
+    assert r.returncode != 0 and "kd only" in r.stderr and not (tmp_path / "bad").exists()
