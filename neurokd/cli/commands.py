@@ -186,8 +186,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     _positive("--timesteps", args.timesteps)
     _positive("--epochs", args.epochs)
+    # with no time window given, the network that needs none: sigma-delta, which converts a DNN
+    # almost losslessly (benchmarks/results/sdnn.md)
+    if args.neuron is None:
+        args.neuron = "cuba" if args.timesteps is not None else "sdnn"
     if args.timesteps is None and args.neuron != "sdnn":
-        raise NeurokdError("convert: --timesteps is required (unless --neuron sdnn)")
+        raise NeurokdError("convert: --neuron cuba needs --timesteps")
     if args.neuron != "sdnn" and (args.delta_threshold is not None or args.sparsity is not None):
         raise NeurokdError("convert: --delta-threshold and --sparsity go with --neuron sdnn")
     ref = _teacher_ref(args)

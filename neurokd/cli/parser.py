@@ -318,14 +318,14 @@ def _add_convert(sub) -> None:
                                      "(default: the teacher run's for a neurokd checkpoint, digits "
                                      "for an ONNX or MODULE:FACTORY teacher)")
     p.add_argument("--timesteps", "-T", type=int, metavar="T",
-                   help="SNN input time steps (required for --neuron cuba; a sigma-delta network "
-                        "holds each frame one step per layer)")
+                   help="SNN input time steps of an integrate-and-fire network (--neuron cuba); "
+                        "without it, a sigma-delta network (--neuron sdnn) is made")
     p.add_argument("--hardware", help="target profile (loihi2, loihi1) or a profile YAML "
                                       "(default: the teacher run's, loihi2 unless set)")
     p.add_argument("--neuron", choices=_choices("convert", "neuron"),
-                   help="cuba (default: integrate-and-fire, binary spikes, a time window) or sdnn "
-                        "(sigma-delta, graded spikes: the DNN's activations layer for layer, "
-                        "Loihi 2 only)")
+                   help="cuba (integrate-and-fire, binary spikes, a time window: the default "
+                        "with --timesteps) or sdnn (sigma-delta, graded spikes: the DNN's "
+                        "activations layer for layer, Loihi 2 only; the default without)")
     p.add_argument("--delta-threshold", type=float, metavar="F",
                    help="sdnn: each layer's delta threshold as a fraction of its largest "
                         "calibrated activation (default 0: every change is sent)")
