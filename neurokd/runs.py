@@ -197,9 +197,6 @@ def _train_sdnn(cfg: RunConfig, which: str, run: Path, ds: Dataset, spec, teache
     from neurokd.convert.sdnn import train_student
     from neurokd.errors import NeurokdError
     from neurokd.interop.teachers import load_dnn
-    from neurokd.models.checkpoint import save_checkpoint
-    from neurokd.models.sigma_delta.net import EncodedSDNN
-    from neurokd.models.sigma_delta.netx import write_netx
     from neurokd.models.spec import NeuronSpec
 
     dnn = None
@@ -213,17 +210,27 @@ def _train_sdnn(cfg: RunConfig, which: str, run: Path, ds: Dataset, spec, teache
             dnn = load_dnn(teacher, ds.input_shape, ds.num_classes)[0].eval()
     spec = spec.model_copy(update={"neuron": NeuronSpec(type="sdnn")})
     model, metrics = train_student(cfg, ds, spec, dnn, progress, log)
-    history = metrics.pop("snn_history")
-    plots.training_curves({which: history}, run / "training_curves.png",
+    plots.training_curves({which: metrics.pop("snn_history")}, run / "training_curves.png",
                           kept={which: metrics["snn_best_epoch"]})
+    return _write_sdnn(run, model, dnn, cfg, ds, metrics, log)
+
+
+def _write_sdnn(run: Path, model, dnn: Optional[nn.Module], cfg: RunConfig, ds: Dataset,
+                metrics: Dict[str, Any], log: Log) -> Dict[str, Any]:
+    """What every sigma-delta run directory holds: snn.pt, network.net, the radio report (radio
+    data), the energy report and metrics.json, beside the DNN ``dnn`` where there is one."""
+    from neurokd.models.checkpoint import save_checkpoint
+    from neurokd.models.sigma_delta.net import EncodedSDNN
+    from neurokd.models.sigma_delta.netx import write_netx
+
     meta = {**pipeline.snn_meta(cfg, ds), "timesteps": model.timesteps}
     save_checkpoint(run / "snn.pt", "snn", model.arch(), model.state_dict(), meta)
     write_netx(model, run / "network.net", meta)
+    label = teacher_label(cfg, dnn) if dnn is not None else cfg.teacher.model
     if pipeline.is_radio(ds):
-        receivers = {} if dnn is None else {f"DNN teacher ({teacher_label(cfg, dnn)})": (dnn, {})}
+        receivers = {} if dnn is None else {f"DNN teacher ({label})": (dnn, {})}
         receivers["sigma-delta SNN (PyTorch = Lava)"] = (EncodedSDNN(model, cfg.student.encoder), {})
         metrics["radio"] = radio_report(ds, receivers, run, cfg.seed)
-    label = teacher_label(cfg, dnn) if dnn is not None else cfg.teacher.model
     energy.run_report(run, ds, energy.networks([(model, meta)], dnn, label), cfg.seed, log=log)
     write_json(run / "metrics.json", metrics)
     return metrics
@@ -330,9 +337,6 @@ def _convert_sdnn(cfg: RunConfig, teacher, out, *, force: bool, inputs: Sequence
     energy and radio reports, metrics.json and (method qkd) training_curves.png."""
     from neurokd.convert.sdnn import convert_run
     from neurokd.interop.teachers import load_dnn
-    from neurokd.models.checkpoint import save_checkpoint
-    from neurokd.models.sigma_delta.net import EncodedSDNN
-    from neurokd.models.sigma_delta.netx import write_netx
 
     pipeline.check_names(cfg)
     rd = run_dir(out, "convert", force, inputs)
@@ -346,17 +350,7 @@ def _convert_sdnn(cfg: RunConfig, teacher, out, *, force: bool, inputs: Sequence
                                   run / "training_curves.png",
                                   kept={"sdnn fine-tuning": metrics["finetune_best_epoch"]})
         metrics["teacher_source"] = source
-        meta = {**pipeline.snn_meta(cfg, ds), "timesteps": snn.timesteps}
-        save_checkpoint(run / "snn.pt", "snn", snn.arch(), snn.state_dict(), meta)
-        write_netx(snn, run / "network.net", meta)
-        if pipeline.is_radio(ds):
-            metrics["radio"] = radio_report(
-                ds, {f"DNN teacher ({teacher_label(cfg, dnn)})": (dnn, {}),
-                     "sigma-delta SNN (PyTorch = Lava)": (EncodedSDNN(snn, cfg.student.encoder), {})},
-                run, cfg.seed)
-        energy.run_report(run, ds, energy.networks([(snn, meta)], dnn, teacher_label(cfg, dnn)),
-                          cfg.seed, log=log)
-        write_json(run / "metrics.json", metrics)
+        _write_sdnn(run, snn, dnn, cfg, ds, metrics, log)
     return metrics, ds
 
 

@@ -145,14 +145,24 @@ class SparseReLUNet(nn.Module):
         return out
 
 
-def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, x_cal: torch.Tensor, seed: int,
+def calibration_batch(ds, samples: int, seed: int) -> torch.Tensor:
+    """``samples`` training samples drawn with ``seed``: what every sigma-delta mapping and
+    fine-tuning measures activations on."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds.train), generator=g)[:min(samples, len(ds.train))]
+    return torch.as_tensor(np.asarray(ds.train.x)[idx.numpy()], dtype=torch.float32)
+
+
+def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, seed: int,
                       progress: bool = False, log: Log = quiet, device: str = "cpu",
-                      reference: Any = "self", absolute_lr: bool = False):
+                      reference: Any = "self", absolute_lr: bool = False
+                      ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Fine-tune a copy of the DNN, as its sigma-delta network computes it (``SparseReLUNet``),
     from the DNN itself (``kd`` and ``ce`` as ``qkd`` mixes them, ``convert.alpha``) plus
     ``convert.sparsity`` times its estimated synaptic operations per DNN MAC. Returns the
-    fine-tuned stages and metrics (the kept epoch: the best validation accuracy, or with a
-    sparsity weight the last, every epoch run).
+    fine-tuned network (a ``StagesModule``) and metrics (the kept epoch: the best validation
+    accuracy, or with a sparsity weight the last, every epoch run). Activations are measured on
+    ``calibration_batch(ds, c.calibration, seed)``.
 
     ``reference``: the DNN whose outputs are the soft targets (``"self"``: ``teacher`` as given;
     None: labels only, as when a student is trained from scratch); ``absolute_lr``: ``c.lr`` is
@@ -160,6 +170,7 @@ def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, x_cal: torch.Tens
     from neurokd.distill.losses import LOSSES
     from neurokd.training import fit, seed_everything
 
+    x_cal = calibration_batch(ds, c.calibration, seed)
     stages = dnn_stages(teacher.eval(), ds.input_shape)
     acts = stage_activations(stages, x_cal)
     enc = get_encoder(encoder)
@@ -195,7 +206,7 @@ def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, x_cal: torch.Tens
         ref.eval()
     with torch.no_grad():
         est = float(net.eval().cost(x_cal[:512])[1])
-    return net.write_back(), {"finetune_val_accuracy": res.best_val_accuracy,
+    return StagesModule(net.write_back()).eval(), {"finetune_val_accuracy": res.best_val_accuracy,
                               "finetune_best_epoch": res.best_epoch,
                               "finetune_epochs": res.epochs_run, "finetune_history": res.history,
                               "estimated_synops_per_mac": est}
@@ -203,27 +214,19 @@ def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, x_cal: torch.Tens
 
 def convert_sdnn(teacher: nn.Module, ds, encoder: str, profile: HardwareProfile, *,
                  calibration: int = 2000, threshold: float = 0.0, seed: int = 0,
-                 log: Log = quiet, finetune=None, progress: bool = False,
-                 device: str = "cpu") -> Tuple[SigmaDeltaNet, Dict[str, Any]]:
+                 log: Log = quiet) -> Tuple[SigmaDeltaNet, Dict[str, Any]]:
     """Convert ``teacher`` for ``ds`` read through the graded ``encoder``. ``threshold``: each
-    hidden layer's delta threshold as a fraction of its calibrated largest activation.
-    ``finetune``: a ``ConvertConfig`` to fine-tune with first (``sparsity_finetune``), or None."""
+    hidden layer's delta threshold as a fraction of its calibrated largest activation."""
     levels = input_levels(encoder)
-    g = torch.Generator().manual_seed(seed)
-    n = min(calibration, len(ds.train))
-    idx = torch.randperm(len(ds.train), generator=g)[:n]
-    x = torch.as_tensor(np.asarray(ds.train.x)[idx.numpy()], dtype=torch.float32)
-    tuned: Dict[str, Any] = {}
-    if finetune is not None:
-        stages, tuned = sparsity_finetune(teacher, ds, encoder, finetune, x, seed, progress, log, device)
-        teacher = StagesModule(stages)
+    x = calibration_batch(ds, calibration, seed)
+    n = len(x)
     layers, spec = float_layers(teacher, ds.input_shape, x)
     ints, scales = map_relu_network(layers, levels, profile, threshold=threshold)
     model = SigmaDeltaNet(spec, profile, ints, scales["input_vth"], scales["out_scale"], levels,
                           scales["input_shift"])
     log(f"sigma-delta: {model.depth} layers, window {model.timesteps} steps, delta threshold "
         f"{threshold:g} of each layer's largest activation")
-    metrics = {"neuron": "sdnn", "delta_threshold": threshold, "calibration_samples": n, **tuned,
+    metrics = {"neuron": "sdnn", "delta_threshold": threshold, "calibration_samples": n,
                "timesteps": model.timesteps,
                "layers": [{"layer": i, "act_max": lay.act_max, "weight_levels":
                            int(q.weight.abs().max()), "vth": int(q.vth)}
@@ -254,16 +257,16 @@ class StagesModule(nn.Sequential):
         super().__init__(*mods)
 
 
-def measure(model: SigmaDeltaNet, ds, cfg, metrics: Dict[str, Any]) -> None:
-    """The network's test accuracy and its synaptic operations per inference on up to 256 test
-    samples, from rest and on a stream, into ``metrics``."""
+def measure(model: SigmaDeltaNet, ds, cfg, metrics: Dict[str, Any], samples: int = 256) -> None:
+    """The network's test accuracy and its synaptic operations per inference on the first
+    ``samples`` test samples, from rest and on a stream (8 streams), into ``metrics``."""
     from neurokd.metrics.activity import measured_synops
     from neurokd.models.sigma_delta.net import parallel_streams, sdnn_readout
     from neurokd.training import accuracy, make_prepare
 
     prepare = make_prepare(cfg.student.encoder, model.timesteps, 0)
     metrics["snn_accuracy"] = accuracy(model, ds.test, prepare, sdnn_readout, seed=cfg.seed)
-    n = min(256, len(ds.test))
+    n = min(samples, len(ds.test))
     x = prepare(torch.as_tensor(np.asarray(ds.test.x[:n]), dtype=torch.float32),
                 torch.Generator().manual_seed(cfg.seed))
     synops = measured_synops(model, x)
@@ -284,11 +287,14 @@ def convert_run(cfg, ds, dnn: nn.Module, log: Log = quiet, check_fit: bool = Tru
     from neurokd.training import accuracy, identity, logits_of
 
     profile = load_profile(cfg.hardware)
-    tune = cfg.convert if cfg.convert.method == "qkd" else None
-    model, metrics = convert_sdnn(dnn, ds, cfg.student.encoder, profile,
+    source, tuned = dnn, {}
+    if cfg.convert.method == "qkd":
+        source, tuned = sparsity_finetune(dnn, ds, cfg.student.encoder, cfg.convert, cfg.seed,
+                                          progress, log, cfg.device)
+    model, metrics = convert_sdnn(source, ds, cfg.student.encoder, profile,
                                   calibration=cfg.convert.calibration,
-                                  threshold=cfg.convert.delta_threshold, seed=cfg.seed, log=log,
-                                  finetune=tune, progress=progress, device=cfg.device)
+                                  threshold=cfg.convert.delta_threshold, seed=cfg.seed, log=log)
+    metrics.update(tuned)
     if check_fit:
         check_fit_chip(model.spec, profile, [8] * model.depth)
     metrics["teacher_accuracy"] = accuracy(dnn.eval(), ds.test, identity, logits_of, seed=cfg.seed)
@@ -342,12 +348,9 @@ def train_student(cfg, ds, spec, teacher: nn.Module | None = None, progress: boo
     c = cfg.convert.model_copy(update={"epochs": st.epochs, "lr": st.lr, "batch_size": st.batch_size,
                                        "patience": st.patience, "schedule": st.schedule,
                                        "alpha": cfg.distill.alpha, "temperature": cfg.distill.temperature})
-    g = torch.Generator().manual_seed(cfg.seed)
-    idx = torch.randperm(len(ds.train), generator=g)[:min(cfg.convert.calibration, len(ds.train))]
-    x_cal = torch.as_tensor(np.asarray(ds.train.x)[idx.numpy()], dtype=torch.float32)
-    stages, tuned = sparsity_finetune(net, ds, enc, c, x_cal, cfg.seed, progress, log, cfg.device,
-                                      reference=teacher, absolute_lr=True)
-    model, metrics = convert_sdnn(StagesModule(stages).eval(), ds, enc, load_profile(cfg.hardware),
+    trained, tuned = sparsity_finetune(net, ds, enc, c, cfg.seed, progress, log, cfg.device,
+                                       reference=teacher, absolute_lr=True)
+    model, metrics = convert_sdnn(trained, ds, enc, load_profile(cfg.hardware),
                                   calibration=cfg.convert.calibration,
                                   threshold=cfg.convert.delta_threshold, seed=cfg.seed, log=log)
     metrics.update({k.replace("finetune", "snn"): v for k, v in tuned.items()})

@@ -174,38 +174,37 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
 
     from neurokd.interrupts import start_resource_tracker
 
-    keep_state = bool(stream)
     backend = resolve_backend(backend)
     netx, RunSteps, Loihi2SimCfg, Loihi2HwCfg, lava_io = import_lava()
 
     # One window of zeros goes first: the first reset of a layer falls inside it, so the first
     # real sample, like every later one, finds each biased layer reset L steps before its first
     # frame (without it, layer l of the first sample integrated its bias l + 1 steps instead of L).
-    if not keep_state:
+    if not stream:
         frames = np.concatenate([np.zeros_like(frames[:1]), frames], axis=0)
     n, window = frames.shape[0], frames.shape[-1]
-    stream = np.moveaxis(frames, 0, -2).reshape(*frames.shape[1:-1], n * window)
+    data = np.moveaxis(frames, 0, -2).reshape(*frames.shape[1:-1], n * window)
     if message_bits == 0:
-        stream = (stream > 0).astype(np.int32)
+        data = (data > 0).astype(np.int32)
     else:
-        stream = stream.astype(np.int32)
+        data = data.astype(np.int32)
     t0 = time.perf_counter()
     # netx resets layer l at Lava steps (reset_offset + 1 + l) mod W (steps count from 1), and a
     # sample's frame 0 reaches layer l at step i*W + l + 2. reset_offset = 1 - L puts the output
     # layer's reset on the first step of each output window; every layer then sees exactly L zero
     # frames between its reset and the sample's first frame.
     depth = count_spiking_layers(net_path)
-    if keep_state:
+    if stream:
         net = netx.hdf5.Network(net_config=str(net_path), input_message_bits=message_bits)
     elif frames.shape[-1] - pad_needed(depth) < 1:
         raise NeurokdError(f"a window of {window} steps is too short for a {depth}-layer network")
     else:
         net = netx.hdf5.Network(net_config=str(net_path), reset_interval=window,
                                 reset_offset=(1 - depth) % window, input_message_bits=message_bits)
-    if tuple(net.inp.shape) != tuple(stream.shape[:-1]):
+    if tuple(net.inp.shape) != tuple(data.shape[:-1]):
         raise NeurokdError(f"{net_path}: network input shape {tuple(net.inp.shape)} does not "
-                           f"match the data's {tuple(stream.shape[:-1])}")
-    source = lava_io.source.RingBuffer(data=stream)
+                           f"match the data's {tuple(data.shape[:-1])}")
+    source = lava_io.source.RingBuffer(data=data)
     sink = lava_io.sink.RingBuffer(shape=net.out.shape, buffer=n * window)
     if backend == "sim":
         source.s_out.connect(net.inp)
@@ -227,7 +226,7 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
     per_run = max(1, chunk) * window
     before = set(mp.active_children())  # Lava forks its runtime's processes on the first run
     start_resource_tracker()
-    first = 0 if keep_state else 1
+    first = 0 if stream else 1
     bar = tqdm(total=n - first, desc=f"lava ({backend})", unit="sample", disable=not progress, leave=False)
     try:
         done = 0
@@ -243,4 +242,4 @@ def run_lava(net_path: str | Path, frames: np.ndarray, message_bits: int, backen
     values = out.reshape(out.shape[0], n, window).transpose(1, 0, 2)[first:]
     return LavaResult(spikes=(values != 0).astype(np.uint8), backend=backend,
                       seconds=time.perf_counter() - t0,
-                      values=np.rint(values).astype(np.int64) if keep_state else None)
+                      values=np.rint(values).astype(np.int64) if stream else None)

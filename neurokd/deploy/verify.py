@@ -84,7 +84,7 @@ def _sdnn_on_lava(net_path: str | Path, ds: Dataset, meta: Dict[str, Any], sampl
     input layer's graded messages."""
     from neurokd.deploy.lava_run import lava_input_frames, run_lava
     from neurokd.hardware import load_profile
-    from neurokd.models.sigma_delta.net import as_stream
+    from neurokd.models.sigma_delta.net import as_stream, from_stream
     from neurokd.models.sigma_delta.numerics import delta_scan
     from neurokd.models.spec import ConvLayer, spec_from_dict
 
@@ -93,9 +93,8 @@ def _sdnn_on_lava(net_path: str | Path, ds: Dataset, meta: Dict[str, Any], sampl
     prepare = make_prepare(meta["encoder"], meta["timesteps"], 0)
     frames, labels = lava_frames(prepare, ds.test, samples, seed)
     n = len(frames)
-    msgs = delta_scan(as_stream(frames).to(torch.int64) << int(meta["sdnn"]["input_shift"]),
-                      int(meta["sdnn"]["input_vth"]), sd.state_exp)[0]
-    msgs = msgs[0].reshape(*frames.shape[1:-1], n, -1).movedim(-2, 0)
+    shifted = as_stream(frames).to(torch.int64) << int(meta["sdnn"]["input_shift"])
+    msgs = from_stream(delta_scan(shifted, int(meta["sdnn"]["input_vth"]), sd.state_exp)[0], n)
     res = run_lava(net_path, lava_input_frames(msgs.numpy(), isinstance(spec.layers[0], ConvLayer)),
                    sd.message_bits, backend, progress=progress, stream=True)
     logits = (res.values[..., -1] + np.asarray(meta["out_bias"])) / float(meta["sdnn"]["out_scale"])
@@ -115,21 +114,22 @@ def _verify_sdnn(model: nn.Module, net_path: str | Path, ds: Dataset, meta: Dict
     lava = _sdnn_on_lava(net_path, ds, meta, samples, backend, seed, progress)
     frames, labels, lava_values = lava.pop("_frames"), lava.pop("_labels"), lava.pop("_values")
     model.eval()
-    stream = as_stream(frames)
-    mine = from_stream(model(stream), len(frames)).numpy()
+    out, msgs, _ = model.run(as_stream(frames), record=True)
+    mine = from_stream(out, len(frames)).numpy()
     if mine.shape != lava_values.shape:
         raise NeurokdError(f"PyTorch output {mine.shape} and Lava output {lava_values.shape} "
                            "differ in shape: the network file does not belong to this checkpoint")
     equal = mine == lava_values
     stream_pred = model.logits(torch.from_numpy(mine)).argmax(1).numpy()
     rest_pred = model.logits(model(frames)).argmax(1).numpy()
-    extremes = message_extremes(model, stream)
+    extremes = message_extremes(model, out, msgs)
     out = dict(lava)
     out.update({
         "lava_payload_match": float(equal.mean()),
         "lava_spike_match": float(((mine != 0) == (lava_values != 0)).mean()),
         "lava_samples_exact": int(equal.all(axis=(1, 2)).sum()),
-        "lava_prediction_agreement": float((stream_pred == _lava_pred(model, lava_values)).mean()),
+        "lava_prediction_agreement": float(
+            (stream_pred == model.logits(torch.from_numpy(lava_values)).argmax(1).numpy()).mean()),
         "snn_accuracy_on_lava_samples": float((stream_pred == labels).mean()),
         "snn_accuracy_from_rest": float((rest_pred == labels).mean()),
         "state_extremes": extremes,
@@ -138,6 +138,3 @@ def _verify_sdnn(model: nn.Module, net_path: str | Path, ds: Dataset, meta: Dict
     })
     return out
 
-
-def _lava_pred(model, values: np.ndarray) -> np.ndarray:
-    return model.logits(torch.from_numpy(values)).argmax(1).numpy()

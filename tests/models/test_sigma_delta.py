@@ -88,8 +88,7 @@ def test_lava_computes_the_same_integers_on_a_stream(make, tmp_path):
     model = make()
     frames, stream = _stream(model, n=5)
     write_netx(model, tmp_path / "n.net", {"encoder": "signed8"})
-    msgs = model.input_messages(stream)[0]
-    per_sample = msgs.reshape(*frames.shape[1:-1], len(frames), -1).movedim(-2, 0)
+    per_sample = from_stream(model.input_messages(stream), len(frames))
     res = run_lava(tmp_path / "n.net", lava_input_frames(per_sample.numpy(), model.spec.layers[0].type == "conv"),
                    SD.message_bits, backend="sim", progress=False, stream=True)
     mine = from_stream(model(stream), len(frames)).numpy()
@@ -215,19 +214,18 @@ def test_sparsity_fine_tuning_trades_messages_for_accuracy(digits_mlp):
     """The estimated synops per MAC falls as the sparsity weight rises, and so do the messages the
     converted network sends on a stream; with no weight, accuracy holds."""
     from neurokd.config import ConvertConfig
-    from neurokd.convert.sdnn import StagesModule, sparsity_finetune
+    from neurokd.convert.sdnn import sparsity_finetune
     from neurokd.metrics.activity import measured_synops
     from neurokd.models.sigma_delta.net import parallel_streams
 
     teacher, ds = digits_mlp
-    x_cal = torch.as_tensor(ds.train.x[:500], dtype=torch.float32)
     out = {}
     for lam in (0.0, 30.0):
-        c = ConvertConfig(epochs=3, sparsity=lam)
-        stages, tuned = sparsity_finetune(teacher, ds, "direct8", c, x_cal, seed=0)
+        c = ConvertConfig(epochs=3, sparsity=lam, calibration=500)
+        tuned_dnn, tuned = sparsity_finetune(teacher, ds, "direct8", c, seed=0)
         if lam:
             assert tuned["finetune_best_epoch"] == 3  # the last epoch is kept
-        model, _ = convert_sdnn(StagesModule(stages).eval(), ds, "direct8", LOIHI2)
+        model, _ = convert_sdnn(tuned_dnn, ds, "direct8", LOIHI2)
         prepare = make_prepare("direct8", model.timesteps, 0)
         frames = prepare(torch.as_tensor(ds.test.x[:128]), torch.Generator())
         streams, n = parallel_streams(frames)

@@ -136,15 +136,24 @@ class SigmaDeltaNet(SpikingModel):
         self.spec, self.profile = spec, profile
         self.input_vth, self.out_scale, self.input_levels = int(input_vth), float(out_scale), int(input_levels)
         self.input_shift = int(input_shift)
-        self.layers = list(layers)
-        for i, layer in enumerate(self.layers):
+        # the integers live in buffers (what a state_dict holds); the rest of each layer here
+        self._geometry = [(int(layer.vth), layer.output, tuple(layer.stride), tuple(layer.padding),
+                           layer.flatten_before) for layer in layers]
+        for i, layer in enumerate(layers):
             self.register_buffer(f"w{i}", layer.weight)
             self.register_buffer(f"b{i}", layer.bias)
+
+    @property
+    def layers(self) -> List[SDLayer]:
+        """The integer layers, read from the buffers (a loaded state_dict replaces them)."""
+        return [SDLayer(getattr(self, f"w{i}"), getattr(self, f"b{i}"), vth, output, stride,
+                        padding, flat)
+                for i, (vth, output, stride, padding, flat) in enumerate(self._geometry)]
 
     # ------------------------------------------------------------------ the contract
     @property
     def depth(self) -> int:
-        return len(self.layers)
+        return len(self._geometry)
 
     @property
     def window_pad(self) -> int:
@@ -157,25 +166,19 @@ class SigmaDeltaNet(SpikingModel):
 
     @property
     def num_classes(self) -> int:
-        return int(self.layers[-1].weight.shape[0])
+        return int(self.b_out().shape[0])
 
     def arch(self) -> Dict[str, Any]:
         return {"family": self.family, "spec": self.spec.model_dump(), "hardware": self.profile.name,
                 "sdnn": {"input_vth": self.input_vth, "input_shift": self.input_shift,
                          "out_scale": self.out_scale,
                          "input_levels": self.input_levels,
-                         "vth": [int(layer.vth) for layer in self.layers]}}
+                         "vth": [vth for vth, *_ in self._geometry]}}
 
     def run(self, x: torch.Tensor, states: Optional[List[DeltaState]] = None, record: bool = False):
         sd = self.profile.sigma_delta
-        return run_layers(self._current_layers(), x, self.input_vth, self.input_shift, sd.state_exp,
+        return run_layers(self.layers, x, self.input_vth, self.input_shift, sd.state_exp,
                           states=states, record=record)
-
-    def _current_layers(self) -> List[SDLayer]:
-        # the buffers are the source of truth (a loaded state_dict replaces them)
-        return [SDLayer(getattr(self, f"w{i}"), getattr(self, f"b{i}"), layer.vth, layer.output,
-                        layer.stride, layer.padding, layer.flatten_before)
-                for i, layer in enumerate(self.layers)]
 
     def first_layer_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.input_messages(x)
@@ -223,7 +226,7 @@ class SigmaDeltaNet(SpikingModel):
 
     @property
     def weight_bytes(self) -> int:
-        return sum(int(layer.weight.numel()) for layer in self.layers)
+        return sum(int(getattr(self, f"w{i}").numel()) for i in range(self.depth))
 
 
 def sdnn_readout(model: SigmaDeltaNet, x: torch.Tensor) -> torch.Tensor:
@@ -313,19 +316,20 @@ class EncodedSDNN(nn.Module):
 
 def as_stream(frames: torch.Tensor) -> torch.Tensor:
     """Samples' windows ``(N, *shape, W)`` one after another: ``(1, *shape, N·W)``."""
-    n, w = frames.shape[0], frames.shape[-1]
-    return frames.movedim(0, -2).reshape(1, *frames.shape[1:-1], n * w)
+    return parallel_streams(frames, 1)[0]
 
 
 def from_stream(out: torch.Tensor, n: int) -> torch.Tensor:
-    """A stream's outputs ``(1, K, N·W)`` back into per-sample windows ``(N, K, W)``."""
-    return out[0].reshape(out.shape[1], n, -1).movedim(1, 0)
+    """A stream ``(1, *shape, N·W)`` back into per-sample windows ``(N, *shape, W)``."""
+    return out[0].reshape(*out.shape[1:-1], n, -1).movedim(-2, 0)
 
 
-def message_extremes(model: SigmaDeltaNet, x: torch.Tensor) -> List[Dict[str, Any]]:
-    """Per layer, the largest |message| it sent on ``x`` (the output layer: its largest |sum|)
-    against the chip's limit: message bits for graded spikes, state bits for the output sum."""
-    out, msgs, _ = model.run(x, record=True)
+def message_extremes(model: SigmaDeltaNet, out: torch.Tensor, msgs: Sequence[torch.Tensor]
+                     ) -> List[Dict[str, Any]]:
+    """Per layer, the largest |message| it sent (``msgs``: ``model.run(..., record=True)``'s; the
+    output layer: its largest |sum| in ``out``) against the chip's limit: message bits for graded
+    spikes, state bits for the output sum."""
+    msgs = list(msgs)
     sd = model.profile.sigma_delta
     rows = []
     for i, m in enumerate(msgs + [out]):

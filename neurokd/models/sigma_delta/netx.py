@@ -47,7 +47,7 @@ def write_netx(model: SigmaDeltaNet, path: str | Path, meta: Dict[str, Any], rep
     with atomic_path(path, replace=replace) as tmp:
         with h5py.File(tmp, "w") as h:
             layers = h.create_group("layer")
-            index, k = 0, 0
+            index, k, ints = 0, 0, model.layers
             if isinstance(model.spec.layers[0], ConvLayer):
                 # only the input's shape (C, H, W); netx reverses it to (W, H, C)
                 g = layers.create_group("0")
@@ -61,7 +61,7 @@ def write_netx(model: SigmaDeltaNet, path: str | Path, meta: Dict[str, Any], rep
                     g.create_dataset("type", (1,), "S10", [b"flatten"])
                     g.create_dataset("shape", data=np.array(shape))
                     continue
-                layer = model._current_layers()[k]
+                layer = ints[k]
                 k += 1
                 w = layer.weight.numpy().astype(np.int64)
                 g.create_dataset("shape", data=np.array(shape))

@@ -91,9 +91,9 @@ class DeltaState:
 
 
 def delta_scan(act: torch.Tensor, vth: int, state_exp: int,
-               state: Optional[DeltaState] = None) -> Tuple[torch.Tensor, torch.Tensor, DeltaState]:
+               state: Optional[DeltaState] = None) -> Tuple[torch.Tensor, DeltaState]:
     """Delta-encode ``act`` (``(..., T)`` state units) step by step. Returns the messages
-    (``(..., T)``, payload units), the state-unit spikes before the shift, and the final state."""
+    (``(..., T)``, payload units: the state-unit spikes shifted right) and the final state."""
     prev = torch.zeros_like(act[..., 0]) if state is None else state.act
     residue = torch.zeros_like(act[..., 0]) if state is None else state.residue
     out = torch.empty_like(act)
@@ -104,7 +104,7 @@ def delta_scan(act: torch.Tensor, vth: int, state_exp: int,
         residue = delta - fired
         prev = now
         out[..., t] = fired
-    return out >> state_exp, out, DeltaState(prev, residue)
+    return out >> state_exp, DeltaState(prev, residue)
 
 
 def run_layers(layers: Sequence[SDLayer], x: torch.Tensor, input_vth: int, input_shift: int,
@@ -118,7 +118,7 @@ def run_layers(layers: Sequence[SDLayer], x: torch.Tensor, input_vth: int, input
     later call takes as ``states`` to continue the same stream."""
     states = list(states) if states is not None else [None] * (len(layers) + 1)
     a = x.to(torch.int64) << input_shift
-    msgs, _, s0 = delta_scan(a, input_vth, state_exp, states[0])
+    msgs, s0 = delta_scan(a, input_vth, state_exp, states[0])
     recorded = [msgs] if record else []
     new_states = [s0]
     for i, layer in enumerate(layers):
@@ -136,7 +136,7 @@ def run_layers(layers: Sequence[SDLayer], x: torch.Tensor, input_vth: int, input
             return sigma, recorded, new_states
         bias = layer.bias.to(torch.int64).reshape(-1, *([1] * (sigma.dim() - 2)))
         act = torch.clamp_min(sigma + bias, 0)
-        msgs, _, st = delta_scan(act, layer.vth, state_exp, prev)
+        msgs, st = delta_scan(act, layer.vth, state_exp, prev)
         st.sigma, st.held = sigma[..., -1], held
         new_states.append(st)
         if record:
