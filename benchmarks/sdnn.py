@@ -64,14 +64,13 @@ def task_cell(config: Dict[str, Any], deps: Dict, data_dir: Optional[str]) -> Di
     import torch
 
     from neurokd import pipeline
-    from neurokd.convert.sdnn import StagesModule, convert_sdnn, sparsity_finetune
+    from neurokd.convert.sdnn import convert_sdnn, measure, sparsity_finetune
     from neurokd.deploy.export import read_meta
     from neurokd.hardware import load_profile
-    from neurokd.metrics.activity import activity_counts
     from neurokd.metrics.radio import radio_report
-    from neurokd.models.sigma_delta.net import EncodedSDNN, parallel_streams, sdnn_readout
+    from neurokd.models.sigma_delta.net import EncodedSDNN
     from neurokd.models.sigma_delta.netx import write_netx
-    from neurokd.training import accuracy, encoded_batches, identity, logits_of, make_prepare
+    from neurokd.training import accuracy, identity, logits_of
 
     torch.set_num_threads(1)
     ds, cfg = common.cell_data(config, data_dir)
@@ -82,14 +81,11 @@ def task_cell(config: Dict[str, Any], deps: Dict, data_dir: Optional[str]) -> Di
                            "teacher_macs": common.dnn_macs(teacher, ds.input_shape), "networks": {}}
     encoder = cfg.student.encoder
     receivers = {"teacher": teacher}
-    x_cal = torch.as_tensor(np.asarray(ds.train.x)[np.random.default_rng(cfg.seed).permutation(
-        len(ds.train))[:cfg.convert.calibration]], dtype=torch.float32)
     variants = [(f"sdnn_{th:g}", teacher, th, None) for th in config["thresholds"]]
     for lam in config["sparsity"]:
         t0 = time.time()
         c = cfg.convert.model_copy(update={"sparsity": lam})
-        stages, tuned = sparsity_finetune(teacher, ds, encoder, c, x_cal, cfg.seed)
-        dnn = StagesModule(stages).eval()
+        dnn, tuned = sparsity_finetune(teacher, ds, encoder, c, cfg.seed)
         for th in config["tuned_thresholds"]:
             variants.append((f"sdnn_ft{lam:g}_{th:g}", dnn, th,
                              {"sparsity": lam, "finetune_seconds": time.time() - t0,
@@ -97,18 +93,12 @@ def task_cell(config: Dict[str, Any], deps: Dict, data_dir: Optional[str]) -> Di
     for name, dnn, th, tuned in variants:
         t0 = time.time()
         snn, m = convert_sdnn(dnn, ds, encoder, load_profile("loihi2"), threshold=th, seed=cfg.seed)
-        prepare = make_prepare(encoder, snn.timesteps, 0)
-        xb = torch.cat([x for x, _ in encoded_batches(ds.test, prepare, cfg.seed, limit=512)])
-        rows = activity_counts(snn, xb)
-        n = int(xb.shape[0])
-        activity = {k: float(sum(r[k] for r in rows) / n) for k in common.ACTIVITY}
-        activity.update(neurons=int(sum(r["neurons"] for r in rows)), window=snn.timesteps,
-                        samples=n, hardware="loihi2")
-        # the same samples as 8 streams, each frame held for the window and the state kept: what
-        # a frame costs once the network runs (no start from rest, so no bias transient)
-        streams, count = parallel_streams(xb)
-        stream_synops = float(sum(r["synops"] for r in activity_counts(snn, streams)) / count)
         meta = {**pipeline.snn_meta(cfg, ds), "timesteps": snn.timesteps}
+        activity = common.measure_activity(snn, meta, ds, cfg.seed, 512)
+        # test accuracy, and the same samples as 8 streams, each frame held for the window and the
+        # state kept: what a frame costs once the network runs (no start from rest)
+        measured: Dict[str, Any] = {}
+        measure(snn, ds, cfg, measured, samples=512)
         with tempfile.TemporaryDirectory() as tmp:
             net = write_netx(snn, Path(tmp) / "n.net", meta)
             v = pipeline.verify(snn, net, ds, read_meta(net), config["lava_samples"], "sim",
@@ -116,8 +106,8 @@ def task_cell(config: Dict[str, Any], deps: Dict, data_dir: Optional[str]) -> Di
         receivers[name] = EncodedSDNN(snn, encoder)
         out["networks"][name] = {
             "threshold": th, "sparsity": None if tuned is None else tuned["sparsity"],
-            "accuracy": accuracy(snn, ds.test, prepare, sdnn_readout, seed=cfg.seed),
-            "activity": activity, "stream_synops": stream_synops, "seconds": time.time() - t0,
+            "accuracy": measured["snn_accuracy"], "activity": activity,
+            "stream_synops": measured["synops_per_frame_stream"], "seconds": time.time() - t0,
             "lava_payload_match": v["lava_payload_match"], "lava_samples": v["lava_samples"],
             "lava_samples_exact": v["lava_samples_exact"], "message_overflow": v["state_overflow"],
             "layers": m["layers"], **(tuned or {})}
