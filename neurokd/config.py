@@ -200,6 +200,9 @@ class ConvertConfig(_Strict):
     sparsity: float = Field(0.0, ge=0, description="sdnn with method qkd: weight of the estimated "
                             "synaptic operations per DNN MAC in the fine-tuning loss (0: accuracy "
                             "only; 0.1 trades 0.1 nats of loss for all the MACs' worth of messages)")
+    target_rate: Optional[float] = Field(None, gt=0, description="sdnn: the synaptic operations per "
+                                         "DNN MAC to aim at; the loss then charges only what the "
+                                         "estimate exceeds it by, times convert.sparsity (10 when 0)")
     bits: int = Field(8, description="weight bits of every layer")
     percentile: float = Field(99.9, gt=0, le=100, description="qkd: initial clip of each layer")
     calibration: int = Field(2000, gt=0, description="training samples for threshold balancing")

@@ -20,6 +20,7 @@ from torch import nn
 from neurokd import pipeline
 from neurokd.config import RunConfig, config_to_dict
 from neurokd.data.datasets import Dataset
+from neurokd.errors import NeurokdError
 from neurokd.fileio import RunDir, atomic_path, write_json, write_yaml
 from neurokd.hardware import load_profile
 from neurokd.log import Log
@@ -157,6 +158,9 @@ def train(cfg: RunConfig, which: str, out: str | Path | RunDir, teacher=None, *,
         spec = pipeline.student_spec(cfg, ds) if which != "teacher" else None
         if spec is not None and "sdnn" in (spec.family, cfg.student.neuron):
             return _train_sdnn(cfg, which, run, ds, spec, teacher, progress, log), ds
+        if spec is not None and (cfg.convert.sparsity or cfg.convert.target_rate is not None):
+            raise NeurokdError("convert.sparsity and convert.target_rate (--sparsity, "
+                               "--target-rate) train sigma-delta students only (--neuron sdnn)")
         dnn = None
         if which == "distill":
             model, dnn, metrics = pipeline.train_distilled(cfg, ds, teacher, progress, log)
@@ -195,7 +199,6 @@ def _train_sdnn(cfg: RunConfig, which: str, run: Path, ds: Dataset, spec, teache
     """``train-snn`` / ``distill`` of a sigma-delta student (``neurokd.convert.sdnn.train_student``):
     snn.pt, network.net, training_curves.png, the energy and radio reports, metrics.json."""
     from neurokd.convert.sdnn import train_student
-    from neurokd.errors import NeurokdError
     from neurokd.interop.teachers import load_dnn
     from neurokd.models.spec import NeuronSpec
 

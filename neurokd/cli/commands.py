@@ -22,7 +22,8 @@ FLAG_KEYS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "seed": "se
              "timesteps": "student.timesteps", "encoder": "student.encoder", "spec": "student.spec",
              "teacher_model": "teacher.model", "teacher_epochs": "teacher.epochs",
              "samples": "lava.samples", "backend": "lava.backend", "method": "distill.method",
-             "device": "device", "neuron": "student.neuron"}
+             "device": "device", "neuron": "student.neuron", "sparsity": "convert.sparsity",
+             "target_rate": "convert.target_rate"}
 
 
 def _teacher_ref(args: argparse.Namespace):
@@ -192,8 +193,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         args.neuron = "cuba" if args.timesteps is not None else "sdnn"
     if args.timesteps is None and args.neuron != "sdnn":
         raise NeurokdError("convert: --neuron cuba needs --timesteps")
-    if args.neuron != "sdnn" and (args.delta_threshold is not None or args.sparsity is not None):
-        raise NeurokdError("convert: --delta-threshold and --sparsity go with --neuron sdnn")
+    if args.neuron != "sdnn" and any(v is not None for v in (args.delta_threshold, args.sparsity,
+                                                             args.target_rate)):
+        raise NeurokdError("convert: --delta-threshold, --sparsity and --target-rate go with "
+                           "--neuron sdnn")
     ref = _teacher_ref(args)
     run_dir = _run_dir(args)
     base: Dict[str, Any] = {}  # a DNN from elsewhere: the defaults and the --dataset's presets
@@ -212,11 +215,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if args.encoder is None and not get_encoder(encoder).signed:
             encoder = "direct8"  # a sigma-delta network reads its input at 8 bits
         if method is None:  # converting is nearly lossless: fine-tune only to trade for sparsity
-            method = "qkd" if args.sparsity else "plain"
+            method = "qkd" if args.sparsity or args.target_rate else "plain"
     values = {"hardware": args.hardware, "student.timesteps": args.timesteps,
               "student.encoder": encoder, "convert.method": method,
               "convert.neuron": args.neuron, "convert.delta_threshold": args.delta_threshold,
-              "convert.sparsity": args.sparsity,
+              "convert.sparsity": args.sparsity, "convert.target_rate": args.target_rate,
               "convert.epochs": args.epochs, "data.dataset": args.dataset,
               "data.data_dir": args.data_dir, "device": args.device}
     cfg = build_config(None, args.set, values, base=base)

@@ -205,6 +205,17 @@ def _neuron_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neuron", choices=_choices("student", "neuron"),
                    help="cuba (default) or sdnn: a sigma-delta student (graded input: --encoder "
                         "direct8 or signed8; distill by --method kd only)")
+    p.add_argument("--sparsity", type=float, metavar="LAMBDA",
+                   help="sdnn: LAMBDA times the estimated synaptic operations per MAC of the "
+                        "same network as a DNN, added to the loss (convert.sparsity)")
+    _target_rate_arg(p)
+
+
+def _target_rate_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target-rate", type=float, metavar="R",
+                   help="sdnn: aim at R synaptic operations per DNN MAC (0.2: a fifth of the "
+                        "DNN's work); the loss charges only the estimate's excess over R, times "
+                        "--sparsity (10 by default) (convert.target_rate)")
 
 
 def _add_distill(sub) -> None:
@@ -332,9 +343,10 @@ def _add_convert(sub) -> None:
     p.add_argument("--sparsity", type=float, metavar="LAMBDA",
                    help="sdnn: fine-tune first (method qkd) with LAMBDA times the estimated "
                         "synaptic operations per DNN MAC added to the loss (convert.sparsity)")
+    _target_rate_arg(p)
     p.add_argument("--method", choices=_choices("convert", "method"),
-                   help="qkd (default; for sdnn only with --sparsity: fine-tuning on the 8-bit "
-                        "grid) or plain conversion")
+                   help="qkd (default; for sdnn only with --sparsity or --target-rate: "
+                        "fine-tuning on the 8-bit grid) or plain conversion")
     p.add_argument("--encoder", metavar="NAME",
                    help="the SNN's graded input: direct (default), direct8, or signed8 (the "
                         "signed I/Q as it is; the default for a teacher trained on it)")

@@ -145,6 +145,25 @@ class SparseReLUNet(nn.Module):
         return out
 
 
+TARGET_WEIGHT = 10.0
+
+
+def trades_sparsity(c) -> bool:
+    """Whether the fine-tuning loss charges messages (``convert.sparsity`` or ``target_rate``)."""
+    return c.sparsity > 0 or c.target_rate is not None
+
+
+def sparsity_loss(c, synops: torch.Tensor) -> torch.Tensor:
+    """The loss's price of ``synops`` (estimated synaptic operations per DNN MAC): ``c.sparsity ·
+    synops``; with ``c.target_rate``, only the excess is charged, ``w · max(0, synops −
+    target_rate)`` with ``w`` = ``c.sparsity`` or ``TARGET_WEIGHT`` when that is 0, so the
+    network is pushed down to the rate the user asked for and no further."""
+    if c.target_rate is None:
+        return c.sparsity * synops
+    weight = c.sparsity if c.sparsity > 0 else TARGET_WEIGHT
+    return weight * torch.relu(synops - c.target_rate)
+
+
 def calibration_batch(ds, samples: int, seed: int) -> torch.Tensor:
     """``samples`` training samples drawn with ``seed``: what every sigma-delta mapping and
     fine-tuning measures activations on."""
@@ -185,11 +204,11 @@ def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, seed: int,
     def objective(m: nn.Module, raw: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         s, synops = m.cost(x)
         if ref is None:
-            return ce(s, y) + c.sparsity * synops
+            return ce(s, y) + sparsity_loss(c, synops)
         with torch.no_grad():
             t = ref(raw)
         return ((1 - c.alpha) * ce(s, y) + c.alpha * kd(s, t, temperature=c.temperature)
-                + c.sparsity * synops)
+                + sparsity_loss(c, synops))
 
     def ident(x: torch.Tensor, _g: torch.Generator) -> torch.Tensor:
         return x
@@ -201,7 +220,7 @@ def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, seed: int,
               batch_size=c.batch_size, patience=c.patience, seed=seed, desc="sdnn fine-tuning",
               progress=progress, log=log, objective=objective, schedule=c.schedule,
               param_groups=None if absolute_lr else net.param_groups(c.lr), device=device,
-              companions=[m for m in (ref,) if m is not None], keep_last=c.sparsity > 0)
+              companions=[m for m in (ref,) if m is not None], keep_last=trades_sparsity(c))
     if ref is not None:
         ref.eval()
     with torch.no_grad():

@@ -220,20 +220,35 @@ def test_sparsity_fine_tuning_trades_messages_for_accuracy(digits_mlp):
 
     teacher, ds = digits_mlp
     out = {}
-    for lam in (0.0, 30.0):
-        c = ConvertConfig(epochs=3, sparsity=lam, calibration=500)
+    for lam, target in ((0.0, None), (30.0, None), (0.0, 0.1)):
+        c = ConvertConfig(epochs=3, sparsity=lam, target_rate=target, calibration=500)
         tuned_dnn, tuned = sparsity_finetune(teacher, ds, "direct8", c, seed=0)
-        if lam:
+        if lam or target:
             assert tuned["finetune_best_epoch"] == 3  # the last epoch is kept
         model, _ = convert_sdnn(tuned_dnn, ds, "direct8", LOIHI2)
         prepare = make_prepare("direct8", model.timesteps, 0)
         frames = prepare(torch.as_tensor(ds.test.x[:128]), torch.Generator())
         streams, n = parallel_streams(frames)
         hidden = measured_synops(model, streams)["layers"][1]["synops"] * len(streams) / n
-        out[lam] = (tuned["estimated_synops_per_mac"], hidden,
-                    accuracy(model, ds.test, prepare, sdnn_readout))
+        out[target or lam] = (tuned["estimated_synops_per_mac"], hidden,
+                              accuracy(model, ds.test, prepare, sdnn_readout))
     assert out[30.0][0] < out[0.0][0] and out[30.0][1] < out[0.0][1]
     assert out[0.0][2] >= accuracy(teacher, ds.test, identity, logits_of) - 0.01
+    # a target rate pushes the estimate down towards it (from above: only the excess is charged)
+    assert out[0.1][0] < out[0.0][0] and out[0.1][1] < out[0.0][1]
+
+
+def test_the_sparsity_loss_charges_only_the_excess_over_a_target_rate():
+    from neurokd.config import ConvertConfig
+    from neurokd.convert.sdnn import TARGET_WEIGHT, sparsity_loss
+
+    s = torch.tensor([0.05, 0.5])
+    plain = ConvertConfig(sparsity=2.0)
+    assert torch.allclose(sparsity_loss(plain, s), torch.tensor([0.1, 1.0]))
+    target = ConvertConfig(target_rate=0.2)
+    assert torch.allclose(sparsity_loss(target, s), torch.tensor([0.0, 0.3 * TARGET_WEIGHT]))
+    weighted = ConvertConfig(target_rate=0.2, sparsity=4.0)
+    assert torch.allclose(sparsity_loss(weighted, s), torch.tensor([0.0, 1.2]))
 
 
 def test_sigma_delta_students_train_and_distill_from_the_command_line(tmp_path):
@@ -255,3 +270,7 @@ def test_sigma_delta_students_train_and_distill_from_the_command_line(tmp_path):
     r = run_cli("distill", "--teacher", "t/teacher.pt", "--neuron", "sdnn", "--encoder", "direct8",
                 "--out", "bad", cwd=tmp_path)
     assert r.returncode != 0 and "kd only" in r.stderr and not (tmp_path / "bad").exists()
+    r = run_cli("train-snn", "--dataset", "digits", "--target-rate", "0.2", "--out", "bad",
+                cwd=tmp_path)
+    assert r.returncode != 0 and "sigma-delta students only" in r.stderr
+    assert not (tmp_path / "bad").exists()
