@@ -50,7 +50,8 @@ from neurokd.hardware import load_profile
 from neurokd.models.spec import spec_from_dict
 from neurokd.metrics.resources import Budget, summary
 from neurokd.nas.search import sample_feasible
-from neurokd.pipeline import best_trained, train_candidates
+from neurokd.nas.search import best_trained
+from neurokd.pipeline import train_candidates
 from neurokd.nas.space import describe
 from neurokd.parallel import Workers
 

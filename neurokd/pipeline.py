@@ -36,7 +36,7 @@ from neurokd.training import (accuracy, encoded_batches, fit, identity, logits_o
                               seed_everything, spike_counts)
 
 __all__ = [
-    "as_direct_training", "available_memory", "best_trained", "check_config", "check_memory",
+    "as_direct_training", "available_memory", "check_config", "check_memory",
     "check_names", "config_from_meta", "convert", "export_snn", "identity", "import_nir",
     "is_radio", "kd_reference", "lava_frames", "load_data", "load_snn", "load_teacher",
     "load_teachers", "logits_of", "make_prepare", "memory_estimate", "quantize", "run_on_lava",
@@ -488,14 +488,12 @@ def _measured_synops(model, split, encoder: str, timesteps: int, seed: int) -> f
 def train_candidates(cands: Sequence[Any], ds: Dataset, cfg: RunConfig, timesteps: int,
                      epochs: int, spec_dir: str | Path, progress: bool = False,
                      log: Log = quiet) -> List[Dict[str, Any]]:
-    """Train each of ``cands`` (best-ranked first) for at most ``epochs`` epochs with the student
-    training of :func:`train_snn` (``cfg``'s data, seed, encoder, learning rate and
-    early stopping; ``timesteps`` steps), each spec written to ``spec_dir/rank<i>.yaml``. Returns
-    one record per candidate: its proxy rank, validation accuracy (best epoch; the one to choose
-    by) and test accuracy, cores, synapses, the synaptic operations per inference of the resource
-    model's upper bound and as measured on the validation split after training, and the wall time
-    of its training and measurement (``train_seconds``). ``cands`` are the search's
-    ``Candidate`` records (``neurokd.nas.search``), best first."""
+    """Train each of the search's ``cands`` (best first) for at most ``epochs`` epochs as
+    :func:`train_snn` does (``timesteps`` steps; sigma-delta: ``convert.sdnn.train_student``),
+    specs written to ``spec_dir/rank<i>.yaml``. One record each: proxy rank, validation (best
+    epoch: the one to choose by) and test accuracy, cores, synapses, synops per inference (the
+    upper bound, and measured after training on the validation split, sigma-delta on the test
+    split from rest), seconds of training and measurement (``train_seconds``)."""
     import time
 
     from neurokd.config import build_config
@@ -517,8 +515,13 @@ def train_candidates(cands: Sequence[Any], ds: Dataset, cfg: RunConfig, timestep
         log(f"train-top: {rank}/{len(cands)} {describe(c.spec)} ({c.resources['cores']} cores, "
             f"{epochs} epochs at most)")
         t0 = time.perf_counter()
-        model, metrics = train_snn(run_cfg, ds, progress=progress, log=log)
-        ops = _measured_synops(model, ds.val, cfg.student.encoder, timesteps, cfg.seed)
+        if c.spec.family == "sdnn":
+            from neurokd.convert.sdnn import train_student
+            model, metrics = train_student(run_cfg, ds, c.spec, progress=progress, log=log)
+            ops = metrics["synops_per_inference"]
+        else:
+            model, metrics = train_snn(run_cfg, ds, progress=progress, log=log)
+            ops = _measured_synops(model, ds.val, cfg.student.encoder, timesteps, cfg.seed)
         out.append({"rank": rank, "arch": describe(c.spec), "spec_file": f"{spec_dir.name}/{path.name}",
                     "val_accuracy": float(metrics["snn_val_accuracy"]),
                     "test_accuracy": float(metrics["snn_accuracy"]),
@@ -526,13 +529,6 @@ def train_candidates(cands: Sequence[Any], ds: Dataset, cfg: RunConfig, timestep
                     "synapses": c.resources["synapses"], "synops_upper": c.resources["synops"],
                     "synops_trained": ops, "train_seconds": time.perf_counter() - t0})
     return out
-
-
-def best_trained(trained: Sequence[Dict[str, Any]]) -> int:
-    """Index of the best validation accuracy (the better proxy rank on a tie)."""
-    if not trained:
-        raise NeurokdError("no trained candidates to choose from")
-    return max(range(len(trained)), key=lambda i: (trained[i]["val_accuracy"], -trained[i]["rank"]))
 
 
 def import_nir(path: str | Path, cfg: RunConfig, ds: Dataset, dt: Optional[float] = None,

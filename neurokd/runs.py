@@ -385,7 +385,7 @@ def search(cfg: RunConfig, space, budget, out: str | Path | RunDir, *, proxy: st
 
     from neurokd.models.spec import save_spec
     from neurokd.nas.proxies import PROXIES
-    from neurokd.nas.search import run_search
+    from neurokd.nas.search import best_trained, run_search
 
     profile = load_profile(cfg.hardware)
     PROXIES.get(proxy)
@@ -407,9 +407,9 @@ def search(cfg: RunConfig, space, budget, out: str | Path | RunDir, *, proxy: st
             trained = pipeline.train_candidates(res["ranked"][:train_top], ds, cfg,
                                                 space.timesteps, train_epochs, run / "top",
                                                 progress=progress, log=log)
-            best = pipeline.best_trained(trained)
+            best = best_trained(trained)
             chosen, chosen_row = res["ranked"][best], dict(rows[best], **trained[best])
-        save_spec(run / "spec.yaml", chosen.spec, timesteps=space.timesteps,
+        save_spec(run / "spec.yaml", chosen.spec, timesteps=space.window(chosen.spec),
                   encoder=cfg.student.encoder)
         front = res["front"]
 

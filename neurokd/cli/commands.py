@@ -256,10 +256,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise NeurokdError(f"--train-top {args.train_top} is more than the {args.candidates} "
                            "candidates the search scores (--candidates)")
     epochs = args.train_epochs or TRAIN_TOP_EPOCHS
+    space = load_space(args.space)
+    if args.neuron is not None:
+        space = space.model_copy(update={"neuron": args.neuron})
+    encoder = args.encoder
+    if space.neuron == "sdnn" and encoder is None:  # a sigma-delta network reads graded input
+        from neurokd.data.radioml import GENERATED, RADIOML
+
+        encoder = "signed8" if args.dataset in (*GENERATED, *RADIOML) else "direct8"
     cfg = build_config(None, args.set, {"data.dataset": args.dataset, "data.data_dir": args.data_dir,
                                         "hardware": args.hardware, "seed": args.seed,
-                                        "student.encoder": args.encoder})
-    space = load_space(args.space)
+                                        "student.encoder": encoder})
     res = runs.search(cfg, space, Budget(args.max_cores, args.max_memory, args.max_synops),
                       _run_dir(args, cfg), proxy=args.proxy, strategy=args.strategy,
                       candidates=args.candidates, workers=args.workers, ray_address=args.ray,
@@ -276,9 +283,14 @@ def cmd_search(args: argparse.Namespace) -> int:
                       f"{t['test_accuracy']:.3f}, {t['cores']} cores, {t['synops_trained']:.3g} "
                       f"synops trained, {t['train_seconds']:.0f} s") for t in trained],
                     title=f"trained (at most {epochs} epochs each), chosen by validation accuracy"))
-    print(f"chosen: {describe(chosen.spec)} → {args.out}/spec.yaml (T = {space.timesteps}, "
-          f"encoder {cfg.student.encoder}, recorded in the spec); train it with: neurokd demo "
-          f"--spec {args.out}/spec.yaml --out runs/searched")
+    if space.neuron == "sdnn":
+        print(f"chosen: {describe(chosen.spec)}, sigma-delta → {args.out}/spec.yaml (encoder "
+              f"{cfg.student.encoder}, recorded in the spec); train it with: neurokd train-snn "
+              f"--spec {args.out}/spec.yaml --out runs/searched")
+    else:
+        print(f"chosen: {describe(chosen.spec)} → {args.out}/spec.yaml (T = {space.timesteps}, "
+              f"encoder {cfg.student.encoder}, recorded in the spec); train it with: neurokd demo "
+              f"--spec {args.out}/spec.yaml --out runs/searched")
     return 0
 
 

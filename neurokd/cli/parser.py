@@ -412,8 +412,12 @@ def _add_search(sub) -> None:
     p.add_argument("--ray", metavar="ADDRESS",
                    help="score on this running Ray cluster (host:port, or 'auto') instead of local "
                         "processes; needs the optional extra: pip install 'neurokd[ray]'")
-    p.add_argument("--encoder", help="input encoder: rate, direct, direct8 (default rate); "
-                                     "recorded in spec.yaml")
+    p.add_argument("--neuron", choices=["cuba", "sdnn"],
+                   help="the candidates' neuron family (default: the space's, cuba): sdnn scores "
+                        "sigma-delta networks, their ReLU networks at initialization on graded "
+                        "input, one frame each")
+    p.add_argument("--encoder", help="input encoder: rate, direct, direct8, signed8 (default rate; "
+                                     "sdnn: direct8, signed8 on radio data); recorded in spec.yaml")
     p.add_argument("--seed", type=int, help="seed of the sampling, the data batches and the "
                                             "--train-top training (default 0)")
     _run_args(p, "data.limit=500", training=False)

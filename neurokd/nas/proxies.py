@@ -55,6 +55,12 @@ The choices that matter for spiking networks, and their defaults (``neurokd sear
   deepest candidate has spiking layers, so every output spike is counted;
 * **input encoding**: the search's encoder (``rate``: Bernoulli spikes; ``direct``: the pixel
   value as a current every step), drawn once per search and shared by every candidate;
+* **sigma-delta candidates** (a space of ``neuron: sdnn``): the ReLU network a sigma-delta
+  student trains as (``neurokd.convert.sdnn.relu_net``'s initialization), on the frames at the
+  encoder's graded grid, the loss the cross-entropy of its logits; a "spike" is a non-zero
+  activation (the message a neuron sends from rest at delta threshold 0), so the probe has one
+  step, ``synops`` counts one frame's messages from rest, and the surrogate width does not apply
+  (``snip_wide`` and ``jacob_cov_wide`` equal ``snip`` and ``jacob_cov``);
 * **samples**: 2 batches of 16 training samples (a sample-wise score is computed per batch, over
   its 16 samples), and initialization seeds 0 and 1: each score is the mean of 4 probes.
 """
@@ -63,7 +69,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -150,10 +156,18 @@ def proxy_descriptions() -> Dict[str, str]:
 
 
 def initial_state(spec: ArchSpec, profile: HardwareProfile, seed: int
-                  ) -> Tuple[List[torch.Tensor], Tuple[int, int, int]]:
+                  ) -> Tuple[List[torch.Tensor], Any]:
     """slayer's initial weights of ``spec`` for ``seed`` (per spiking layer: dense ``(out, in)``,
-    convolution ``(out, in, kh, kw)``) and the neuron's ``(iDecay, vDecay, vThMant)``."""
+    convolution ``(out, in, kh, kw)``) and the neuron's ``(iDecay, vDecay, vThMant)``; for a
+    sigma-delta spec, the initial weights and biases of the ReLU network its training starts
+    from (``neurokd.convert.sdnn.relu_net``)."""
     from neurokd.models.cuba.net import SpikingNet
+
+    if spec.family == "sdnn":
+        from neurokd.convert.sdnn import relu_net
+
+        mods = [m for m in relu_net(spec, seed) if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+        return [m.weight.detach().clone() for m in mods], [m.bias.detach().clone() for m in mods]
 
     torch.manual_seed(seed)
     snn = SpikingNet(spec, profile)
@@ -186,6 +200,8 @@ def probe(spec: ArchSpec, profile: HardwareProfile, x: torch.Tensor, y: torch.Te
     needs = frozenset(needs)
     rows = layer_resources(spec, profile)
     rate = float((x != 0).float().mean())
+    if spec.family == "sdnn":
+        return _probe_sdnn(spec, rows, x, y, needs, state or initial_state(spec, profile, seed))
     if not needs:
         return Probe(spec, None, None, None, rate, rows, x.shape[-1])
     weights, (i_decay, v_decay, vth) = state if state is not None else initial_state(spec, profile, seed)
@@ -250,6 +266,65 @@ def probe(spec: ArchSpec, profile: HardwareProfile, x: torch.Tensor, y: torch.Te
         jacobian = g_x[..., :_input_frames(x)].sum(-1).reshape(g_x.shape[0], -1).detach()
     return Probe(spec, [w.detach() for w in weights], grads, [s.detach() for s in spikes], rate,
                  rows, x.shape[-1], jacobian)
+
+
+def _per_sample_grads(layers: Sequence[Any], inputs: Sequence[torch.Tensor],
+                      g_pre: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]
+                      ) -> List[torch.Tensor]:
+    """Per-sample weight gradients of one frame (no time axis) from each layer's input and the
+    gradient at its output: a dense layer's ``δ ⊗ x``, a convolution's the same over patches."""
+    out = []
+    for layer, w, xin, g in zip(layers, weights, inputs, g_pre):
+        xin = xin.detach()
+        if isinstance(layer, DenseLayer):
+            out.append(torch.einsum("no,ni->noi", g, xin))
+        else:
+            cols = F.unfold(xin, layer.kernel2, padding=layer.padding2, stride=layer.stride2)
+            per = torch.bmm(g.reshape(g.shape[0], g.shape[1], -1), cols.transpose(1, 2))
+            out.append(per.reshape(g.shape[0], *w.shape))
+    return [g.detach() for g in out]
+
+
+def _probe_sdnn(spec: ArchSpec, rows: List[LayerResources], x: torch.Tensor, y: torch.Tensor,
+                needs: FrozenSet[str], state: Tuple[List[torch.Tensor], List[torch.Tensor]]) -> Probe:
+    """A sigma-delta candidate's probe: its ReLU network at initialization on the frames ``x``
+    (the graded input grid, no time axis), the loss the cross-entropy of its logits. A neuron's
+    "spike" is a non-zero activation: the message it sends from rest at delta threshold 0, so
+    the probe has one step and ``synops`` counts the messages of one frame from rest."""
+    weights, biases = state
+    rate = float((x != 0).float().mean())
+    if not (needs & {"spikes", "grads", "jacobian"}):
+        return Probe(spec, [w.clone() for w in weights] if needs else None, None, None, rate,
+                     rows, 1)
+    want_grads, want_jac = "grads" in needs, "jacobian" in needs
+    weights = [w.clone().requires_grad_(want_grads) for w in weights]
+    h = x.to(torch.float32)
+    if isinstance(spec.layers[0], DenseLayer):
+        h = h.reshape(h.shape[0], -1)
+    x_in = h.clone().requires_grad_(True) if want_jac else h
+    h, layers = x_in, [la for la in spec.layers if not isinstance(la, FlattenLayer)]
+    inputs, pre, spikes = [], [], []
+    with torch.set_grad_enabled(want_grads or want_jac):
+        for i, (layer, w, b) in enumerate(zip(layers, weights, biases)):
+            if isinstance(layer, DenseLayer):
+                h = h.reshape(h.shape[0], -1)
+                inputs.append(h)
+                a = F.linear(h, w, b)
+            else:
+                inputs.append(h)
+                a = F.conv2d(h, w, b, stride=layer.stride2, padding=layer.padding2)
+            pre.append(a)
+            h = torch.relu(a) if i < len(layers) - 1 else a
+            spikes.append((h != 0).to(torch.float32).unsqueeze(-1))
+    grads = jacobian = None
+    if want_grads:
+        loss = F.cross_entropy(h, torch.as_tensor(y), reduction="sum")
+        g_pre = torch.autograd.grad(loss, pre, retain_graph=want_jac)
+        grads = _per_sample_grads(layers, inputs, g_pre, weights)
+    if want_jac:
+        (g_x,) = torch.autograd.grad(h.sum(), x_in)
+        jacobian = g_x.reshape(g_x.shape[0], -1).detach()
+    return Probe(spec, [w.detach() for w in weights], grads, spikes, rate, rows, 1, jacobian)
 
 
 def _flat(g: torch.Tensor) -> torch.Tensor:
@@ -436,8 +511,9 @@ def score_arch(spec: ArchSpec, profile: HardwareProfile,
     # One probe per surrogate width in use: a proxy that fixes its own width gets a probe of that
     # width, the others share the search's. A width's probe computes only what its proxies need.
     widths: Dict[Optional[float], List[str]] = {}
-    for name in names:
-        widths.setdefault(proxy_tau_grad(name, tau_grad), []).append(name)
+    for name in names:  # a ReLU network has no surrogate: one probe for every sigma-delta proxy
+        width = None if spec.family == "sdnn" else proxy_tau_grad(name, tau_grad)
+        widths.setdefault(width, []).append(name)
     needs = proxy_needs(names)
     sums = {name: 0.0 for name in names}
     count = 0

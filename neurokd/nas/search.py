@@ -123,7 +123,7 @@ def sample_feasible(space: SearchSpace, rng: random.Random, input_shape, num_cla
     for _ in range(tries):
         spec = space.sample(rng, input_shape, num_classes)
         key = arch_key(spec)
-        res, problem = budget.assess(spec, profile, space.timesteps)
+        res, problem = budget.assess(spec, profile, space.window(spec))
         if problem is None:
             if key in seen:
                 repeats += 1
@@ -193,7 +193,7 @@ def aging_evolution(space: SearchSpace, input_shape, num_classes: int, profile: 
                 key = arch_key(spec)
                 if key in seen:
                     continue
-                res, problem = budget.assess(spec, profile, space.timesteps)
+                res, problem = budget.assess(spec, profile, space.window(spec))
                 if problem is None:
                     seen.add(key)
                     child = Candidate(spec, res)
@@ -236,10 +236,14 @@ STRATEGIES: Dict[str, Callable[..., List[Candidate]]] = {"random": random_search
 
 def encoded_batches_for_search(ds, encoder: str, space: SearchSpace, batches: int, batch_size: int,
                                seed: int) -> Batches:
-    """``batches`` training batches, drawn by ``seed``, encoded once for every candidate."""
+    """``batches`` training batches, drawn by ``seed``, encoded once for every candidate: spike or
+    current windows for integrate-and-fire candidates; for sigma-delta candidates the frames on
+    the encoder's graded input grid (what the first layer's messages carry), no time axis."""
+    from neurokd.convert.sdnn import input_levels
     from neurokd.data.encoders import encode_window, get_encoder
 
     enc = get_encoder(encoder)
+    levels = input_levels(encoder) if space.neuron == "sdnn" else 0
     need = batches * batch_size
     if need > len(ds.train):
         raise NeurokdError(f"{batches} batches of {batch_size} need {need} training samples; the "
@@ -249,8 +253,11 @@ def encoded_batches_for_search(ds, encoder: str, space: SearchSpace, batches: in
     out = []
     for b in range(batches):
         idx = order[b * batch_size:(b + 1) * batch_size]
-        x = encode_window(torch.as_tensor(ds.train.x[idx]), enc, space.timesteps,
-                          space.max_spiking_layers, gen)
+        x = torch.as_tensor(ds.train.x[idx], dtype=torch.float32)
+        if levels:
+            x = torch.round(x.clamp(-1.0 if enc.signed else 0.0, 1.0) * levels) / levels
+        else:
+            x = encode_window(x, enc, space.timesteps, space.max_spiking_layers, gen)
         out.append((x, torch.as_tensor(ds.train.y[idx])))
     return out
 
@@ -279,6 +286,10 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
         raise NeurokdError("candidates, workers and batches must be positive, batch size at least 2, "
                            "and at least one seed given")
     budget.check()
+    if space.neuron == "sdnn":
+        from neurokd.models.sigma_delta.net import rules
+
+        rules(profile)  # a chip without sigma-delta neurons is refused before any scoring
     data = encoded_batches_for_search(ds, encoder, space, batches, batch_size, seed)
     # The budget is checked on a first draw, so that an impossible one fails before any scoring.
     sample_feasible(space, random.Random(seed), ds.input_shape, ds.num_classes, profile, budget, set())
@@ -297,3 +308,9 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
 
 
 # ---------------------------------------------------------------- brief training of the best
+# (the training itself: ``neurokd.pipeline.train_candidates``)
+def best_trained(trained: Sequence[Dict[str, Any]]) -> int:
+    """Index of the best validation accuracy (the better proxy rank on a tie)."""
+    if not trained:
+        raise NeurokdError("no trained candidates to choose from")
+    return max(range(len(trained)), key=lambda i: (trained[i]["val_accuracy"], -trained[i]["rank"]))

@@ -2,8 +2,12 @@
 
 A candidate is ``n_conv`` convolutions (channels, kernel, stride; padding ``kernel // 2``), a flatten
 when there are any, ``n_dense`` hidden dense layers, and the dense output layer of one neuron per
-class. The time steps are fixed for the whole search. Example (YAML, the defaults)::
+class, all of one neuron family (``neuron``: ``cuba``, integrate-and-fire with binary spikes, or
+``sdnn``, sigma-delta with graded spikes, Loihi 2 only). The time steps are fixed for the whole
+search (``timesteps``; a sigma-delta network holds a frame for its depth + 1 steps instead, and
+``timesteps`` is not used). Example (YAML, the defaults)::
 
+    neuron: cuba
     timesteps: 16
     conv_layers: [0, 2]
     dense_layers: [1, 2]
@@ -18,7 +22,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Annotated, List, Optional, Sequence, Tuple
+from typing import Annotated, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -31,6 +35,7 @@ Pos = Annotated[int, Field(gt=0)]
 class SearchSpace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    neuron: Literal["cuba", "sdnn"] = "cuba"
     timesteps: int = Field(16, gt=0)
     conv_layers: Tuple[int, int] = (0, 2)
     dense_layers: Tuple[int, int] = (1, 2)
@@ -51,6 +56,11 @@ class SearchSpace(BaseModel):
     def max_spiking_layers(self) -> int:
         return self.conv_layers[1] + self.dense_layers[1] + 1
 
+    def window(self, spec: ArchSpec) -> int:
+        """The steps one inference of ``spec`` takes: the space's ``timesteps``, or for a
+        sigma-delta network its depth + 1 (a frame held until the output has it)."""
+        return spec.num_spiking_layers + 1 if spec.family == "sdnn" else self.timesteps
+
     # ------------------------------------------------------------------ sampling
     def _conv(self, rng: random.Random, input_shape: Sequence[int]) -> ConvLayer:
         """A convolution; on ``(C, 1, L)`` inputs (I/Q frames) a 1×k one along the time axis."""
@@ -69,7 +79,7 @@ class SearchSpace(BaseModel):
         if convs and len(input_shape) != 3:
             return None
         layers = [*convs, *([FlattenLayer()] if convs else []), *denses, DenseLayer(units=num_classes)]
-        spec = ArchSpec(input_shape=list(input_shape), layers=layers)
+        spec = ArchSpec(input_shape=list(input_shape), layers=layers, neuron=self.neuron)
         try:
             spec.shapes()
         except NeurokdError:

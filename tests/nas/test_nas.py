@@ -497,3 +497,60 @@ def test_search_space_samples_one_by_k_convolutions_for_iq_frames():
     rows = layer_resources(first, load_profile("loihi2"))
     kernel = first.layers[0].kernel2
     assert rows[0].fan_in == 4 * kernel[0] * kernel[1]
+
+
+SD_SPACE = SMALL.model_copy(update={"neuron": "sdnn"})
+
+
+def test_sigma_delta_probes_score_the_relu_network_training_starts_from(digits):
+    """A sigma-delta candidate is probed as its ReLU network (relu_net's initialization) on the
+    8-bit input grid: per-sample gradients equal autograd's, sample by sample, on that very
+    network; a spike is a non-zero activation, and synops counts one frame's messages from rest."""
+    from neurokd.convert.sdnn import relu_net
+
+    x, y = encoded_batches_for_search(digits, "direct8", SD_SPACE, 1, 6, seed=1)[0]
+    assert x.shape == (6, 1, 8, 8) and torch.equal(torch.round(x * 255), x * 255)
+    spec = ArchSpec(input_shape=[1, 8, 8], neuron="sdnn",
+                    layers=[ConvLayer(channels=4, kernel=3, stride=2, padding=1), FlattenLayer(),
+                            DenseLayer(units=16), DenseLayer(units=10)])
+    p = probe(spec, LOIHI2, x, y, seed=3)
+    net = relu_net(spec, 3)
+    params = [m.weight for m in net if hasattr(m, "weight")]
+    for i in (0, 4):
+        loss = torch.nn.functional.cross_entropy(net(x[i:i + 1]), torch.as_tensor(y[i:i + 1]))
+        for g_probe, g_ref in zip(p.grads, torch.autograd.grad(loss, params)):
+            assert torch.allclose(g_probe[i], g_ref, rtol=1e-4, atol=1e-6)
+    hidden = torch.relu(net[0](x)).flatten(1)
+    assert torch.equal(p.spikes[0].flatten(1), (hidden > 0).float())
+    rows = layer_resources(spec, LOIHI2)
+    rates = [float((x != 0).float().mean())] + [float(s.mean()) for s in p.spikes[:-1]]
+    expected = sum(r.synapses * rate for r, rate in zip(rows, rates))
+    assert PROXIES.get("synops")(p) == pytest.approx(expected)
+    scores = score_arch(spec, LOIHI2, [(x, y)], [0], ["snip", "snip_wide", "jacob_cov"])
+    assert scores["snip"] == scores["snip_wide"] and math.isfinite(scores["jacob_cov"])
+
+
+def test_a_sigma_delta_search_yields_sigma_delta_specs_and_refuses_loihi1(digits, tmp_path):
+    from neurokd.nas.search import run_search
+
+    res = run_search(digits, SD_SPACE, LOIHI2, Budget(), "snip", "random", candidates=5,
+                     encoder="direct8", progress=False)
+    for c in res["ranked"]:
+        assert c.spec.family == "sdnn"
+        # the upper bound of a frame held for depth + 1 steps
+        assert c.resources["synops"] == c.resources["synapses"] * (c.spec.num_spiking_layers + 1)
+    with pytest.raises(NeurokdError, match="no sigma-delta neurons"):
+        run_search(digits, SD_SPACE, LOIHI1, Budget(), "snip", "random", candidates=5,
+                   encoder="direct8", progress=False)
+    with pytest.raises(NeurokdError, match="binary spikes"):
+        run_search(digits, SD_SPACE, LOIHI2, Budget(), "snip", "random", candidates=5,
+                   encoder="rate", progress=False)
+    r = run_cli("search", "--dataset", "digits", "--neuron", "sdnn", "--candidates", "4",
+                "--proxy", "snip", "--out", "s", "--set", "data.limit=200", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    spec = load_spec(tmp_path / "s" / "spec.yaml")
+    assert spec.family == "sdnn"
+    r = run_cli("train-snn", "--spec", "s/spec.yaml", "--epochs", "1", "--out", "t", "--set",
+                "data.limit=200", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["neuron"] == "sdnn"
