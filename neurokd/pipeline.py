@@ -52,8 +52,10 @@ def check_names(cfg: RunConfig) -> None:
 
     DATASETS.get(cfg.data.dataset)
     TEACHERS.get(cfg.teacher.model)
-    get_encoder(cfg.student.encoder)
-    load_profile(cfg.hardware)
+    enc, profile = get_encoder(cfg.student.encoder), load_profile(cfg.hardware)
+    if enc.message_bits > profile.max_message_bits:
+        raise NeurokdError(f"encoder {enc.name} sends {enc.message_bits}-bit graded spikes; a "
+                           f"{profile.name} message carries at most {profile.max_message_bits}: use rate")
     runtime.resolve_device(cfg.device)  # asking for a GPU where there is none fails here
 
 

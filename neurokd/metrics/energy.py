@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurokd.data.encoders import get_encoder
 from neurokd.errors import NeurokdError
 from neurokd.hardware import EnergyFigures, HardwareProfile, load_profile
 from neurokd.log import Log
@@ -106,19 +107,22 @@ def dnn_costs(model: nn.Module, input_shape: Sequence[int], energy: Optional[Ene
 COUNTS = ("events_in", "synops", "neuron_updates", "active_neuron_updates", "spikes_out")
 
 
-def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int) -> Dict[str, Any]:
+def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int,
+              input_bits: int = 0) -> Dict[str, Any]:
     """Resources, activity per inference and energy of an SNN from ``counts`` (``activity_counts``
-    summed over ``samples`` samples), per layer and in total, on the model's own profile."""
+    summed over ``samples`` samples), per layer and in total, on the model's own profile;
+    ``input_bits``: the payload of the first layer's input events (the encoder's)."""
     from neurokd.metrics.resources import chip_fit
 
     profile: HardwareProfile = model.profile
     energy = profile.energy
     bits = weight_bits(model)
-    fit = chip_fit(model.spec, profile, bits)  # the rule the export's check applies
+    fit = chip_fit(model.spec, profile, bits, input_bits)  # the rule the export's check applies
     rows = []
     for res, c, b in zip(fit.layers, counts, bits):
         row: Dict[str, Any] = {"layer": res.layer, "kind": res.kind, "neurons": res.neurons,
                                "fan_in": res.fan_in, "synapses": res.synapses, "weight_bits": b,
+                               "message_bits": res.message_bits,
                                "memory_bytes": res.memory_bytes,
                                "weight_bytes": (res.params * b + 7) // 8, "cores": res.cores}
         row.update({k: c[k] / samples for k in COUNTS})
@@ -197,7 +201,7 @@ def measure(model: nn.Module, meta: Dict[str, Any], ds, seed: int = 0,
     if seen == 0:
         raise NeurokdError(f"{ds.name}: no test samples to measure the network on")
     if snn:
-        out = snn_costs(model, totals, seen)
+        out = snn_costs(model, totals, seen, get_encoder(meta["encoder"]).message_bits)
         out["timesteps"] = int(meta["timesteps"])
     else:
         out = dnn_costs(model, ds.input_shape, dnn_energy)

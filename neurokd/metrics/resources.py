@@ -10,7 +10,12 @@ Per spiking layer, with ``fan_in`` the inputs each neuron reads (``C·k·k`` for
   ``ceil(memory_bytes / synaptic_memory_bytes_per_core)`` and
   ``ceil(input_neurons / max_fan_in_per_core)`` (a core reads at most that many input axons);
 * ``synops``: synaptic operations per inference, ``synapses · rate · T`` for an input spike rate
-  ``rate`` (measured, or 1: the upper bound).
+  ``rate`` (measured, or 1: the upper bound);
+* ``message_bits``: the payload each event into the layer carries: 0 for a binary spike (the
+  event is the message), the graded input's bits for the first layer of a network fed graded
+  spikes (the encoder's ``message_bits``), and the profile's ``sigma_delta.message_bits`` for
+  every layer of a sigma-delta network (the host sends the first layer its input's changes in
+  messages of that width too). The chip carries at most ``max_message_bits``.
 
 Whether a network fits one chip is decided in one place, ``chip_fit``; every resource decision
 reads it: the architecture search's feasibility filter (``Budget.assess``, which adds the user's
@@ -43,6 +48,7 @@ class LayerResources:
     params: int
     memory_bytes: int
     cores: int
+    message_bits: int = 0
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -60,11 +66,26 @@ def _bits_per_layer(spec: ArchSpec, profile: HardwareProfile,
     return bits
 
 
+def message_bits(spec: ArchSpec, profile: HardwareProfile, input_bits: int = 0) -> List[int]:
+    """Per spiking layer, the payload bits of the events it receives (see the module's text);
+    ``input_bits``: the first layer's graded input (0: binary spikes), for a CUBA network."""
+    n = spec.num_spiking_layers
+    if spec.family == "sdnn":
+        if profile.sigma_delta is None:
+            raise NeurokdError(f"hardware profile {profile.name} has no sigma-delta neurons "
+                               "(graded spikes); use loihi2")
+        return [profile.sigma_delta.message_bits] * n
+    return [int(input_bits)] + [0] * (n - 1)
+
+
 def layer_resources(spec: ArchSpec, profile: HardwareProfile,
-                    weight_bits: Optional[int | Sequence[int]] = None) -> List[LayerResources]:
+                    weight_bits: Optional[int | Sequence[int]] = None,
+                    input_bits: int = 0) -> List[LayerResources]:
     """One row per spiking layer; ``weight_bits``: one bit-width for every layer, or one per
-    spiking layer (default: the profile's ``weight_bits``)."""
+    spiking layer (default: the profile's ``weight_bits``); ``input_bits``: the payload of the
+    first layer's input events (``message_bits``)."""
     per_layer = _bits_per_layer(spec, profile, weight_bits)
+    payload = message_bits(spec, profile, input_bits)
     rows = []
     in_shape = tuple(spec.input_shape)
     for i, (layer, out_shape) in enumerate(zip(spec.layers, spec.shapes())):
@@ -83,7 +104,8 @@ def layer_resources(spec: ArchSpec, profile: HardwareProfile,
         cores = max(math.ceil(neurons / profile.neurons_per_core),
                     math.ceil(memory / profile.synaptic_memory_bytes_per_core),
                     math.ceil(_prod(in_shape) / profile.max_fan_in_per_core))
-        rows.append(LayerResources(i, layer.type, neurons, fan_in, synapses, params, memory, cores))
+        rows.append(LayerResources(i, layer.type, neurons, fan_in, synapses, params, memory, cores,
+                                   payload[len(rows)]))
         in_shape = out_shape
     return rows
 
@@ -131,7 +153,7 @@ class ChipFit:
 
 
 def chip_fit(spec: ArchSpec, profile: HardwareProfile,
-             weight_bits: Optional[int | Sequence[int]] = None) -> ChipFit:
+             weight_bits: Optional[int | Sequence[int]] = None, input_bits: int = 0) -> ChipFit:
     """Whether ``spec`` runs on one chip of ``profile``, and why not: the one rule the search's
     feasibility filter (``Budget.assess``), the chip-fit check (``check_fit``, run by export) and
     the report's resource table read. ``weight_bits``: one bit-width for every spiking layer, or
@@ -146,6 +168,8 @@ def chip_fit(spec: ArchSpec, profile: HardwareProfile,
       input axons, so a dense layer's inputs are never split across cores;
     * **synaptic memory per core**: one neuron's synapses (``fan_in`` weights at the layer's
       bit-width) must fit ``synaptic_memory_bytes_per_core``;
+    * **messages**: the events a layer receives carry at most ``max_message_bits`` of payload
+      (``message_bits``; ``input_bits``: the first layer's graded input);
     * **cores**: a layer takes the most of ``ceil(neurons / neurons_per_core)`` (neurons per
       core), ``ceil(memory_bytes / synaptic_memory_bytes_per_core)`` (synaptic memory per core)
       and ``ceil(input_neurons / max_fan_in_per_core)`` (input axons per core: a convolution's
@@ -153,7 +177,7 @@ def chip_fit(spec: ArchSpec, profile: HardwareProfile,
       up, must be at most ``cores_per_chip``.
     """
     bits = _bits_per_layer(spec, profile, weight_bits)
-    rows = layer_resources(spec, profile, bits)
+    rows = layer_resources(spec, profile, bits, input_bits)
     return ChipFit(tuple(rows), tuple(bits), _first_violation(rows, bits, profile))
 
 
@@ -162,6 +186,10 @@ def _first_violation(rows: Sequence[LayerResources], bits: Sequence[int],
     used = 0
     for r, b in zip(rows, bits):
         name = f"layer {r.layer} ({r.kind})"
+        if r.message_bits > profile.max_message_bits:
+            return (f"{name}: receives {r.message_bits}-bit messages, more than the "
+                    f"{profile.max_message_bits} bits a {profile.name} message carries "
+                    "(max_message_bits)")
         if r.fan_in > profile.max_fan_in_per_core:
             return (f"{name}: each neuron reads {r.fan_in} inputs, more than the "
                     f"{profile.max_fan_in_per_core} input axons a {profile.name} core reads "

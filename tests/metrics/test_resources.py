@@ -151,9 +151,9 @@ def test_search_export_and_report_all_call_chip_fit(monkeypatch):
     calls = []
     real = resources.chip_fit
 
-    def recording(spec, profile, weight_bits=None):
+    def recording(spec, profile, weight_bits=None, input_bits=0):
         calls.append(arch_key(spec))
-        return real(spec, profile, weight_bits)
+        return real(spec, profile, weight_bits, input_bits)
 
     monkeypatch.setattr(resources, "chip_fit", recording)
     space = SearchSpace(timesteps=4, conv_layers=(0, 0), dense_layers=(1, 1), units=[16])
@@ -170,8 +170,8 @@ def test_search_export_and_report_all_call_chip_fit(monkeypatch):
     assert report["cores"] == 2 == sum(r["cores"] for r in report["layers"])
 
     # a stricter rule put in its place is what all three then apply
-    def strict(spec, profile, weight_bits=None):
-        fit = real(spec, profile, weight_bits)
+    def strict(spec, profile, weight_bits=None, input_bits=0):
+        fit = real(spec, profile, weight_bits, input_bits)
         return ChipFit(fit.layers, fit.weight_bits, "no network fits (test)")
 
     monkeypatch.setattr(resources, "chip_fit", strict)
@@ -182,3 +182,25 @@ def test_search_export_and_report_all_call_chip_fit(monkeypatch):
     small = SpikingNet(cand.spec, LOIHI2).eval()
     counts = activity_counts(small, torch.zeros(1, 64, 3))
     assert snn_costs(small, counts, samples=1)["fit_problem"] == "no network fits (test)"
+
+
+def test_message_bits_follow_the_family_and_the_input_and_the_chip_limits_them():
+    """Binary spikes carry no payload; a graded input its encoder's bits, into the first layer
+    only; a sigma-delta network's every layer the profile's message width. A chip refuses a
+    payload wider than its messages carry, by the same rule the export checks."""
+    from neurokd.metrics.resources import message_bits
+
+    cuba = ArchSpec(input_shape=[64], layers=[DenseLayer(units=32), DenseLayer(units=10)])
+    sdnn = cuba.model_copy(update={"neuron": cuba.neuron.model_copy(update={"type": "sdnn"})})
+    assert [r.message_bits for r in layer_resources(cuba, LOIHI2)] == [0, 0]
+    assert [r.message_bits for r in layer_resources(cuba, LOIHI2, input_bits=8)] == [8, 0]
+    assert message_bits(sdnn, LOIHI2) == [LOIHI2.sigma_delta.message_bits] * 2 == [16, 16]
+    assert chip_fit(cuba, LOIHI2, input_bits=8).fits
+    assert chip_fit(cuba, LOIHI1, input_bits=8).problem == (
+        "layer 0 (dense): receives 8-bit messages, more than the 1 bits a loihi1 message "
+        "carries (max_message_bits)")
+    with pytest.raises(NeurokdError, match="no sigma-delta neurons"):
+        message_bits(sdnn, LOIHI1)
+    with pytest.raises(NeurokdError, match="direct8 sends 8-bit graded spikes; a loihi1 message "
+                                           "carries at most 1"):
+        pipeline.check_names(build_config(overrides=["hardware=loihi1", "student.encoder=direct8"]))
