@@ -336,8 +336,10 @@ def quantize(snn: nn.Module, meta: Dict[str, Any], cfg: RunConfig, ds: Dataset,
     from neurokd.quant.methods import QAT_METHODS
     from neurokd.quant.qat import layer_bits, quantize_snn
 
-    if snn.quantized:
-        raise NeurokdError("this SNN checkpoint is already quantized; give the full-precision one")
+    if snn.quantized:  # a sigma-delta network is trained on the grid where it is made
+        raise NeurokdError("this SNN checkpoint is already quantized; " + (
+            "sigma-delta networks train on the 8-bit grid in convert or train-snn --neuron sdnn"
+            if snn.family == "sdnn" else "give the full-precision one"))
     profile = load_profile(cfg.hardware)
     bits = layer_bits(cfg.quant, snn.spec.num_spiking_layers)
     check_bits(bits, profile)

@@ -270,6 +270,9 @@ def test_sigma_delta_students_train_and_distill_from_the_command_line(tmp_path):
     r = run_cli("distill", "--teacher", "t/teacher.pt", "--neuron", "sdnn", "--encoder", "direct8",
                 "--out", "bad", cwd=tmp_path)
     assert r.returncode != 0 and "kd only" in r.stderr and not (tmp_path / "bad").exists()
+    r = run_cli("quantize", "--snn", "s/snn.pt", "--out", "bad", cwd=tmp_path)
+    assert r.returncode != 0 and "train on the 8-bit grid in convert or train-snn" in r.stderr
+    assert not (tmp_path / "bad").exists()
     r = run_cli("train-snn", "--dataset", "digits", "--target-rate", "0.2", "--out", "bad",
                 cwd=tmp_path)
     assert r.returncode != 0 and "sigma-delta students only" in r.stderr
