@@ -22,6 +22,36 @@ from neurokd.schema import format_validation_error
 Picojoules = Annotated[float, Field(gt=0, strict=True)]
 
 
+class DigitalFigures(BaseModel):
+    """The 45 nm digital model that prices a DNN and an SNN alike (``neurokd.metrics.pricing``):
+    arithmetic per operation and SRAM access energy as a function of the memory's size, per
+    ``word_bits``-bit access. Defaults: Horowitz, ISSCC 2014, Fig. 1.1.9 (45 nm, 0.9 V) for the
+    arithmetic; Lemaire et al. 2022's fit to Horowitz's SRAM reads for the memory
+    (``sram_pj_per_bit · size in bits + sram_base_pj``: 8 KB 13.9 pJ, 32 KB 16.1 pJ, 1 MB 104.6 pJ,
+    against Horowitz's 10, 20 and 100 pJ per 64-bit read). A board reference beside it:
+    ``mcu_mac_pj``, a measured microcontroller's energy per int8 MAC; ``static_w``, a Loihi 2
+    board's static power."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    add_int8_pj: Picojoules = 0.03
+    mul_int8_pj: Picojoules = 0.2
+    add_int32_pj: Picojoules = 0.1
+    add_fp32_pj: Picojoules = 0.9
+    mul_fp32_pj: Picojoules = 3.7
+    sram_pj_per_bit: Picojoules = 1.09e-5
+    sram_base_pj: Picojoules = 13.2
+    word_bits: int = Field(64, gt=0)
+    source: str = ("Horowitz, ISSCC 2014, Fig. 1.1.9 (45 nm, 0.9 V); SRAM access fit of Lemaire et "
+                   "al. 2022 (1.09e-5 pJ per bit of memory size + 13.2 pJ per 64-bit access)")
+    mcu_mac_pj: Picojoules = 450.0
+    mcu_source: str = ("MLPerf Tiny v1.0 closed, ST NUCLEO-U575ZI-Q (Cortex-M33): 119.1 µJ per "
+                       "anomaly-detection inference of about 0.26 M MACs, whole board")
+    static_w: Optional[float] = Field(0.282, ge=0)
+    static_source: str = ("lava-dl PilotNet SDNN benchmark on a Loihi 2 board: 0.282 W static "
+                          "(0.276 W total at 16.87 frames/s)")
+
+
 class EnergyFigures(BaseModel):
     """Energy per operation, in picojoules, that ``neurokd report`` prices a network with; each
     profile names its published sources in ``source`` and ``baseline_source`` (and, figure by
@@ -44,6 +74,8 @@ class EnergyFigures(BaseModel):
     mac_fp32_pj: Picojoules
     mac_int8_pj: Picojoules
     baseline_source: str = Field(min_length=1, description="where the MAC figures come from")
+    digital: DigitalFigures = Field(default_factory=DigitalFigures,
+                                    description="the 45 nm model that prices both sides alike")
 
 
 class SigmaDeltaRules(BaseModel):

@@ -10,17 +10,16 @@ For each SNN of a run, on the target hardware profile:
   (``neurokd.metrics.activity``, NeuroBench's definitions): synaptic operations (input events ×
   fan-out), neuron updates (every neuron at every step of the window; active or inactive), output
   spikes, activation sparsity;
-* **energy** per inference on the chip, from the profile's per-operation figures
-  (``HardwareProfile.energy``)::
+* **energy** per inference under every pricing of ``neurokd.metrics.pricing``: the headline
+  the 45 nm digital model that prices the DNN alike (arithmetic and SRAM traffic), beside it
+  the platform references (the profile's per-event chip figures, ``HardwareProfile.energy``;
+  a measured microcontroller per MAC for the DNN) and the static power as its own line;
+* **NeuroBench's counts**: dense operations, effective MACs (graded events) and accumulates
+  (binary events), activation sparsity.
 
-      E_snn = synops · E_synop + active updates · E_active + inactive updates · E_inactive
-              + spikes · E_spike
-
-  (static power, the host's input messages and hops between tiles are not counted).
-
-For each DNN (a teacher), the multiply-accumulates of its Linear and Conv2d layers, counted by a
-forward pass with hooks, priced as a conventional processor's arithmetic: ``E_dnn = MACs · E_MAC``
-in 32-bit float (and 8-bit integers); memory accesses are not counted, so this is a lower bound.
+For each DNN (a teacher), the multiply-accumulates of its Linear and Conv2d layers and their
+input and output sizes, counted by a forward pass with hooks, priced by the same digital model
+in fp32 and int8 (and the microcontroller reference, and its arithmetic alone).
 """
 
 from __future__ import annotations
@@ -38,6 +37,8 @@ from neurokd.errors import NeurokdError
 from neurokd.hardware import EnergyFigures, HardwareProfile, load_profile
 from neurokd.log import Log
 from neurokd.metrics.activity import activity_counts, layer_outputs, weight_bits
+from neurokd.metrics.pricing import (PRICINGS, dnn_pricings, neurobench_counts, snn_pricings,
+                                     static_line)
 
 Networks = Dict[str, Tuple[nn.Module, Dict[str, Any]]]
 
@@ -52,13 +53,18 @@ DEFINITIONS = {
     "memory_bytes": "synaptic memory on the chip: one entry per connection at the layer's weight "
                     "bits (the resource model of neurokd.metrics.resources)",
     "weight_bytes": "distinct weights at the layer's weight bits",
-    "energy_snn": "synops · E_synop + active updates · E_active + inactive updates · E_inactive + "
-                  "output spikes · E_spike; static power, input messages from the host and hops "
-                  "between tiles not counted",
+    "energy_snn": "the digital model (neurokd.metrics.pricing): per synaptic operation an "
+                  "accumulate (binary) or multiply-accumulate (graded), a weight read and the "
+                  "target's state read and write; per neuron update its arithmetic and two state "
+                  "words read and written; every event written and read once; SRAM access energy "
+                  "by the memory's size",
     "macs": "multiply-accumulates of the DNN's Linear and Conv2d layers per sample (biases, "
             "BatchNorm, pooling and activations not counted)",
-    "energy_dnn": "MACs · E_MAC, a conventional processor's arithmetic only (no memory access): a "
-                  "lower bound",
+    "energy_dnn": "the same digital model: MACs and bias adds in fp32 or int8, every weight "
+                  "read at every use, inputs read and outputs written once, SRAM access energy "
+                  "by the memory's size",
+    "neurobench": "NeuroBench's counts: dense operations (every synapse, every step), effective "
+                  "MACs (operations of graded events) and accumulates (of binary events)",
 }
 
 
@@ -77,7 +83,8 @@ def teacher_macs(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, Any]
                               mod.in_channels // mod.groups * math.prod(mod.kernel_size))
                 rows.append({"layer": name, "kind": type(mod).__name__,
                              "macs": int(output[0].numel()) * int(per_output),
-                             "params": int(mod.weight.numel())})
+                             "params": int(mod.weight.numel()),
+                             "inputs": int(inputs[0][0].numel()), "outputs": int(output[0].numel())})
 
             handles.append(module.register_forward_hook(hook))
     was = model.training
@@ -96,10 +103,12 @@ def dnn_costs(model: nn.Module, input_shape: Sequence[int], energy: Optional[Ene
     count = teacher_macs(model, input_shape)
     out: Dict[str, Any] = {"kind": "dnn", "macs": count["macs"],
                            "params": int(sum(p.numel() for p in model.parameters())),
-                           "layers": count["layers"], "energy_j": None, "energy_int8_j": None}
-    if energy is not None:
-        out["energy_j"] = count["macs"] * energy.mac_fp32_pj * 1e-12
-        out["energy_int8_j"] = count["macs"] * energy.mac_int8_pj * 1e-12
+                           "layers": count["layers"], "energy_j": None, "energy_int8_j": None,
+                           "pricings": None}
+    if energy is not None:  # the headline: the digital model, memory counted, as for the SNN
+        out["pricings"] = dnn_pricings(count["layers"], energy)
+        out["energy_j"] = out["pricings"]["digital_fp32"]["total"]
+        out["energy_int8_j"] = out["pricings"]["digital_int8"]["total"]
     return out
 
 
@@ -127,7 +136,6 @@ def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int,
                                "weight_bytes": (res.params * b + 7) // 8, "cores": res.cores}
         row.update({k: c[k] / samples for k in COUNTS})
         row["activation_sparsity"] = 1.0 - c["spikes_out"] / c["neuron_updates"]
-        row["energy_j"] = snn_energy(row, energy)["total"] if energy is not None else None
         rows.append(row)
     total: Dict[str, Any] = {k: sum(r[k] for r in rows) for k in
                              ("neurons", "synapses", "memory_bytes", "weight_bytes", "cores") + COUNTS}
@@ -137,11 +145,17 @@ def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int,
                            "window": int(counts[0]["steps"]) if counts else 0, **total,
                            "cores_per_chip": profile.cores_per_chip, "fits": problem is None,
                            "fit_problem": problem, "layers": rows,
-                           "energy_j": None, "energy_parts_j": None}
-    if energy is not None:
-        parts = snn_energy(total, energy)
-        out["energy_j"] = parts.pop("total")
-        out["energy_parts_j"] = parts
+                           "neurobench": neurobench_counts(rows),
+                           "energy_j": None, "energy_parts_j": None, "pricings": None}
+    if energy is not None:  # the headline: the digital model the DNN is priced with too
+        loihi = snn_energy(total, energy)
+        out["pricings"] = snn_pricings(rows, model.family, profile.state_bits, energy,
+                                       loihi["total"])
+        digital = out["pricings"]["digital"]
+        for row, e in zip(rows, digital["per_layer"]):
+            row["energy_j"] = e
+        out["energy_j"] = digital["total"]
+        out["energy_parts_j"] = {k: v for k, v in digital.items() if k not in ("total", "per_layer")}
     return out
 
 
@@ -219,15 +233,15 @@ def build_report(ds, networks: Networks, seed: int = 0, samples: Optional[int] =
     reference: HardwareProfile = snn_profiles[0] if snn_profiles else load_profile("loihi2")
     measured = {name: measure(model, meta, ds, seed, samples, reference.energy)
                 for name, (model, meta) in networks.items()}
-    dnn = [m for m in measured.values() if m["kind"] == "dnn" and m["energy_j"]]
-    for m in measured.values():
+    dnn = [m for m in measured.values() if m["kind"] == "dnn" and m["energy_int8_j"]]
+    for m in measured.values():  # against the first DNN in int8, both in the digital model
         if m["kind"] == "snn" and dnn and m["energy_j"]:
-            m["dnn_energy_ratio"] = dnn[0]["energy_j"] / m["energy_j"]
+            m["dnn_energy_ratio"] = dnn[0]["energy_int8_j"] / m["energy_j"]
     figures = {profile.name: profile.energy.model_dump() if profile.energy else None
                for profile in snn_profiles or [reference]}
     first = next(iter(measured.values()), {})
     return {"dataset": ds.name, "samples": first.get("samples", 0), "hardware": reference.name,
-            "energy_figures": figures, "definitions": DEFINITIONS,
+            "energy_figures": figures, "definitions": DEFINITIONS, "pricings": PRICINGS,
             "networks": [{"name": name, **m} for name, m in measured.items()]}
 
 
@@ -247,12 +261,36 @@ def _count(value: float) -> str:
 def figures_line(name: str, e: Optional[Dict[str, Any]]) -> List[str]:
     if e is None:
         return [f"- {name}: the profile gives no energy figures; no energy estimate"]
-    return [f"- {name}{' (proxy figures)' if e['proxy'] else ''}: synaptic op {e['synop_pj']:g} pJ, "
-            f"neuron update {e['neuron_update_active_pj']:g} pJ active / "
+    d = e["digital"]
+    return [f"- digital model (both sides): add {d['add_int8_pj']:g} / {d['add_int32_pj']:g} / "
+            f"{d['add_fp32_pj']:g} pJ (int8 / int32 / fp32), multiply {d['mul_int8_pj']:g} / "
+            f"{d['mul_fp32_pj']:g} pJ (int8 / fp32), SRAM {d['sram_pj_per_bit']:g} pJ per bit of "
+            f"size + {d['sram_base_pj']:g} pJ per {d['word_bits']}-bit access. Source: {d['source']}",
+            f"- {name} chip reference{' (proxy figures)' if e['proxy'] else ''}: synaptic op "
+            f"{e['synop_pj']:g} pJ, neuron update {e['neuron_update_active_pj']:g} pJ active / "
             f"{e['neuron_update_inactive_pj']:g} pJ inactive, spike {e['spike_pj']:g} pJ. "
             f"Source: {e['source']}",
-            f"- DNN on a conventional processor: MAC {e['mac_fp32_pj']:g} pJ (32-bit float), "
-            f"{e['mac_int8_pj']:g} pJ (8-bit integer). Source: {e['baseline_source']}"]
+            f"- microcontroller reference: {d['mcu_mac_pj']:g} pJ per int8 MAC. Source: "
+            f"{d['mcu_source']}",
+            f"- arithmetic alone: MAC {e['mac_fp32_pj']:g} pJ (fp32), {e['mac_int8_pj']:g} pJ "
+            f"(int8). Source: {e['baseline_source']}"]
+
+
+PRICING_COLUMNS = (("digital", "digital model"), ("digital_int8", "digital model, int8"),
+                   ("digital_fp32", "digital model, fp32"), ("loihi", "Loihi per-event figures"),
+                   ("mcu_int8", "microcontroller, int8"), ("arithmetic_int8", "arithmetic alone, int8"),
+                   ("arithmetic_fp32", "arithmetic alone, fp32"))
+
+
+def pricing_lines(nets: Sequence[Dict[str, Any]]) -> List[str]:
+    """Every network's energy per inference under every pricing that applies to it."""
+    lines = ["| network | " + " | ".join(label for _, label in PRICING_COLUMNS) + " |",
+             "|---|" + "---|" * len(PRICING_COLUMNS)]
+    for n in nets:
+        p = n.get("pricings") or {}
+        lines.append(f"| {n['name']} | " + " | ".join(
+            joules(p[k]["total"]) if k in p else "—" for k, _ in PRICING_COLUMNS) + " |")
+    return lines
 
 
 def report_markdown(report: Dict[str, Any]) -> str:
@@ -265,16 +303,18 @@ def report_markdown(report: Dict[str, Any]) -> str:
     for n in nets:
         if n["kind"] == "snn":
             ratio = n.get("dnn_energy_ratio")
-            ratio = ("" if not ratio else f" ({ratio:.3g}× less than the DNN's fp32)" if ratio >= 1
-                     else f" ({1 / ratio:.3g}× more than the DNN's fp32)")
+            ratio = ("" if not ratio else f" ({ratio:.3g}× less than the DNN's int8)" if ratio >= 1
+                     else f" ({1 / ratio:.3g}× more than the DNN's int8)")
             lines.append(f"| {n['name']}, {n['hardware']} | {n['accuracy']:.4f} | "
                          f"{joules(n['energy_j'])}{ratio} | {_count(n['synops'])} synops, "
                          f"{_count(n['neuron_updates'])} neuron updates | {n['cores']} of "
                          f"{n['cores_per_chip']} | {'yes' if n['fits'] else 'no'} |")
         else:
-            lines.append(f"| {n['name']}, CPU | {n['accuracy']:.4f} | {joules(n['energy_j'])} "
+            lines.append(f"| {n['name']} | {n['accuracy']:.4f} | {joules(n['energy_j'])} "
                          f"fp32, {joules(n['energy_int8_j'])} int8 | {_count(n['macs'])} MACs | "
                          "— | — |")
+    lines += ["", "Energy: the digital model, the same 45 nm arithmetic and SRAM traffic for both "
+              "sides (see Pricings). Every pricing:", ""] + pricing_lines(nets)
     for n in nets:
         lines += ["", f"## {n['name']}", ""]
         if n["kind"] == "dnn":
@@ -300,12 +340,20 @@ def report_markdown(report: Dict[str, Any]) -> str:
                          f"{joules(r['energy_j'])} |")
         if n["energy_parts_j"]:
             p = n["energy_parts_j"]
-            lines += ["", f"Energy per inference: synaptic ops {joules(p['synops'])} + neuron "
-                          f"updates {joules(p['neuron_updates'])} + spikes {joules(p['spikes'])} "
-                          f"= {joules(n['energy_j'])}."]
+            lines += ["", "Energy per inference, digital model: " + " + ".join(
+                f"{k} {joules(v)}" for k, v in p.items()) + f" = {joules(n['energy_j'])}."]
+        nb = n["neurobench"]
+        lines += ["", f"NeuroBench counts per inference: dense operations {_count(nb['dense_ops'])}, "
+                      f"effective MACs {_count(nb['effective_macs'])} (graded events), effective "
+                      f"accumulates {_count(nb['effective_acs'])} (binary events), activation "
+                      f"sparsity {n['activation_sparsity']:.4f}."]
     lines += ["", "## Energy figures", ""]
     for name, e in report["energy_figures"].items():
         lines += figures_line(name, e)
+        if e is not None:
+            lines += static_line(EnergyFigures(**e))
+    lines += ["", "## Pricings", ""]
+    lines += [f"- {k}: {v}" for k, v in report.get("pricings", PRICINGS).items()]
     lines += ["", "## Definitions", ""]
     lines += [f"- {k}: {v}" for k, v in report["definitions"].items()]
     return "\n".join(lines) + "\n"
@@ -315,10 +363,19 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
     """One line per network: accuracy and energy per inference."""
     out = []
     for n in report["networks"]:
-        where = f"on {n['hardware']}" if n["kind"] == "snn" else "on a CPU (fp32)"
-        extra = "" if n["kind"] == "dnn" or n["fits"] else f"; does not fit the chip: {n['fit_problem']}"
-        out.append(f"report: {n['name']}: accuracy {n['accuracy']:.4f}, "
-                   f"{joules(n['energy_j'])} per inference {where}{extra}")
+        if n["kind"] == "dnn":
+            energy = (f"{joules(n['energy_int8_j'])} int8 / {joules(n['energy_j'])} fp32 per "
+                      "inference (digital model, memory counted)")
+            p = n.get("pricings") or {}
+            if "mcu_int8" in p:
+                energy += f"; {joules(p['mcu_int8']['total'])} on the microcontroller reference"
+            out.append(f"report: {n['name']}: accuracy {n['accuracy']:.4f}, {energy}")
+            continue
+        extra = "" if n["fits"] else f"; does not fit the chip: {n['fit_problem']}"
+        p = n.get("pricings") or {}
+        loihi = f"; {joules(p['loihi']['total'])} at Loihi's per-event figures" if "loihi" in p else ""
+        out.append(f"report: {n['name']}: accuracy {n['accuracy']:.4f}, {joules(n['energy_j'])} "
+                   f"per inference on {n['hardware']} (the same digital model){loihi}{extra}")
     return out
 
 

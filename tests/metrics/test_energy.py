@@ -68,9 +68,27 @@ def test_activity_and_energy_match_a_hand_count():
     # inactive neuron update, 1.7 pJ per spike
     hand_pj = 26 * 23.6 + 15 * 81 + 15 * 52 + 6 * 1.7
     assert hand_pj == pytest.approx(2618.8)
-    assert r["energy_j"] == pytest.approx(hand_pj * 1e-12, rel=1e-12)
-    assert r["energy_parts_j"]["synops"] == pytest.approx(26 * 23.6e-12, rel=1e-12)
+    assert r["pricings"]["loihi"]["total"] == pytest.approx(hand_pj * 1e-12, rel=1e-12)
+    # The digital model, term by term (24-bit state, 8-bit weights, binary events; an SRAM of S
+    # bits costs 1.09e-5 · S + 13.2 pJ per 64-bit access):
+    # arithmetic: 26 accumulates at 0.1 pJ; 30 neuron updates of two 12 × 24-bit decays
+    # (0.2 · 12 · 24 / 64 = 0.9 pJ each) and three adds
+    arith = 26 * 0.1 + 30 * (2 * 0.9 + 3 * 0.1)
+    # weights: 26 reads of 8 bits from the 18-synapse memory (144 bits)
+    weights = 26 * 8 / 64 * (1.09e-5 * 144 + 13.2)
+    # state: 26 read-modify-writes of a 24-bit accumulator, 30 updates of two 24-bit words read
+    # and written, in a memory of 5 neurons × 2 words × 24 bits
+    state = (26 * 48 + 30 * 96) / 64 * (1.09e-5 * 240 + 13.2)
+    # events: 10 in and 6 out, one 32-bit word each, in a buffer of 3 neurons × 32 bits
+    events = 16 * 32 / 64 * (1.09e-5 * 96 + 13.2)
+    parts = r["energy_parts_j"]
+    for name, want in (("arithmetic", arith), ("weights", weights), ("state", state),
+                       ("events", events)):
+        assert parts[name] == pytest.approx(want * 1e-12, rel=1e-12), name
+    assert r["energy_j"] == pytest.approx((arith + weights + state + events) * 1e-12, rel=1e-12)
     assert sum(row["energy_j"] for row in r["layers"]) == pytest.approx(r["energy_j"], rel=1e-12)
+    # NeuroBench: dense = every synapse every step (12 · 6 + 6 · 6), all events binary
+    assert r["neurobench"] == {"dense_ops": 108.0, "effective_macs": 0.0, "effective_acs": 26.0}
     # resources from the search's model: 3 · 4 + 2 · 3 synapses at 8 bits, one core per layer
     assert (r["synapses"], r["memory_bytes"], r["cores"], r["fits"]) == (18, 18, 2, True)
 
@@ -129,9 +147,26 @@ def test_teacher_macs_match_a_hand_count():
     assert [r["layer"] for r in got["layers"]] == ["0", "3", "5", "8"]
     from neurokd.metrics.energy import dnn_costs
 
-    priced = dnn_costs(model, (1, 8, 8), load_profile("loihi2").energy)
-    assert priced["energy_j"] == pytest.approx(3072 * 4.6e-12, rel=1e-12)  # Horowitz: 3.7 + 0.9 pJ
-    assert priced["energy_int8_j"] == pytest.approx(3072 * 0.23e-12, rel=1e-12)  # 0.2 + 0.03 pJ
+    assert [(r["inputs"], r["outputs"]) for r in got["layers"]] == [(64, 128), (128, 64), (64, 64),
+                                                                       (64, 10)]
+    priced = dnn_costs(model, (1, 8, 8), load_profile("loihi2").energy)["pricings"]
+    assert priced["arithmetic_fp32"]["total"] == pytest.approx(3072 * 4.6e-12, rel=1e-12)  # 3.7 + 0.9
+    assert priced["arithmetic_int8"]["total"] == pytest.approx(3072 * 0.23e-12, rel=1e-12)  # 0.2 + 0.03
+    assert priced["mcu_int8"]["total"] == pytest.approx(3072 * 450e-12, rel=1e-12)  # MLPerf Tiny
+    # The digital model in int8, term by term: MACs at 0.2 + 0.03 pJ and 266 bias adds; every
+    # weight read at every use and the biases once, 8 bits each, from a memory of the 738
+    # weights and 266 biases; inputs read and outputs written once (586 values) in a memory of
+    # the largest layer's inputs and outputs (192 values)
+    int8 = priced["digital_int8"]
+    assert int8["arithmetic"] == pytest.approx((3072 * 0.23 + 266 * 0.03) * 1e-12, rel=1e-12)
+    assert int8["weights"] == pytest.approx((3072 + 266) * 8 / 64 * (1.09e-5 * 1004 * 8 + 13.2)
+                                            * 1e-12, rel=1e-12)
+    assert int8["activations"] == pytest.approx(586 * 8 / 64 * (1.09e-5 * 192 * 8 + 13.2) * 1e-12,
+                                                rel=1e-12)
+    fp32 = priced["digital_fp32"]
+    assert fp32["arithmetic"] == pytest.approx((3072 * 4.6 + 266 * 0.9) * 1e-12, rel=1e-12)
+    assert fp32["weights"] == pytest.approx((3072 + 266) * 32 / 64 * (1.09e-5 * 1004 * 32 + 13.2)
+                                            * 1e-12, rel=1e-12)
 
 
 def test_profiles_carry_their_energy_figures_and_sources(tmp_path):
@@ -266,7 +301,7 @@ def test_report_command_end_to_end(tiny_runs, tmp_path, capsys):
     assert main(["report", "--snn", str(snn), "--teacher", str(teacher), "--out", str(out),
                  "--samples", "20"]) == 0
     printed = capsys.readouterr().out
-    assert "| DNN teacher (mlp), CPU |" in printed and "Davies et al., IEEE Micro 38(1) 2018" in printed
+    assert "| DNN teacher (mlp) | " in printed and "Davies et al., IEEE Micro 38(1) 2018" in printed
     assert "proxy figures" in printed and "Horowitz, ISSCC 2014, Fig. 1.1.9" in printed
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "energy_vs_accuracy.png"}
     report = json.loads((out / "report.json").read_text())
@@ -274,14 +309,20 @@ def test_report_command_end_to_end(tiny_runs, tmp_path, capsys):
     dnn, net = report["networks"]
     assert report["samples"] == 20 and dnn["samples"] == net["samples"] == 20
     assert dnn["kind"] == "dnn" and dnn["macs"] == 64 * 32 + 32 * 10  # teacher.hidden=[32]
-    assert dnn["energy_j"] == pytest.approx(dnn["macs"] * 4.6e-12, rel=1e-12)
+    assert dnn["pricings"]["arithmetic_fp32"]["total"] == pytest.approx(dnn["macs"] * 4.6e-12,
+                                                                         rel=1e-12)
+    assert dnn["energy_j"] == dnn["pricings"]["digital_fp32"]["total"]
+    assert dnn["energy_int8_j"] == dnn["pricings"]["digital_int8"]["total"]
     e = load_profile("loihi2").energy
     want = (net["synops"] * e.synop_pj + net["active_neuron_updates"] * e.neuron_update_active_pj
             + (net["neuron_updates"] - net["active_neuron_updates"]) * e.neuron_update_inactive_pj
             + net["spikes_out"] * e.spike_pj) * 1e-12
-    assert net["energy_j"] == pytest.approx(want, rel=1e-12)
+    assert net["pricings"]["loihi"]["total"] == pytest.approx(want, rel=1e-12)
+    assert net["energy_j"] == net["pricings"]["digital"]["total"]
     assert net["neuron_updates"] == (32 + 10) * (4 + 2)  # every neuron, every step of the window
-    assert net["dnn_energy_ratio"] == pytest.approx(dnn["energy_j"] / net["energy_j"])
+    # the comparison is the same digital model on both sides: the DNN in int8
+    assert net["dnn_energy_ratio"] == pytest.approx(dnn["energy_int8_j"] / net["energy_j"])
+    assert "MLPerf Tiny" in printed and "static power" in printed
     assert 0 < net["activation_sparsity"] < 1 and net["fits"] and net["cores"] == 2
     assert report["energy_figures"]["loihi2"]["proxy"] is True
     # the output is a run directory: not replaced without --force
@@ -315,3 +356,18 @@ def test_report_refuses_a_checkpoint_that_would_run_code(option, tiny_runs, tmp_
     err = capsys.readouterr().err
     assert "refused" in err and "TorchScript" in err and "Traceback" not in err
     assert not target.exists() and not (tmp_path / "r").exists()
+
+
+def test_graded_events_are_priced_as_multiply_accumulates_and_sigma_delta_updates_as_adds():
+    """A sigma-delta layer's 10 synaptic operations of 16-bit messages on 8-bit weights: each an
+    int32 add and a 16 × 8 multiply (0.2 · 128 / 64 = 0.4 pJ); 4 neuron updates of three adds."""
+    from neurokd.metrics.pricing import neurobench_counts, snn_digital
+
+    d = load_profile("loihi2").energy.digital
+    row = {"synops": 10, "neuron_updates": 4, "events_in": 2, "spikes_out": 1, "neurons": 2,
+           "weight_bits": 8, "message_bits": 16, "memory_bytes": 10, "synapses": 10}
+    got = snn_digital([row], "sdnn", 24, d)
+    assert got["arithmetic"] == pytest.approx((10 * (0.1 + 0.4) + 4 * 0.3) * 1e-12, rel=1e-12)
+    assert got["weights"] == pytest.approx(10 * 8 / 64 * (1.09e-5 * 80 + 13.2) * 1e-12, rel=1e-12)
+    assert neurobench_counts([row]) == {"dense_ops": 20.0, "effective_macs": 10.0,
+                                        "effective_acs": 0.0}
