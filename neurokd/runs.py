@@ -413,17 +413,21 @@ def search(cfg: RunConfig, space, budget, out: str | Path | RunDir, *, proxy: st
                   encoder=cfg.student.encoder)
         front = res["front"]
 
+        energy = all(c.resources.get("energy_upper_j") for c in res["ranked"])
+
         def point(c):
-            return c.resources["cores"], c.resources["synops"], c.scores[proxy]
+            cost = c.resources["energy_upper_j"] if energy else c.resources["synops"]
+            return c.resources["cores"], cost, c.scores[proxy]
 
         plots.pareto([point(c) for c in res["ranked"]], [point(c) for c in front],
-                     run / "pareto.png", proxy)
+                     run / "pareto.png", proxy, "energy / inference, upper bound (J, digital model)"
+                     if energy else "synaptic ops / inference")
         summary = {"proxy": proxy, "strategy": strategy, "candidates": len(rows),
                    "scored_proxies": res["scored_proxies"], "probe_tau_grad": tau_grad,
                    "scored_on": f"ray:{ray_address}" if ray_address else f"{workers} processes",
                    "timesteps": space.timesteps, "hardware": profile.name,
                    "budget": {"max_cores": budget.max_cores, "max_memory_bytes": budget.max_memory_bytes,
-                              "max_synops": budget.max_synops},
+                              "max_synops": budget.max_synops, "max_energy_j": budget.max_energy_j},
                    "seconds": res["seconds"], "archs_per_second": res["archs_per_second"],
                    "chosen_by": ("validation accuracy after --train-top training" if trained
                                  else f"proxy {proxy}"),

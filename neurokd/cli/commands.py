@@ -247,7 +247,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from neurokd.metrics.resources import Budget
     from neurokd.nas.space import describe, load_space
 
-    for name in ("--candidates", "--workers", "--max-cores", "--max-memory", "--max-synops",
+    for name in ("--candidates", "--workers", "--max-cores", "--max-memory", "--max-synops", "--max-energy",
                  "--probe-tau-grad", "--train-top", "--train-epochs"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
     if args.train_epochs is not None and args.train_top is None:
@@ -267,7 +267,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = build_config(None, args.set, {"data.dataset": args.dataset, "data.data_dir": args.data_dir,
                                         "hardware": args.hardware, "seed": args.seed,
                                         "student.encoder": encoder})
-    res = runs.search(cfg, space, Budget(args.max_cores, args.max_memory, args.max_synops),
+    res = runs.search(cfg, space, Budget(args.max_cores, args.max_memory, args.max_synops, args.max_energy),
                       _run_dir(args, cfg), proxy=args.proxy, strategy=args.strategy,
                       candidates=args.candidates, workers=args.workers, ray_address=args.ray,
                       all_proxies=args.all_proxies, tau_grad=args.probe_tau_grad,

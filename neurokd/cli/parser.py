@@ -380,6 +380,10 @@ def _add_search(sub) -> None:
                    help="budget: synaptic operations per inference, as the resource model bounds "
                         "them (every input spiking at every one of the T steps: synapses x T), "
                         "e.g. 2e6 (default: no limit)")
+    p.add_argument("--max-energy", type=_number, metavar="JOULES",
+                   help="budget: energy per inference at that upper bound, priced by the digital "
+                        "model neurokd report uses (both sides alike), e.g. 5e-6 (default: no "
+                        "limit)")
     p.add_argument("--candidates", type=int, default=100, metavar="K",
                    help="architectures to score (default %(default)s)")
     p.add_argument("--proxy", default="synops", choices=SEARCH_PROXIES, metavar="NAME",

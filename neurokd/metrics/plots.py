@@ -98,11 +98,12 @@ def rate_scatter(pairs, path: str | Path, names=None, points: int = 3000) -> Pat
     return save_figure(fig, path)
 
 
-def pareto(points, front, path: str | Path, proxy: str) -> Path:
-    """Proxy score against synaptic operations per inference (log scale), colour = estimated
-    cores; the Pareto front (a higher score with fewer cores and fewer synaptic operations:
-    ``neurokd.nas.search.pareto_front``) circled. ``points`` and ``front``: lists of
-    (cores, synops, score)."""
+def pareto(points, front, path: str | Path, proxy: str,
+           x_label: str = "synaptic ops / inference") -> Path:
+    """Proxy score against a cost per inference (log scale: synaptic operations, or the energy
+    at their upper bound), colour = estimated cores; the Pareto front
+    (``neurokd.nas.search.pareto_front``) circled. ``points`` and ``front``: lists of
+    (cores, cost, score)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
@@ -114,8 +115,8 @@ def pareto(points, front, path: str | Path, proxy: str) -> Path:
                label=f"Pareto front ({len(front)} of {len(points)})")
     fig.colorbar(sc, ax=ax, label="estimated cores").locator = MaxNLocator(integer=True)
     ax.set_xscale("log")
-    ax.set(xlabel="synaptic ops / inference", ylabel=f"proxy {proxy}",
-           title="Candidates: higher score, fewer cores and synaptic ops")
+    ax.set(xlabel=x_label, ylabel=f"proxy {proxy}",
+           title="Candidates: higher score, fewer cores, less cost")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     return save_figure(fig, path)
@@ -123,23 +124,24 @@ def pareto(points, front, path: str | Path, proxy: str) -> Path:
 
 def energy_accuracy(points, path: str | Path) -> Path:
     """Test accuracy against energy per inference (log scale), one point per network of a run:
-    ``points`` are (name, kind, joules, int8 joules or None, accuracy), kind ``snn`` (on the chip)
-    or ``dnn`` (a conventional processor: 32-bit float filled, 8-bit integer hollow)."""
+    ``points`` are (name, kind, joules, int8 joules or None, accuracy), kind ``snn`` or ``dnn``
+    (32-bit float filled, 8-bit integer hollow), all priced by the same digital model."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for name, kind, joules, int8, acc in points:
         color = next(colors)
         if kind == "dnn":
-            ax.scatter([joules], [acc], marker="s", s=60, color=color, label=f"{name}, CPU fp32")
+            ax.scatter([joules], [acc], marker="s", s=60, color=color, label=f"{name}, fp32")
             if int8:
                 ax.scatter([int8], [acc], marker="s", s=60, facecolors="none", edgecolors=color,
-                           label=f"{name}, CPU int8")
+                           label=f"{name}, int8")
                 ax.plot([int8, joules], [acc, acc], color=color, lw=0.8, ls=":")
         else:
             ax.scatter([joules], [acc], marker="o", s=60, color=color, label=f"{name}, chip")
     ax.set_xscale("log")
-    ax.set(xlabel="energy per inference (J)", ylabel="test accuracy",
+    ax.set(xlabel="energy per inference (J, digital model: arithmetic and memory)",
+           ylabel="test accuracy",
            title="Energy per inference against accuracy")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")

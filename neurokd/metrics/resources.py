@@ -49,6 +49,7 @@ class LayerResources:
     memory_bytes: int
     cores: int
     message_bits: int = 0
+    inputs: int = 0  # the layer's input neurons (all of the previous layer's outputs)
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -105,7 +106,7 @@ def layer_resources(spec: ArchSpec, profile: HardwareProfile,
                     math.ceil(memory / profile.synaptic_memory_bytes_per_core),
                     math.ceil(_prod(in_shape) / profile.max_fan_in_per_core))
         rows.append(LayerResources(i, layer.type, neurons, fan_in, synapses, params, memory, cores,
-                                   payload[len(rows)]))
+                                   payload[len(rows)], _prod(in_shape)))
         in_shape = out_shape
     return rows
 
@@ -130,8 +131,13 @@ def _totals(rows: Sequence[LayerResources], timesteps: int,
 
 def summary(spec: ArchSpec, profile: HardwareProfile, timesteps: int,
             input_rates: Optional[Sequence[float]] = None) -> Dict[str, Any]:
-    """The network's totals at the profile's ``weight_bits``, and its rows (``layers``)."""
-    return _totals(layer_resources(spec, profile), timesteps, input_rates)
+    """The network's totals at the profile's ``weight_bits``, its rows (``layers``) and the
+    energy per inference at the activity's upper bound (``energy_upper_j``)."""
+    rows = layer_resources(spec, profile)
+    res = _totals(rows, timesteps, input_rates)
+    res["energy_upper_j"] = upper_energy_j(spec, profile, rows,
+                                           [profile.weight_bits] * len(rows), timesteps)
+    return res
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,27 @@ def _first_violation(rows: Sequence[LayerResources], bits: Sequence[int],
     return None
 
 
+def upper_energy_j(spec: ArchSpec, profile: HardwareProfile, rows: Sequence[LayerResources],
+                   bits: Sequence[int], timesteps: int) -> Optional[float]:
+    """Joules per inference of ``spec`` at its activity's upper bound (every input an event at
+    each of the ``timesteps`` steps, every neuron spiking at each, updated at every step of the
+    window), priced by the digital model (``neurokd.metrics.pricing``) that ``neurokd report``
+    prices trained networks with: a bound the network keeps whatever its activity after
+    training. None when the profile has no energy figures. ``bits``: each layer's weight bits;
+    ``timesteps``: the search's T, or a
+    sigma-delta network's depth + 1 (its whole window)."""
+    from neurokd.metrics.pricing import snn_digital
+
+    if profile.energy is None:
+        return None
+    window = timesteps if spec.family == "sdnn" else timesteps + len(rows)
+    counts = [{"synops": r.synapses * timesteps, "neuron_updates": r.neurons * window,
+               "events_in": r.inputs * timesteps, "spikes_out": r.neurons * timesteps,
+               "neurons": r.neurons, "weight_bits": b, "message_bits": r.message_bits,
+               "memory_bytes": r.memory_bytes} for r, b in zip(rows, bits)]
+    return snn_digital(counts, spec.family, profile.state_bits, profile.energy.digital)["total"]
+
+
 @dataclass(frozen=True)
 class Budget:
     """The user's limits; ``None``: no limit (cores also stop at the profile's chip).
@@ -221,6 +248,7 @@ class Budget:
     max_cores: Optional[int] = None
     max_memory_bytes: Optional[int] = None
     max_synops: Optional[float] = None
+    max_energy_j: Optional[float] = None
 
     def assess(self, spec: ArchSpec, profile: HardwareProfile, timesteps: int
                ) -> Tuple[Dict[str, Any], Optional[str]]:
@@ -230,6 +258,7 @@ class Budget:
         budget's limits (``violation``)."""
         fit = chip_fit(spec, profile)
         res = _totals(fit.layers, timesteps)
+        res["energy_upper_j"] = upper_energy_j(spec, profile, fit.layers, fit.weight_bits, timesteps)
         return res, fit.problem or self.violation(res, profile)
 
     def violation(self, res: Dict[str, float], profile: HardwareProfile) -> Optional[str]:
@@ -242,13 +271,20 @@ class Budget:
             return f"{res['memory_bytes']} bytes of synaptic memory > {self.max_memory_bytes}"
         if self.max_synops is not None and res["synops"] > self.max_synops:
             return f"{res['synops']:.4g} synaptic operations per inference > {self.max_synops:.4g}"
+        if self.max_energy_j is not None:
+            energy = res.get("energy_upper_j")
+            if energy is None:
+                raise NeurokdError(f"--max-energy needs energy figures; hardware profile "
+                                   f"{profile.name} has none")
+            if energy > self.max_energy_j:
+                return f"{energy:.4g} J per inference (upper bound) > {self.max_energy_j:.4g}"
         return None
 
     def check(self) -> None:
         for name, value in (("max_cores", self.max_cores), ("max_memory_bytes", self.max_memory_bytes),
-                            ("max_synops", self.max_synops)):
+                            ("max_synops", self.max_synops), ("max_energy_j", self.max_energy_j)):
             if value is not None and not value > 0:
-                flag = {"max_memory_bytes": "max_memory"}.get(name, name)
+                flag = {"max_memory_bytes": "max_memory", "max_energy_j": "max_energy"}.get(name, name)
                 raise NeurokdError(f"--{flag.replace('_', '-')} must be positive, got {value}")
 
 

@@ -52,7 +52,9 @@ class Candidate:
                 "cores": self.resources["cores"], "neurons": self.resources["neurons"],
                 "synapses": self.resources["synapses"], "params": self.resources["params"],
                 "memory_bytes": self.resources["memory_bytes"],
-                "synops_upper": self.resources["synops"], **{f"proxy_{k}": v for k, v in self.scores.items()},
+                "synops_upper": self.resources["synops"],
+                "energy_upper_j": self.resources.get("energy_upper_j"),
+                **{f"proxy_{k}": v for k, v in self.scores.items()},
                 "seconds": self.seconds}
 
 
@@ -137,7 +139,8 @@ def sample_feasible(space: SearchSpace, rng: random.Random, input_shape, num_cla
                            "the budget; ask for fewer candidates or widen the space")
     raise NeurokdError(f"no architecture in the search space meets the budget (max cores "
                        f"{budget.max_cores}, max memory {budget.max_memory_bytes}, max synops "
-                       f"{budget.max_synops}) and fits one {profile.name} chip; the smallest "
+                       f"{budget.max_synops}, max energy {budget.max_energy_j} J) and fits one "
+                       f"{profile.name} chip; the smallest "
                        f"found needs {smallest['cores']} cores, {smallest['memory_bytes']} bytes "
                        f"and {smallest['synops']:.4g} synaptic operations ({why})")
 
@@ -212,16 +215,18 @@ def aging_evolution(space: SearchSpace, input_shape, num_classes: int, profile: 
 
 
 def pareto_front(cands: Sequence[Candidate], proxy: str) -> List[Candidate]:
-    """Candidates no other beats on all three of: a higher ``proxy`` score, fewer estimated cores,
+    """Candidates no other beats on all four of: a higher ``proxy`` score, fewer estimated cores,
     fewer synaptic operations per inference (the resource model's upper bound, ``resources
-    ["synops"]``, the number ``Budget.max_synops`` bounds). One candidate dominates another when
-    it is at least as good on all three and better on one. With a proxy that grows with size
+    ["synops"]``, the number ``Budget.max_synops`` bounds), less energy per inference at that
+    bound (``resources["energy_upper_j"]``, the digital model's, which ``Budget.max_energy_j``
+    bounds). One candidate dominates another when it is at least as good on all four and better
+    on one. With a proxy that grows with size
     (``synops``, ``params``), the front is the trade-off between the score and the chip's cost;
     ``pareto.png`` plots it."""
-    def key(c: Candidate) -> Tuple[float, float, float]:
+    def key(c: Candidate) -> Tuple[float, float, float, float]:
         score = float(c.scores[proxy])
         return (math.inf if math.isnan(score) else -score, float(c.resources["cores"]),
-                float(c.resources["synops"]))
+                float(c.resources["synops"]), float(c.resources.get("energy_upper_j") or 0.0))
 
     keys = [key(c) for c in cands]
     front = [c for c, kc in zip(cands, keys)

@@ -204,3 +204,26 @@ def test_message_bits_follow_the_family_and_the_input_and_the_chip_limits_them()
     with pytest.raises(NeurokdError, match="direct8 sends 8-bit graded spikes; a loihi1 message "
                                            "carries at most 1"):
         pipeline.check_names(build_config(overrides=["hardware=loihi1", "student.encoder=direct8"]))
+
+
+def test_the_energy_budget_prices_the_activity_upper_bound_with_the_report_model():
+    """Budget.max_energy_j bounds the digital model's energy at the upper bound of the activity
+    (every input an event at each of T steps, every neuron spiking at each), the figure the search
+    writes per candidate; a network over it is refused, one under it admitted."""
+    from neurokd.metrics.pricing import snn_digital
+
+    spec = ArchSpec(input_shape=[64], layers=[DenseLayer(units=32), DenseLayer(units=10)])
+    res, problem = Budget().assess(spec, LOIHI2, 8)
+    assert problem is None
+    counts = [{"synops": 64 * 32 * 8, "neuron_updates": 32 * 10, "events_in": 64 * 8,
+               "spikes_out": 32 * 8, "neurons": 32, "weight_bits": 8, "message_bits": 0,
+               "memory_bytes": 64 * 32},
+              {"synops": 32 * 10 * 8, "neuron_updates": 10 * 10, "events_in": 32 * 8,
+               "spikes_out": 10 * 8, "neurons": 10, "weight_bits": 8, "message_bits": 0,
+               "memory_bytes": 32 * 10}]  # window: T + one step per layer
+    want = snn_digital(counts, "cuba", 24, LOIHI2.energy.digital)["total"]
+    assert res["energy_upper_j"] == pytest.approx(want, rel=1e-12)
+    assert Budget(max_energy_j=want * 1.01).assess(spec, LOIHI2, 8)[1] is None
+    assert "J per inference (upper bound)" in Budget(max_energy_j=want * 0.99).assess(spec, LOIHI2, 8)[1]
+    with pytest.raises(NeurokdError, match="--max-energy must be positive"):
+        Budget(max_energy_j=0).check()

@@ -331,6 +331,9 @@ def test_search_options_refuse_bad_values_in_one_line(tmp_path, capsys):
     from neurokd.cli import main
 
     bad = [(["--max-synops", "-1"], "--max-synops must be positive, got -1.0"),
+           (["--max-energy", "0"], "--max-energy must be positive, got 0.0"),
+           (["--max-energy", "1e-12", "--set", "data.limit=200"],
+            "J per inference (upper bound) > 1e-12"),
            (["--train-epochs", "2"], "--train-epochs goes with --train-top"),
            (["--train-top", "5"], "--train-top 5 is more than the 4 candidates"),
            (["--train-top", "0"], "--train-top must be positive, got 0"),
