@@ -354,3 +354,33 @@ def test_stored_results_render_with_and_without_the_energy_fields(stem):
              or (stem != "rf" and line.startswith("| ") and "---" not in line and "method" not in line)]
     assert table and all("—" in line for line in table)
     assert "not recorded" in text and "Energy per inference on the chip" not in text
+
+
+def test_the_energy_scoreboard_summarises_and_answers_from_its_cells():
+    """benchmarks/energy.py: gaps paired by seed, each network's energy under its pricings, and the
+    answer to "is the SNN cheaper?" from the cheapest network within tolerance of the teacher."""
+    import energy
+
+    def cell(dnn_acc, sdnn_acc, cuba_acc, sdnn_j):
+        nb = {"dense_ops": 10.0, "effective_macs": 5.0, "effective_acs": 0.0}
+        parts = {"arithmetic": 1e-9, "weights": 1e-9, "state": 1e-9, "events": 1e-9}
+        net = {"synops": 5.0, "neurobench": nb, "digital_parts": parts}
+        return {"dnn": {"figure": dnn_acc, "macs": 100.0, "pricings": {
+                    "digital_fp32": 8e-6, "digital_int8": 2e-6, "mcu_int8": 45e-6,
+                    "arithmetic_fp32": 4e-7, "arithmetic_int8": 2e-8}},
+                "networks": {"SDNN": {**net, "figure": sdnn_acc,
+                                      "pricings": {"digital": sdnn_j, "loihi": 3e-6}},
+                             "CUBA, rate input": {**net, "figure": cuba_acc,
+                                                  "pricings": {"digital": 1e-6, "loihi": 1e-6}}}}
+
+    results = {"digits/s0": cell(0.98, 0.975, 0.90, 1e-6), "digits/s1": cell(0.96, 0.955, 0.88, 3e-6)}
+    r = energy.summarize("digits", results, [0, 1])
+    assert r["rows"]["SDNN"]["gap"]["per_seed"] == pytest.approx([0.005, 0.005])
+    assert r["rows"]["SDNN"]["energy"]["digital"]["mean"] == pytest.approx(2e-6)
+    v = r["verdict"]
+    assert v["SDNN"]["within_tolerance"] and not v["CUBA, rate input"]["within_tolerance"]
+    assert v["SDNN"]["digital_vs_dnn_int8"] == pytest.approx(1.0)  # 2 µJ against 2 µJ
+    assert v["SDNN"]["loihi_vs_dnn_mcu"] == pytest.approx(3e-6 / 45e-6)
+    text = energy.markdown({"datasets": {"digits": r}, "seeds": [0, 1]})
+    assert ("**digits**: yes under the digital model: the cheapest SNN within 1 points of the "
+            "teacher, SDNN, costs 1× the int8 DNN") in text
