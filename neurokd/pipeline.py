@@ -220,7 +220,7 @@ def load_teachers(cfg: RunConfig, ds: Dataset, teacher: Optional[str | Path | Te
     paths = [teacher] + (list(d.ensemble) if several else [])
     if several and len(paths) < 2:
         raise NeurokdError("method 'ensemble' needs more teachers: --set distill.ensemble=[a.pt, b.pt]")
-    teachers = [load_dnn(path, ds.input_shape, ds.num_classes)[0] for path in paths]
+    teachers = [load_dnn(path, ds.input_shape, ds.num_classes, convertible=False)[0] for path in paths]
     for t in teachers:  # the probe ran 2 samples; training runs a whole batch through each teacher
         check_activations(t, ds.input_shape, cfg.student.batch_size,
                           source_label(t.neurokd_source), "distillation")
@@ -293,12 +293,17 @@ def load_snn(path: str | Path) -> Tuple[SpikingNet, Dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- quantization-aware training
-def kd_reference(path: str | Path, ds: Dataset, meta: Dict[str, Any], bits: List[int]):
-    """``reference(raw, x)`` of ``--kd-from``: a DNN teacher on the samples, or a float SNN (run in
-    full precision) on the same encoded window."""
+def kd_reference(path: str | Path | TeacherRef, ds: Dataset, meta: Dict[str, Any], bits: List[int]):
+    """``reference(raw, x)`` of ``--kd-from``: a DNN teacher (any form ``distill`` takes) on the
+    samples, or a float SNN (run in full precision) on the same encoded window."""
+    from neurokd.interop.teachers import as_ref, load_dnn
     from neurokd.models.teachers import check_teacher_fits
     from neurokd.quant.qat import Reference, counts, full_precision
 
+    if as_ref(path).kind != "checkpoint":  # an ONNX file or a module:factory: a DNN
+        teacher = load_dnn(path, ds.input_shape, ds.num_classes, convertible=False)[0]
+        return Reference(teacher, lambda m, raw, x: m(raw))
+    path = as_ref(path).ref
     payload = load_checkpoint(path)
     kind = payload.get("kind")
     if kind == "teacher":
@@ -475,20 +480,6 @@ def is_radio(ds: Dataset) -> bool:
     return ds.test.snr is not None
 
 
-def _measured_synops(model, split, encoder: str, timesteps: int, seed: int) -> float:
-    """Synaptic operations per inference of a trained ``model``, measured on ``split``
-    (``neurokd.metrics.activity``: every input event times its fan-out)."""
-    from neurokd.metrics.activity import measured_synops
-
-    model = model.cpu().eval()
-    prepare = make_prepare(encoder, timesteps, model.window_pad)
-    total, count = 0.0, 0
-    for xb, _ in encoded_batches(split, prepare, seed):
-        total += measured_synops(model, xb)["synops"] * len(xb)
-        count += len(xb)
-    return total / max(count, 1)
-
-
 def train_candidates(cands: Sequence[Any], ds: Dataset, cfg: RunConfig, timesteps: int,
                      epochs: int, spec_dir: str | Path, progress: bool = False,
                      log: Log = quiet) -> List[Dict[str, Any]]:
@@ -524,8 +515,9 @@ def train_candidates(cands: Sequence[Any], ds: Dataset, cfg: RunConfig, timestep
             model, metrics = train_student(run_cfg, ds, c.spec, progress=progress, log=log)
             ops = metrics["synops_per_inference"]
         else:
+            from neurokd.metrics.activity import split_synops
             model, metrics = train_snn(run_cfg, ds, progress=progress, log=log)
-            ops = _measured_synops(model, ds.val, cfg.student.encoder, timesteps, cfg.seed)
+            ops = split_synops(model, ds.val, cfg.student.encoder, timesteps, cfg.seed)
         out.append({"rank": rank, "arch": describe(c.spec), "spec_file": f"{spec_dir.name}/{path.name}",
                     "val_accuracy": float(metrics["snn_val_accuracy"]),
                     "test_accuracy": float(metrics["snn_accuracy"]),

@@ -210,7 +210,7 @@ def _train_sdnn(cfg: RunConfig, which: str, run: Path, ds: Dataset, spec, teache
         if cfg.distill.method == "kd":
             if teacher is None:
                 raise NeurokdError("distill --method kd needs a --teacher")
-            dnn = load_dnn(teacher, ds.input_shape, ds.num_classes)[0].eval()
+            dnn = load_dnn(teacher, ds.input_shape, ds.num_classes, convertible=False)[0].eval()
     spec = spec.model_copy(update={"neuron": NeuronSpec(type="sdnn")})
     model, metrics = train_student(cfg, ds, spec, dnn, progress, log)
     plots.training_curves({which: metrics.pop("snn_history")}, run / "training_curves.png",
@@ -257,7 +257,7 @@ def _save_colearned(run: Path, teacher: nn.Module, cfg: RunConfig, ds: Dataset, 
 
 # ---------------------------------------------------------------- quantize
 def quantize(model: nn.Module, meta: Dict[str, Any], cfg: RunConfig, out: str | Path | RunDir,
-             kd_from: Optional[str | Path] = None, *, force: bool = False,
+             kd_from=None, *, force: bool = False,
              inputs: Sequence[Optional[str]] = (), progress: bool = True, log: Log = print,
              ignore_fit: bool = False) -> Tuple[Dict[str, Any], nn.Module, Dataset]:
     """Quantization-aware training of the float SNN ``model`` (its checkpoint ``meta``) for
@@ -266,7 +266,10 @@ def quantize(model: nn.Module, meta: Dict[str, Any], cfg: RunConfig, out: str | 
     quantized network and the dataset."""
     pipeline.check_names(cfg)
     if kd_from is not None:
-        pipeline.load_checkpoint(kd_from)  # a bad --kd-from fails before any work
+        from neurokd.interop.teachers import as_ref
+
+        if as_ref(kd_from).kind == "checkpoint":
+            pipeline.load_checkpoint(as_ref(kd_from).ref)  # a bad --kd-from fails before any work
     rd = run_dir(out, "quantize", force, inputs)
     ds = pipeline.load_data(cfg)
     with rd as run:
@@ -469,33 +472,36 @@ def import_graph(cfg: RunConfig, graph: str | Path, out: str | Path | RunDir,
 
 
 # ---------------------------------------------------------------- report
-def report(snn: str | Path, teacher: Optional[str | Path] = None, out: str | Path | RunDir | None = None,
+def report(snn: str | Path, teacher=None, out: str | Path | RunDir | None = None,
            *, data_dir: Optional[str] = None, samples: Optional[int] = None, force: bool = False,
            inputs: Sequence[Optional[str]] = (), version: str = "") -> Tuple[Dict[str, Any], List[str]]:
-    """What the SNN checkpoint ``snn`` costs on the chip, against the teacher checkpoint
-    ``teacher``: resources, measured activity and energy per inference. With ``out``, writes
-    report.json, report.md and the plot there (the lock is taken before any work). Returns the
-    report and the names of the files written."""
+    """What the SNN checkpoint ``snn`` costs on the chip, against the DNN ``teacher`` (any form
+    ``distill`` takes: a checkpoint, an ONNX file or a ``TeacherRef``): resources, measured
+    activity and energy per inference. With ``out``, writes report.json, report.md and the plot
+    there (the lock is taken before any work). Returns the report and the names of the files
+    written."""
     import contextlib
 
-    from neurokd.models.teachers import check_teacher_fits, teacher_from_checkpoint
+    from neurokd.interop.teachers import as_ref, is_foreign, load_dnn, source_label
 
     rd = run_dir(out, "report", force, inputs) if out is not None else None
     written: List[str] = []
     with rd if rd is not None else contextlib.nullcontext() as run:
         model, meta = pipeline.load_snn(snn)
         cfg = pipeline.config_from_meta(meta, data_dir, where=snn)
-        payload = pipeline.load_checkpoint(teacher, "teacher") if teacher else None
+        ref = as_ref(teacher) if teacher is not None else None
+        label = ""
+        if ref is not None and ref.kind == "checkpoint":  # the wrong kind fails before the data
+            label = str(pipeline.load_checkpoint(ref.ref, "teacher")["arch"].get("model", ""))
         ds = pipeline.load_data(cfg)
         dnn = None
-        if payload is not None:
-            check_teacher_fits(payload["arch"], ds.num_classes, ds.input_shape, str(teacher))
-            dnn = teacher_from_checkpoint(payload, where=str(teacher))
-        nets = energy.networks([(model, meta)], dnn,
-                               str(payload["arch"].get("model", "")) if payload else "")
+        if ref is not None:
+            dnn = load_dnn(ref, ds.input_shape, ds.num_classes, convertible=False)[0]
+            label = source_label(dnn.neurokd_source) if is_foreign(dnn) else label
+        nets = energy.networks([(model, meta)], dnn, label)
         result = energy.build_report(ds, nets, cfg.seed, samples)
         result["neurokd"] = {"version": version, "command": "report", "snn": str(snn),
-                             "teacher": None if teacher is None else str(teacher)}
+                             "teacher": None if ref is None else ref.ref}
         if run is not None:
             written = [path.name for path in energy.write_report(run, result)]
     return result, written

@@ -54,7 +54,7 @@ def _inputs(args: argparse.Namespace, cfg=None) -> List[Optional[str]]:
     """Every file or folder a command reads, so that no output can hold or replace one."""
     found: List[Optional[str]] = [getattr(args, name, None) for name in
                                   ("config", "spec", "student", "teacher", "teacher_weights", "snn",
-                                   "kd_from", "net", "space", "data_dir", "graph")]
+                                   "kd_from", "kd_from_weights", "net", "space", "data_dir", "graph")]
     if cfg is not None:
         found += [cfg.student.spec, cfg.data.data_dir, *cfg.distill.ensemble]
     return found
@@ -153,7 +153,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               "quant.epochs": args.epochs, "quant.layer_bits": _layer_bits(args.layer_bits),
               "quant.fit_state": args.fit_state, "device": args.device}
     cfg = build_config(None, args.set, values, base=base)
-    metrics, qmodel, _ = runs.quantize(model, meta, cfg, run_dir, args.kd_from,
+    kd_from = None
+    if args.kd_from is not None:
+        import os
+
+        from neurokd.interop.teachers import parse_kwargs, teacher_ref
+
+        kd_from = teacher_ref(args.kd_from, args.kd_from_weights, parse_kwargs(args.kd_from_kwargs),
+                              search_path=os.getcwd())
+    elif args.kd_from_weights is not None or args.kd_from_kwargs is not None:
+        raise NeurokdError("--kd-from-weights and --kd-from-kwargs go with --kd-from")
+    metrics, qmodel, _ = runs.quantize(model, meta, cfg, run_dir, kd_from,
                                        progress=_progress(args), log=print,
                                        ignore_fit=args.ignore_fit)
     for name in ("test_overflow", "train_overflow"):
@@ -312,7 +322,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     _positive("--samples", args.samples)
     run_dir = _run_dir(args) if args.out is not None else None  # --out is checked before any work
-    report, written = runs.report(args.snn, args.teacher, run_dir, data_dir=args.data_dir,
+    report, written = runs.report(args.snn, _teacher_ref(args), run_dir, data_dir=args.data_dir,
                                   samples=args.samples, version=__version__)
     print(energy.report_markdown(report), end="")
     if args.out is not None:

@@ -122,8 +122,10 @@ def _teacher_args(p: argparse.ArgumentParser, required: bool, note: str = "") ->
     """--teacher and the options of a DNN brought from elsewhere (``neurokd.interop.teachers``)."""
     p.add_argument("--teacher", required=required, metavar="TEACHER",
                    help="the DNN: a neurokd teacher checkpoint (teacher.pt), an ONNX file "
-                        "(*.onnx: Gemm, MatMul+Add, Conv, Relu, BatchNormalization, AveragePool, "
-                        "GlobalAveragePool, Flatten/Reshape, Dropout), or MODULE:FACTORY with "
+                        "(*.onnx; conversion maps Gemm, MatMul+Add, Conv, Relu, "
+                        "BatchNormalization, AveragePool, GlobalAveragePool, Flatten/Reshape, "
+                        "Dropout; a teacher that is not converted may hold any operator "
+                        "onnx2torch reads, MaxPool included), or MODULE:FACTORY with "
                         "--teacher-weights: MODULE is imported from the current folder or the "
                         "Python path, which runs its code (name only code you trust), and "
                         "FACTORY() builds the nn.Module" + note)
@@ -298,8 +300,15 @@ def _add_quantize(sub) -> None:
     p.add_argument("--layer-bits", metavar="B,B,...", help="bits per spiking layer, e.g. 8,4")
     p.add_argument("--method", choices=_choices("quant", "method"),
                    help="quantization method (default lsq_prob_kd)")
-    p.add_argument("--kd-from", metavar="CKPT", help="full-precision supervisor: a teacher or SNN "
-                                                      "checkpoint (default: the float SNN itself)")
+    p.add_argument("--kd-from", metavar="CKPT", help="full-precision supervisor: an SNN checkpoint, "
+                                                      "or a DNN teacher in any form distill takes "
+                                                      "(teacher.pt, an ONNX file, MODULE:FACTORY "
+                                                      "with --kd-from-weights) (default: the float "
+                                                      "SNN itself)")
+    p.add_argument("--kd-from-weights", metavar="FILE",
+                   help="state_dict of a MODULE:FACTORY --kd-from teacher (as --teacher-weights)")
+    p.add_argument("--kd-from-kwargs", metavar="YAML",
+                   help="keyword arguments of a MODULE:FACTORY --kd-from teacher")
     p.add_argument("--epochs", type=int, metavar="N",
                    help=f"most QAT epochs (quant.epochs, default {_defaults().quant.epochs})")
     p.add_argument("--fit-state", choices=_choices("quant", "fit_state"),
@@ -438,7 +447,7 @@ def _add_report(sub) -> None:
                                    "writes report.json, report.md and energy_vs_accuracy.png.")
     p.add_argument("--snn", required=True, metavar="CKPT",
                    help="SNN checkpoint (snn.pt), float or quantized")
-    p.add_argument("--teacher", metavar="CKPT", help="DNN teacher checkpoint (teacher.pt) to compare with")
+    _teacher_args(p, required=False, note="; the DNN to compare with")
     p.add_argument("--samples", type=int, metavar="N",
                    help="measure on the first N test samples (default: the whole test split)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the SNN was trained")

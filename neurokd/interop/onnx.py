@@ -21,7 +21,7 @@ from neurokd.interop.onnx_shapes import MAX_SHAPE_VALUES, _TENSOR_TYPES
 from neurokd.models.dnn_checks import first_line as _first_line
 
 __all__ = ["LAYER_OPS", "MAX_ONNX_BYTES", "MAX_SHAPE_VALUES", "SHAPE_OPS", "SUPPORTED_OPS",
-           "onnx_teacher", "read_onnx"]
+           "general_onnx", "onnx_teacher", "read_onnx"]
 
 # A protobuf message (an ONNX file without external data) holds at most 2 GiB.
 MAX_ONNX_BYTES = (1 << 31) - 1
@@ -185,9 +185,40 @@ def _graph_tensors(graph) -> List[Any]:
     return found
 
 
-def onnx_teacher(path: str | Path, input_shape: Sequence[int]) -> nn.Sequential:
+def onnx_teacher(path: str | Path, input_shape: Sequence[int], convertible: bool = True
+                 ) -> nn.Module:
     """The ONNX graph at ``path`` as an ``nn.Sequential`` of the layers conversion reads, for
     samples of ``input_shape``. Layers are named after the graph's nodes (``/fc1/Gemm`` → ``fc1``),
-    so a teacher exported from PyTorch keeps its module paths for feature distillation."""
-    return _OnnxMapper(read_onnx(path), str(path), tuple(int(v) for v in input_shape)).build()
+    so a teacher exported from PyTorch keeps its module paths for feature distillation.
+
+    ``convertible=False`` (a teacher that stays a DNN: distillation, ``report --teacher``,
+    ``quantize --kd-from``): a graph the mapper refuses (an operator conversion cannot map, a
+    branch) is read by onnx2torch instead, a maintained converter of the whole operator set,
+    from the same checked model (nothing executed, external data only from inside the folder).
+    The module then carries ``neurokd_unconvertible``: the mapper's reason, which conversion
+    gives if asked to convert it."""
+    proto = read_onnx(path)
+    try:
+        return _OnnxMapper(proto, str(path), tuple(int(v) for v in input_shape)).build()
+    except NeurokdError as refused:
+        if convertible:
+            raise
+        return general_onnx(proto, path, str(refused))
+
+
+def general_onnx(proto, path: str | Path, refused: str) -> nn.Module:
+    """``proto`` (a model ``read_onnx`` checked) as a torch module by onnx2torch, marked with why
+    conversion refuses it (``refused``)."""
+    try:
+        from onnx2torch import convert
+    except ImportError:
+        raise NeurokdError(f"{refused} (a teacher that is not converted is read by onnx2torch, "
+                           "which is not installed: pip install onnx2torch)") from None
+    try:
+        model = convert(proto)
+    except Exception as exc:  # onnx2torch's NotImplementedError for an operator, and kin
+        raise NeurokdError(f"{path}: cannot be read as a teacher: {_first_line(exc)} (onnx2torch); "
+                           f"neurokd's own mapper refused it too: {refused}") from None
+    model.neurokd_unconvertible = refused
+    return model.eval()
 

@@ -163,10 +163,12 @@ def _user_code(ref: str, what: str) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- any teacher, checked
-def load_dnn(teacher: str | Path | TeacherRef, input_shape: Sequence[int], num_classes: int
-             ) -> Tuple[nn.Module, Dict[str, Any]]:
+def load_dnn(teacher: str | Path | TeacherRef, input_shape: Sequence[int], num_classes: int,
+             convertible: bool = True) -> Tuple[nn.Module, Dict[str, Any]]:
     """The teacher in evaluation mode and the record of where it came from, checked against the
-    data's ``input_shape`` and ``num_classes``.
+    data's ``input_shape`` and ``num_classes``. ``convertible=False``: the teacher stays a DNN
+    (distillation, ``report --teacher``, ``quantize --kd-from``), so an ONNX graph conversion
+    cannot map is read whole (``neurokd.interop.onnx.onnx_teacher``).
 
     A weights file is read and checked (archive, tensors, finite values) before anything of the
     user's is imported or called; every teacher's parameters and buffers must be finite; and a
@@ -188,8 +190,9 @@ def load_dnn(teacher: str | Path | TeacherRef, input_shape: Sequence[int], num_c
         return model, source
     state = read_state_dict(ref.weights) if ref.weights is not None else None
     if kind == "onnx":
-        model = onnx_teacher(ref.ref, input_shape)
-        source = {"kind": "onnx", "path": ref.ref, "sha256": _sha256(ref.ref)}
+        model = onnx_teacher(ref.ref, input_shape, convertible)
+        source = {"kind": "onnx", "path": ref.ref, "sha256": _sha256(ref.ref),
+                  "reader": "onnx2torch" if hasattr(model, "neurokd_unconvertible") else "neurokd"}
     else:
         model = factory_teacher(ref.ref, ref.kwargs, ref.search_path)
         source = {"kind": "factory", "factory": ref.ref, "kwargs": dict(ref.kwargs)}

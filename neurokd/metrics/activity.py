@@ -128,3 +128,17 @@ def model_bytes(model: nn.Module) -> int:
 
     rows = layer_resources(model.spec, model.profile)
     return int(sum(np.ceil(r.params * b / 8) for r, b in zip(rows, weight_bits(model))))
+
+
+def split_synops(model, split, encoder: str, timesteps: int, seed: int) -> float:
+    """Synaptic operations per inference of a trained ``model``, measured on ``split``
+    (``neurokd.metrics.activity``: every input event times its fan-out)."""
+    from neurokd.training import encoded_batches, make_prepare
+
+    model = model.cpu().eval()
+    prepare = make_prepare(encoder, timesteps, model.window_pad)
+    total, count = 0.0, 0
+    for xb, _ in encoded_batches(split, prepare, seed):
+        total += measured_synops(model, xb)["synops"] * len(xb)
+        count += len(xb)
+    return total / max(count, 1)

@@ -336,3 +336,57 @@ def test_model_and_data_must_agree(tmp_path):
 def _weights(tmp_path: Path) -> Path:
     torch.save(make_mlp().state_dict(), tmp_path / "w.pt")
     return tmp_path / "w.pt"
+
+
+def make_lenet() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def trained_lenet(ds, seed: int = 0, epochs: int = 30) -> nn.Module:
+    """A LeNet with max pooling trained on digits by plain torch, as a user's own model."""
+    torch.manual_seed(seed)
+    model = make_lenet()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = torch.as_tensor(ds.train.x, dtype=torch.float32), torch.as_tensor(ds.train.y)
+    for _ in range(epochs):
+        for i in range(0, len(x), 64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+    return model.eval()
+
+
+def test_a_max_pooling_onnx_teacher_teaches_by_kd_and_conversion_names_what_it_cannot_map(
+        tmp_path, monkeypatch, capsys):
+    """A graph conversion cannot map (MaxPool) is read whole by onnx2torch for every use that
+    keeps it a DNN (distill, report --teacher, quantize --kd-from), with the outputs of the torch
+    module it was exported from; convert still refuses it, naming the operator."""
+    from neurokd.config import build_config
+
+    monkeypatch.chdir(tmp_path)
+    ds = pipeline.load_data(build_config())
+    lenet = trained_lenet(ds)
+    export(lenet, tmp_path / "lenet.onnx", keep_batchnorm=False)
+    model, source = load_dnn("lenet.onnx", *DIGITS, convertible=False)
+    assert source["reader"] == "onnx2torch" and "MaxPool" in model.neurokd_unconvertible
+    x = torch.as_tensor(ds.test.x[:64], dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), lenet(x), atol=1e-5)
+    with pytest.raises(NeurokdError, match="operator 'MaxPool'"):
+        load_dnn("lenet.onnx", *DIGITS)  # what conversion reads
+    teacher_acc = float((lenet(torch.as_tensor(ds.test.x, dtype=torch.float32)).argmax(1).numpy()
+                         == ds.test.y).mean())
+    assert main(["distill", "--teacher", "lenet.onnx", "--dataset", "digits", "--method", "kd",
+                 "--epochs", "4", "--out", "d", "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert teacher_acc > 0.9 and metrics["snn_accuracy"] > 0.8
+    capsys.readouterr()
+    assert main(["report", "--snn", "d/snn.pt", "--teacher", "lenet.onnx", "--samples", "64"]) == 0
+    assert "| DNN teacher (lenet.onnx) |" in capsys.readouterr().out
+    assert main(["quantize", "--snn", "d/snn.pt", "--kd-from", "lenet.onnx", "--epochs", "1",
+                 "--out", "q", "--no-progress"]) == 0
+    assert main(["convert", "--teacher", "lenet.onnx", "--dataset", "digits", "--out", "c"]) == 2
+    assert "operator 'MaxPool' (node '/2/MaxPool') is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
