@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from neurokd import pipeline
+from neurokd import pipeline, runtime
 from neurokd.config import RunConfig, config_to_dict
 from neurokd.data.datasets import Dataset
 from neurokd.errors import NeurokdError
@@ -379,7 +379,7 @@ def search(cfg: RunConfig, space, budget, out: str | Path | RunDir, *, proxy: st
            ray_address: Optional[str] = None, all_proxies: bool = False,
            tau_grad: Optional[float] = None, train_top: Optional[int] = None,
            train_epochs: int = 5, force: bool = False, inputs: Sequence[Optional[str]] = (),
-           progress: bool = True, log: Log = print) -> SearchRun:
+           progress: bool = True, log: Log = print, device: Optional[str] = None) -> SearchRun:
     """Training-free architecture search of ``space`` under ``budget`` (``metrics.resources.
     Budget``) on ``cfg``'s data; with ``train_top``, the best candidates trained briefly and the
     best by validation accuracy chosen. Writes config.yaml, ranked.csv, spec.yaml (the chosen
@@ -392,6 +392,7 @@ def search(cfg: RunConfig, space, budget, out: str | Path | RunDir, *, proxy: st
 
     profile = load_profile(cfg.hardware)
     PROXIES.get(proxy)
+    probe_device = str(runtime.resolve_device(device)) if device else "cpu"  # before any work
     rd = run_dir(out, "search", force, inputs)
     ds = pipeline.load_data(cfg, log=log)
     with rd as run:
@@ -399,7 +400,8 @@ def search(cfg: RunConfig, space, budget, out: str | Path | RunDir, *, proxy: st
         res = run_search(ds, space, profile, budget, proxy, strategy, candidates, workers,
                          cfg.student.encoder, seed=cfg.seed, progress=progress,
                          ray_address=ray_address,
-                         score_proxies=PROXIES.names() if all_proxies else None, tau_grad=tau_grad)
+                         score_proxies=PROXIES.names() if all_proxies else None, tau_grad=tau_grad,
+                         device=probe_device)
         rows = [dict(rank=i + 1, **c.row(proxy)) for i, c in enumerate(res["ranked"])]
         with atomic_path(run / "ranked.csv") as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -474,7 +476,8 @@ def import_graph(cfg: RunConfig, graph: str | Path, out: str | Path | RunDir,
 # ---------------------------------------------------------------- report
 def report(snn: str | Path, teacher=None, out: str | Path | RunDir | None = None,
            *, data_dir: Optional[str] = None, samples: Optional[int] = None, force: bool = False,
-           inputs: Sequence[Optional[str]] = (), version: str = "") -> Tuple[Dict[str, Any], List[str]]:
+           inputs: Sequence[Optional[str]] = (), version: str = "", device: Optional[str] = None
+           ) -> Tuple[Dict[str, Any], List[str]]:
     """What the SNN checkpoint ``snn`` costs on the chip, against the DNN ``teacher`` (any form
     ``distill`` takes: a checkpoint, an ONNX file or a ``TeacherRef``): resources, measured
     activity and energy per inference. With ``out``, writes report.json, report.md and the plot
@@ -499,7 +502,8 @@ def report(snn: str | Path, teacher=None, out: str | Path | RunDir | None = None
             dnn = load_dnn(ref, ds.input_shape, ds.num_classes, convertible=False)[0]
             label = source_label(dnn.neurokd_source) if is_foreign(dnn) else label
         nets = energy.networks([(model, meta)], dnn, label)
-        result = energy.build_report(ds, nets, cfg.seed, samples)
+        result = energy.build_report(ds, nets, cfg.seed, samples,
+                                     None if device is None else runtime.resolve_device(device))
         result["neurokd"] = {"version": version, "command": "report", "snn": str(snn),
                              "teacher": None if ref is None else ref.ref}
         if run is not None:

@@ -276,12 +276,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         encoder = "signed8" if args.dataset in (*GENERATED, *RADIOML) else "direct8"
     cfg = build_config(None, args.set, {"data.dataset": args.dataset, "data.data_dir": args.data_dir,
                                         "hardware": args.hardware, "seed": args.seed,
-                                        "student.encoder": encoder})
+                                        "student.encoder": encoder, "device": args.device})
     res = runs.search(cfg, space, Budget(args.max_cores, args.max_memory, args.max_synops, args.max_energy),
                       _run_dir(args, cfg), proxy=args.proxy, strategy=args.strategy,
                       candidates=args.candidates, workers=args.workers, ray_address=args.ray,
                       all_proxies=args.all_proxies, tau_grad=args.probe_tau_grad,
                       train_top=args.train_top, train_epochs=epochs, progress=_progress(args),
+                      device=args.device,
                       log=print)
     rows, trained, chosen, ds = res.rows, res.trained, res.chosen, res.ds
     print(table([(str(r["rank"]), f"{r['arch']}  score {r['score']:.4g}, {r['cores']} cores, "
@@ -321,9 +322,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from neurokd.metrics import energy
 
     _positive("--samples", args.samples)
+    if args.device is not None:
+        from neurokd.runtime import resolve_device
+
+        resolve_device(args.device)  # a device that is not there fails before any file is read
     run_dir = _run_dir(args) if args.out is not None else None  # --out is checked before any work
     report, written = runs.report(args.snn, _teacher_ref(args), run_dir, data_dir=args.data_dir,
-                                  samples=args.samples, version=__version__)
+                                  samples=args.samples, version=__version__, device=args.device)
     print(energy.report_markdown(report), end="")
     if args.out is not None:
         print(f"run directory: {args.out} ({', '.join(written)})")

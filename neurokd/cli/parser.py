@@ -433,6 +433,9 @@ def _add_search(sub) -> None:
                                      "sdnn: direct8, signed8 on radio data); recorded in spec.yaml")
     p.add_argument("--seed", type=int, help="seed of the sampling, the data batches and the "
                                             "--train-top training (default 0)")
+    p.add_argument("--device", metavar="DEVICE",
+                   help="where the probes and the --train-top training run: cpu (default), cuda "
+                        "or cuda:N (a GPU scores in this process: --workers 1)")
     _run_args(p, "data.limit=500", training=False)
 
 
@@ -451,6 +454,9 @@ def _add_report(sub) -> None:
     p.add_argument("--samples", type=int, metavar="N",
                    help="measure on the first N test samples (default: the whole test split)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder, if not where the SNN was trained")
+    p.add_argument("--device", metavar="DEVICE",
+                   help="where the networks' forward passes run: cpu (default), cuda or cuda:N; "
+                        "the counts are made on the CPU from their outputs")
     p.add_argument("--out", metavar="DIR", help="run directory to create with the report files")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
 

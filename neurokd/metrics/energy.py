@@ -183,23 +183,31 @@ def _on_cpu(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def measure(model: nn.Module, meta: Dict[str, Any], ds, seed: int = 0,
-            samples: Optional[int] = None, dnn_energy: Optional[EnergyFigures] = None
-            ) -> Dict[str, Any]:
+            samples: Optional[int] = None, dnn_energy: Optional[EnergyFigures] = None,
+            device: Any = None) -> Dict[str, Any]:
     """Costs and test accuracy of ``model`` on the first ``samples`` test samples (all by
     default), encoded exactly as evaluation encodes them (same seed and batches, so the accuracy
     on the whole test split is the one training reported). ``meta``: the SNN's metadata, or {}
-    for a DNN, priced with ``dnn_energy``'s MAC figures. An SNN is priced with its own profile."""
+    for a DNN, priced with ``dnn_energy``'s MAC figures. An SNN is priced with its own profile.
+    ``device``: where the forward passes run (default the CPU); the counts are made on the CPU
+    from their outputs. An integer network's outputs are the same on any device; a float one's
+    may differ in a spike where float32 sums round differently."""
     from neurokd.training import identity, make_prepare
     from neurokd.training import encoded_batches
 
     model = _on_cpu(model).eval()
+    runner = model
+    if device is not None and torch.device(device).type != "cpu":
+        import copy
+
+        runner = copy.deepcopy(model).to(device).eval()
     snn = bool(meta)
     prepare = make_prepare(meta["encoder"], meta["timesteps"], model.window_pad) if snn else identity
     correct, seen = 0, 0
     totals: List[Dict[str, Any]] = []
     for xb, yb in encoded_batches(ds.test, prepare, seed, limit=samples):
         if snn:
-            outs = layer_outputs(model, xb)
+            outs = [o.cpu() for o in layer_outputs(runner, xb.to(device or "cpu"))]
             counts = activity_counts(model, xb, outs)
             if not totals:
                 totals = [dict(c) for c in counts]
@@ -209,7 +217,7 @@ def measure(model: nn.Module, meta: Dict[str, Any], ds, seed: int = 0,
                         t[k] += c[k]
             pred = model.decode(outs[-1]).argmax(1).numpy()
         else:
-            pred = model(xb).argmax(1).numpy()
+            pred = runner(xb.to(device or "cpu")).argmax(1).cpu().numpy()
         correct += int((pred == yb).sum())
         seen += len(yb)
     if seen == 0:
@@ -224,14 +232,14 @@ def measure(model: nn.Module, meta: Dict[str, Any], ds, seed: int = 0,
 
 
 # ---------------------------------------------------------------- the report
-def build_report(ds, networks: Networks, seed: int = 0, samples: Optional[int] = None
-                 ) -> Dict[str, Any]:
+def build_report(ds, networks: Networks, seed: int = 0, samples: Optional[int] = None,
+                 device: Any = None) -> Dict[str, Any]:
     """The report of every network in ``networks`` (name → (model, its SNN metadata, or {} for a
     DNN)), measured on the same test samples. The DNNs are priced with the energy figures of the
     first SNN's profile (loihi2's when there is none)."""
     snn_profiles = [model.profile for model, meta in networks.values() if meta]
     reference: HardwareProfile = snn_profiles[0] if snn_profiles else load_profile("loihi2")
-    measured = {name: measure(model, meta, ds, seed, samples, reference.energy)
+    measured = {name: measure(model, meta, ds, seed, samples, reference.energy, device)
                 for name, (model, meta) in networks.items()}
     dnn = [m for m in measured.values() if m["kind"] == "dnn" and m["energy_int8_j"]]
     for m in measured.values():  # against the first DNN in int8, both in the digital model

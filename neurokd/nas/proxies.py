@@ -207,7 +207,8 @@ def probe(spec: ArchSpec, profile: HardwareProfile, x: torch.Tensor, y: torch.Te
     weights, (i_decay, v_decay, vth) = state if state is not None else initial_state(spec, profile, seed)
     want_grads, want_jac = "grads" in needs, "jacobian" in needs
     if not (want_grads or want_jac or "spikes" in needs):
-        return Probe(spec, [w.clone() for w in weights], None, None, rate, rows, x.shape[-1])
+        return Probe(spec, [w.detach().cpu().clone() for w in weights], None, None, rate, rows,
+                     x.shape[-1])
     scale = float(profile.weight_scale)
     n = spec.neuron
     tau = n.tau_grad if tau_grad is None else float(tau_grad)
@@ -243,7 +244,7 @@ def probe(spec: ArchSpec, profile: HardwareProfile, x: torch.Tensor, y: torch.Te
             i += 1
     grads = None
     if want_grads:
-        loss = F.cross_entropy(h.sum(-1), torch.as_tensor(y), reduction="sum")
+        loss = F.cross_entropy(h.sum(-1), torch.as_tensor(y, device=h.device), reduction="sum")
         g_pre = torch.autograd.grad(loss, pre, retain_graph=want_jac)
         grads = []
         for layer, w, xin, g in zip([la for la in spec.layers if not isinstance(la, FlattenLayer)],
@@ -259,13 +260,14 @@ def probe(spec: ArchSpec, profile: HardwareProfile, x: torch.Tensor, y: torch.Te
                 gg = g_a.permute(0, 4, 1, 2, 3).reshape(nb * t, g_a.shape[1], -1)
                 per = torch.bmm(gg, cols.transpose(1, 2)).reshape(nb, t, *w.shape[:1], -1).sum(1)
                 grads.append(per.reshape(nb, *w.shape))
-        grads = [g.detach() for g in grads]
+        grads = [g.detach().cpu() for g in grads]
     jacobian = None
     if want_jac:
         (g_x,) = torch.autograd.grad(h.sum(), x_in)
-        jacobian = g_x[..., :_input_frames(x)].sum(-1).reshape(g_x.shape[0], -1).detach()
-    return Probe(spec, [w.detach() for w in weights], grads, [s.detach() for s in spikes], rate,
-                 rows, x.shape[-1], jacobian)
+        jacobian = g_x[..., :_input_frames(x)].sum(-1).reshape(g_x.shape[0], -1).detach().cpu()
+    # the proxies read the probe on the CPU, wherever it ran
+    return Probe(spec, [w.detach().cpu() for w in weights], grads,
+                 [s.detach().cpu() for s in spikes], rate, rows, x.shape[-1], jacobian)
 
 
 def _per_sample_grads(layers: Sequence[Any], inputs: Sequence[torch.Tensor],
@@ -282,7 +284,7 @@ def _per_sample_grads(layers: Sequence[Any], inputs: Sequence[torch.Tensor],
             cols = F.unfold(xin, layer.kernel2, padding=layer.padding2, stride=layer.stride2)
             per = torch.bmm(g.reshape(g.shape[0], g.shape[1], -1), cols.transpose(1, 2))
             out.append(per.reshape(g.shape[0], *w.shape))
-    return [g.detach() for g in out]
+    return [g.detach().cpu() for g in out]
 
 
 def _probe_sdnn(spec: ArchSpec, rows: List[LayerResources], x: torch.Tensor, y: torch.Tensor,
@@ -294,8 +296,8 @@ def _probe_sdnn(spec: ArchSpec, rows: List[LayerResources], x: torch.Tensor, y: 
     weights, biases = state
     rate = float((x != 0).float().mean())
     if not (needs & {"spikes", "grads", "jacobian"}):
-        return Probe(spec, [w.clone() for w in weights] if needs else None, None, None, rate,
-                     rows, 1)
+        return Probe(spec, [w.detach().cpu().clone() for w in weights] if needs else None, None,
+                     None, rate, rows, 1)
     want_grads, want_jac = "grads" in needs, "jacobian" in needs
     weights = [w.clone().requires_grad_(want_grads) for w in weights]
     h = x.to(torch.float32)
@@ -318,13 +320,23 @@ def _probe_sdnn(spec: ArchSpec, rows: List[LayerResources], x: torch.Tensor, y: 
             spikes.append((h != 0).to(torch.float32).unsqueeze(-1))
     grads = jacobian = None
     if want_grads:
-        loss = F.cross_entropy(h, torch.as_tensor(y), reduction="sum")
+        loss = F.cross_entropy(h, torch.as_tensor(y, device=h.device), reduction="sum")
         g_pre = torch.autograd.grad(loss, pre, retain_graph=want_jac)
         grads = _per_sample_grads(layers, inputs, g_pre, weights)
     if want_jac:
         (g_x,) = torch.autograd.grad(h.sum(), x_in)
-        jacobian = g_x.reshape(g_x.shape[0], -1).detach()
-    return Probe(spec, [w.detach() for w in weights], grads, spikes, rate, rows, 1, jacobian)
+        jacobian = g_x.reshape(g_x.shape[0], -1).detach().cpu()
+    return Probe(spec, [w.detach().cpu() for w in weights], grads, [s.cpu() for s in spikes], rate,
+                 rows, 1, jacobian)
+
+
+def _on_device(state: Any, device: Any) -> Any:
+    """``initial_state``'s tensors moved to ``device`` (the integers stay as they are)."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, (list, tuple)):
+        return type(state)(_on_device(v, device) for v in state)
+    return state
 
 
 def _flat(g: torch.Tensor) -> torch.Tensor:
@@ -502,10 +514,11 @@ def synops_proxy(p: Probe) -> float:
 def score_arch(spec: ArchSpec, profile: HardwareProfile,
                batches: Sequence[Tuple[torch.Tensor, torch.Tensor]], seeds: Sequence[int],
                proxies: Optional[Sequence[str]] = None,
-               tau_grad: Optional[float] = None) -> Dict[str, float]:
+               tau_grad: Optional[float] = None, device: Any = None) -> Dict[str, float]:
     """Mean of each proxy over ``batches`` × ``seeds`` (all proxies by default); the probes compute
     only what the proxies need. ``tau_grad``: the surrogate width of the probes (default: the
-    spec neuron's)."""
+    spec neuron's); ``device``: where the probes run (the initial weights are drawn on the CPU,
+    as training draws them, then moved; default: where the batches are)."""
     names = list(proxies) if proxies is not None else PROXIES.names()
     fns = {name: PROXIES.get(name) for name in names}
     # One probe per surrogate width in use: a proxy that fixes its own width gets a probe of that
@@ -519,7 +532,10 @@ def score_arch(spec: ArchSpec, profile: HardwareProfile,
     count = 0
     for seed in seeds:
         state = initial_state(spec, profile, seed) if needs else None
+        if state is not None and device is not None:
+            state = _on_device(state, device)
         for x, y in batches:
+            x = x if device is None else x.to(device)
             for width, group in widths.items():
                 p = probe(spec, profile, x, torch.as_tensor(y), seed, proxy_needs(group), width,
                           state)

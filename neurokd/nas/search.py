@@ -63,18 +63,20 @@ _WORKER: Dict[str, Any] = {}
 
 
 def _init_worker(batches: Batches, profile_name: str, seeds: Sequence[int],
-                 proxies: Sequence[str], tau_grad: Optional[float] = None) -> None:
-    """What every scoring process (or Ray task) holds: the batches, the profile, the seeds, the
-    proxies and the surrogate width."""
-    _WORKER.update(batches=batches, profile=load_profile(profile_name), seeds=list(seeds),
-                   proxies=list(proxies), tau_grad=tau_grad)
+                 proxies: Sequence[str], tau_grad: Optional[float] = None,
+                 device: str = "cpu") -> None:
+    """What every scoring process (or Ray task) holds: the batches (on ``device``), the profile,
+    the seeds, the proxies and the surrogate width."""
+    dev = torch.device(device)
+    _WORKER.update(batches=[(x.to(dev), y) for x, y in batches], profile=load_profile(profile_name),
+                   seeds=list(seeds), proxies=list(proxies), tau_grad=tau_grad, device=dev)
 
 
 def _score(spec_data: Dict[str, Any]) -> Tuple[Dict[str, float], float]:
     t0 = time.perf_counter()
     spec = spec_from_dict(spec_data)
     scores = score_arch(spec, _WORKER["profile"], _WORKER["batches"], _WORKER["seeds"],
-                        _WORKER["proxies"], _WORKER["tau_grad"])
+                        _WORKER["proxies"], _WORKER["tau_grad"], _WORKER["device"])
     return scores, time.perf_counter() - t0
 
 
@@ -82,14 +84,18 @@ class Scorer:
     """Scores candidates in ``workers`` processes (or in this one when ``workers`` is 1), or, with
     ``ray_address``, as one-CPU tasks on that Ray cluster (``workers`` is then its CPU count),
     by ``neurokd.parallel.Workers``; one torch thread each. ``tau_grad``: the surrogate width of
-    the probes (default: each spec neuron's)."""
+    the probes (default: each spec neuron's); ``device``: where the probes run (a GPU scores in
+    this process only: CUDA does not survive a fork)."""
 
     def __init__(self, batches: Batches, profile: HardwareProfile, seeds: Sequence[int],
                  proxies: Sequence[str], workers: int = 1, ray_address: Optional[str] = None,
-                 tau_grad: Optional[float] = None) -> None:
+                 tau_grad: Optional[float] = None, device: str = "cpu") -> None:
         for name in proxies:
             PROXIES.get(name)
-        self.args = (batches, profile.name, list(seeds), list(proxies), tau_grad)
+        if torch.device(device).type != "cpu" and (int(workers) > 1 or ray_address):
+            raise NeurokdError(f"--device {device} scores in this process; use --workers 1 "
+                               "(and no --ray)")
+        self.args = (batches, profile.name, list(seeds), list(proxies), tau_grad, str(device))
         # Ray runs a task again (three times) where its worker was lost, as it does by default
         self.pool = Workers(max(1, int(workers)), ray_address,
                             in_process=not ray_address and int(workers) <= 1,
@@ -272,12 +278,13 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
                encoder: str = "rate", seeds: Sequence[int] = (0, 1), batches: int = 2,
                batch_size: int = 16, seed: int = 0, progress: bool = True,
                ray_address: Optional[str] = None, score_proxies: Optional[Sequence[str]] = None,
-               tau_grad: Optional[float] = None) -> Dict[str, Any]:
+               tau_grad: Optional[float] = None, device: str = "cpu") -> Dict[str, Any]:
     """Search ``space`` for ``ds``; returns the scored candidates ranked by ``proxy``, the chosen
     spec, the Pareto front and timings. Every argument is checked before scoring starts. With
     ``ray_address``, scoring runs on that Ray cluster instead of local processes.
     ``score_proxies``: the proxies scored beside ``proxy`` (default none; ``PROXIES.names()``
-    for all); ``tau_grad``: the surrogate width of the probes (default: the spec neuron's)."""
+    for all); ``tau_grad``: the surrogate width of the probes (default: the spec neuron's);
+    ``device``: where the probes run."""
     PROXIES.get(proxy)
     scored = [proxy] + [p for p in (score_proxies or ()) if p != proxy]
     for name in scored:
@@ -299,7 +306,7 @@ def run_search(ds, space: SearchSpace, profile: HardwareProfile, budget: Budget,
     # The budget is checked on a first draw, so that an impossible one fails before any scoring.
     sample_feasible(space, random.Random(seed), ds.input_shape, ds.num_classes, profile, budget, set())
     t0 = time.perf_counter()
-    with Scorer(data, profile, seeds, scored, workers, ray_address, tau_grad) as scorer:
+    with Scorer(data, profile, seeds, scored, workers, ray_address, tau_grad, device) as scorer:
         kwargs = dict(seed=seed, progress=progress)
         if strategy == "evolution":
             kwargs["proxy"] = proxy

@@ -557,3 +557,23 @@ def test_a_sigma_delta_search_yields_sigma_delta_specs_and_refuses_loihi1(digits
                 "data.limit=200", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "t" / "metrics.json").read_text())["neuron"] == "sdnn"
+
+
+def test_the_probe_device_is_explicit_and_a_gpu_scores_in_this_process(digits, tmp_path):
+    """``device="cpu"`` scores exactly as the default; a GPU device with several workers is
+    refused in one line (CUDA does not survive a fork); on a machine without a GPU, asking for
+    one is one error line before any work, for search and report alike."""
+    from neurokd.nas.search import Scorer
+
+    batches = encoded_batches_for_search(digits, "rate", SMALL, 1, 8, seed=0)
+    spec = ArchSpec(input_shape=[1, 8, 8], layers=[DenseLayer(units=16), DenseLayer(units=10)])
+    names = ["snip", "synops", "naswot", "jacob_cov", "synflow"]
+    assert score_arch(spec, LOIHI2, batches, [0], names, device="cpu") == \
+        score_arch(spec, LOIHI2, batches, [0], names)
+    with pytest.raises(NeurokdError, match="--device cuda scores in this process; use --workers 1"):
+        Scorer(batches, LOIHI2, [0], ["snip"], workers=2, device="cuda")
+    if not torch.cuda.is_available():
+        for args in (["search", "--candidates", "4", "--out", "s"], ["report", "--snn", "x.pt"]):
+            r = run_cli(*args, "--device", "cuda", cwd=tmp_path)
+            assert r.returncode == 2 and "PyTorch sees no CUDA GPU" in r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
