@@ -109,3 +109,30 @@ def test_torchrun_refuses_a_command_that_does_not_train(tmp_path):
     res = _torchrun(2, "export", "--snn", "missing.pt", "--out", "x.net", cwd=tmp_path, tmp=tmp_path)
     assert res.returncode != 0
     assert "export does not train; run it without torchrun" in res.stderr
+
+
+def test_two_processes_co_learn_as_one_student_and_teacher_alike(tmp_path):
+    """distill --method colearn under torchrun: the teacher trains beside the student, both
+    data-parallel, and 2 gloo processes give the one-process student and teacher."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    res = run_cli("train-teacher", "--out", "t", "--epochs", "3", "--set", "data.limit=600",
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    for n in (1, 2):
+        res = _torchrun(n, "distill", "--teacher", "t/teacher.pt", "--method", "colearn", "--out",
+                        f"c{n}", "--epochs", "2", *SMALL, cwd=tmp_path, tmp=scratch)
+        assert res.returncode == 0, res.stderr[-2000:]
+    one, two = _metrics(tmp_path / "c1"), _metrics(tmp_path / "c2")
+    for key in ("snn_accuracy", "snn_val_accuracy", "teacher_accuracy", "teacher_accuracy_after"):
+        assert one[key] == two[key], key
+    before = load_checkpoint(tmp_path / "t" / "teacher.pt")["state_dict"]
+    after = load_checkpoint(tmp_path / "c1" / "teacher.pt")["state_dict"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the teacher did learn
+    for name in ("snn.pt", "teacher.pt"):
+        w1 = load_checkpoint(tmp_path / "c1" / name)["state_dict"]
+        w2 = load_checkpoint(tmp_path / "c2" / name)["state_dict"]
+        assert w1.keys() == w2.keys()
+        for key in w1:
+            torch.testing.assert_close(w2[key], w1[key], rtol=0, atol=1e-5)
+    assert list(scratch.glob("neurokd-rank*")) == []
