@@ -1,11 +1,8 @@
 """One recipe per command that writes a run directory: what the directory holds, and the stages
-(``neurokd.pipeline``) that fill it. The CLI parses its arguments into a configuration and calls
-these; a notebook calls the same functions and gets the same run directory.
-
-Each recipe takes the resolved configuration, the run directory (a path, or a ``RunDir`` the
-caller made early to check ``--out`` before any work), ``progress`` (progress bars) and ``log``
-(where progress lines go), and returns what the run measured. The directory appears only when
-the whole run succeeded (``neurokd.fileio.RunDir``).
+(``neurokd.pipeline``) that fill it. The CLI and notebooks call these alike. Each recipe takes the
+resolved configuration, the run directory (a path, or a ``RunDir`` the caller made early to check
+``--out`` before any work), ``progress`` and ``log`` (where progress lines go), and returns what
+the run measured. The directory appears only when the whole run succeeded (``fileio.RunDir``).
 """
 
 from __future__ import annotations
@@ -446,27 +443,37 @@ def search(cfg: RunConfig, space, budget, out: str | Path | RunDir, *, proxy: st
 
 
 # ---------------------------------------------------------------- import
-def import_graph(cfg: RunConfig, graph: str | Path, out: str | Path | RunDir,
+def import_graph(cfg: RunConfig, graph: Optional[str | Path], out: str | Path | RunDir,
                  dt: Optional[float] = None, *, force: bool = False,
-                 inputs: Sequence[Optional[str]] = (), log: Log = print
+                 inputs: Sequence[Optional[str]] = (), log: Log = print, snntorch=None
                  ) -> Tuple[Dict[str, Any], Dataset]:
-    """A NIR graph imported as a float SNN checkpoint for ``cfg``'s data. Writes config.yaml,
-    snn.pt, spec.yaml and metrics.json (the approximations, node by node). Returns the metrics
-    and the dataset."""
-    from neurokd.interop.nir import read_graph
+    """A NIR graph, or (``snntorch``, a ``TeacherRef``) an snntorch model written as one into the
+    run (graph.nir), imported as a float SNN checkpoint for ``cfg``'s data. Writes config.yaml,
+    snn.pt, spec.yaml, metrics.json (the approximations, node by node); returns the metrics."""
+    from neurokd.interop.nir import approximation_lines, read_graph
+    from neurokd.interop.nir.snntorch_in import write_snntorch_graph
     from neurokd.models.spec import save_spec
 
     cfg = pipeline.as_direct_training(cfg)  # the run trains nothing: no distillation method
     pipeline.check_names(cfg)
     rd = run_dir(out, "import", force, inputs)
-    read_graph(graph)  # a bad graph fails before the data is loaded
+    if graph is not None:
+        read_graph(graph)  # a bad graph fails before the data is loaded
     ds = pipeline.load_data(cfg, log)
     with rd as run:
         write_yaml(run / "config.yaml", config_to_dict(cfg))
+        notes: List[Dict[str, str]] = []
+        if snntorch is not None:
+            graph = run / "graph.nir"
+            notes, source = write_snntorch_graph(snntorch, ds.input_shape, graph)
+            for line in approximation_lines(notes):
+                log(line)
         model, meta, metrics = pipeline.import_nir(graph, cfg, ds, dt=dt, log=log)
-        from neurokd.models.checkpoint import save_checkpoint
-
-        save_checkpoint(run / "snn.pt", "snn", model.arch(), model.state_dict(), meta)
+        if snntorch is not None:
+            metrics["approximations"] = notes + metrics["approximations"]
+            metrics["source"] = meta["nir"]["source"] = source
+            meta["nir"]["approximations"] = metrics["approximations"]
+        pipeline.save_checkpoint(run / "snn.pt", "snn", model.arch(), model.state_dict(), meta)
         save_spec(run / "spec.yaml", model.spec, timesteps=cfg.student.timesteps,
                   encoder=cfg.student.encoder)
         write_json(run / "metrics.json", metrics)

@@ -354,11 +354,28 @@ def cmd_import(args: argparse.Namespace) -> int:
         "data.dataset": args.dataset, "data.data_dir": args.data_dir, "seed": args.seed,
         "student.timesteps": args.timesteps, "student.encoder": args.encoder,
         "hardware": args.hardware}, log=print)
+    snntorch = None
+    if (args.graph is None) == (args.snntorch is None):
+        raise NeurokdError("import: give a NIR graph file or --snntorch MODULE:FACTORY, one of them")
+    if args.snntorch is not None:
+        import os
+
+        from neurokd.interop.teachers import parse_kwargs, teacher_ref
+
+        if args.weights is None:
+            raise NeurokdError("import --snntorch needs the model's trained weights (--weights "
+                               "FILE, a state_dict saved with torch.save)")
+        snntorch = teacher_ref(args.snntorch, args.weights, parse_kwargs(args.kwargs),
+                               search_path=os.getcwd())
+    elif args.weights is not None or args.kwargs is not None:
+        raise NeurokdError("--weights and --kwargs go with --snntorch")
     metrics, ds = runs.import_graph(cfg, args.graph, args.out, args.dt, force=args.force,
-                                    inputs=_inputs(args, cfg), log=print)
+                                    inputs=_inputs(args, cfg) + [args.weights], log=print,
+                                    snntorch=snntorch)
     shown = [(k, v) for k, v in metrics.items()
              if k not in ("layers", "approximations", "nir_nodes", "source")]
-    print(table(shown, title=f"import: {args.graph} → {ds.name}, T = {cfg.student.timesteps}"))
+    print(table(shown, title=f"import: {args.graph or args.snntorch} → {ds.name}, "
+                             f"T = {cfg.student.timesteps}"))
     print(f"{len(metrics['approximations'])} approximations (listed above and in "
           f"{args.out}/metrics.json); nir_reference_accuracy is the graph as written (float64 "
           "Euler steps, biases included), snn_accuracy the imported float network")

@@ -264,7 +264,17 @@ def _add_import(sub) -> None:
                                    "takes. Writes snn.pt, spec.yaml, config.yaml and metrics.json "
                                    "(test accuracy of the graph as written and after import, and "
                                    "every approximation of the mapping).")
-    p.add_argument("graph", metavar="GRAPH.nir", help="NIR graph file (nir.write's HDF5)")
+    p.add_argument("graph", metavar="GRAPH.nir", nargs="?",
+                   help="NIR graph file (nir.write's HDF5); or give --snntorch instead")
+    p.add_argument("--snntorch", metavar="MODULE:FACTORY",
+                   help="an snntorch model itself: MODULE is imported from the current folder "
+                        "or the Python path (which runs its code: name only code you trust) and "
+                        "FACTORY() builds it, with init_hidden=True neurons; scalar or "
+                        "per-neuron parameters; written into the run as graph.nir by snntorch's "
+                        "export, then imported")
+    p.add_argument("--weights", metavar="FILE",
+                   help="state_dict of the --snntorch model (torch.save; read as tensors only)")
+    p.add_argument("--kwargs", metavar="YAML", help="keyword arguments of FACTORY")
     p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     p.add_argument("--timesteps", "-T", type=int, metavar="T",

@@ -21,6 +21,7 @@ from neurokd.hardware import load_profile
 from neurokd.models.cuba.net import SpikingNet
 from neurokd.models.spec import ArchSpec
 from neurokd.models.cuba.quantized import QuantSpikingNet
+from tests.conftest import run_cli
 from neurokd.training import encoded_batches
 
 CONV_LAYERS = [{"type": "conv", "channels": 6, "kernel": 3, "stride": 2, "padding": 1},
@@ -485,3 +486,66 @@ def test_snntorch_model_through_import_quantize_and_lava(tmp_path):
     assert abs(metrics["snn_accuracy"] - snntorch_acc) < 0.05
     assert abs(qmetrics["quant_accuracy"] - snntorch_acc) < 0.05
     assert res["lava_spike_match"] == 1.0 and res["lava_prediction_agreement"] == 1.0
+
+
+TUTORIAL_NET = '''
+import snntorch as snn
+import torch
+from torch import nn
+
+
+def make_net(hidden: int = 32, per_neuron: bool = False):
+    """As snntorch's tutorials write it: scalar beta, biases, init_hidden (per_neuron: one beta
+    per neuron instead, the form snntorch's own export needs)."""
+    beta = torch.full((hidden,), 0.9) if per_neuron else 0.9
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), snn.Leaky(beta=beta, init_hidden=True),
+                         nn.Linear(hidden, 10),
+                         snn.Leaky(beta=0.9, init_hidden=True, output=True, reset_mechanism="zero"))
+'''
+
+
+def test_import_takes_an_snntorch_model_written_the_tutorials_way(tmp_path, capsys):
+    """neurokd import --snntorch MODULE:FACTORY --weights: scalar parameters are broadcast so that
+    snntorch's own export writes the graph (into the run), the reset by subtraction is stated,
+    and the imported network is the graph's, spike for spike up to the stated approximations."""
+    import sys
+
+    (tmp_path / "tutorial_net.py").write_text(TUTORIAL_NET)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import tutorial_net
+
+        torch.manual_seed(0)
+        torch.save(tutorial_net.make_net().state_dict(), tmp_path / "w.pt")
+        torch.manual_seed(0)
+        torch.save(tutorial_net.make_net(per_neuron=True).state_dict(), tmp_path / "w2.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("tutorial_net", None)
+    r = run_cli("import", "--snntorch", "tutorial_net:make_net", "--weights", "w.pt", "--dataset",
+                "digits", "-T", "16", "--out", "imp", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "imp" / "metrics.json").read_text())
+    notes = [(a["node"], a["kind"], a["detail"]) for a in m["approximations"]]
+    assert ("2", "broadcast", "scalar beta 0.9 given to each of its 32 neurons (exact)") in notes
+    assert ("4", "broadcast", "scalar beta 0.9 given to each of its 10 neurons (exact)") in notes
+    resets = [n for n in notes if n[1] == "reset"]
+    assert resets == [("2", "reset", "resets by subtracting the threshold (snntorch's default); "
+                                     "Loihi resets to zero")]  # node 4 resets to zero: exact
+    assert m["source"]["kind"] == "snntorch" and m["source"]["factory"] == "tutorial_net:make_net"
+    assert (tmp_path / "imp" / "graph.nir").is_file() and m["import_spike_match"] > 0.95
+    assert pipeline.load_snn(tmp_path / "imp" / "snn.pt")[0].spec.shapes()[-1] == (10,)
+    # per-neuron parameters need no broadcast; bad invocations are one line and write nothing
+    r = run_cli("import", "--snntorch", "tutorial_net:make_net", "--kwargs", "{per_neuron: true}",
+                "--weights", "w2.pt", "--dataset", "digits", "-T", "16", "--out", "imp2",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m2 = json.loads((tmp_path / "imp2" / "metrics.json").read_text())
+    assert not any(a["kind"] == "broadcast" and "beta" in a["detail"] and a["node"] == "2"
+                   for a in m2["approximations"])
+    for args, message in ((["--snntorch", "tutorial_net:make_net"], "needs the model's trained weights"),
+                          ([], "give a NIR graph file or --snntorch"),
+                          (["--snntorch", "tutorial_net:nope", "--weights", "w.pt"],
+                           "tutorial_net has no attribute 'nope'")):
+        r = run_cli("import", *args, "--out", "bad", cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and not (tmp_path / "bad").exists()

@@ -5,6 +5,10 @@
 ``export_to_nir`` writes them) becomes an ``ArchSpec`` and float weights: a slayer ``SpikingNet``
 that ``neurokd quantize``, ``export`` and ``verify`` take like one from ``train-snn``.
 
+**snntorch models** (``neurokd import --snntorch MODULE:FACTORY --weights FILE``): the module
+itself, its scalar parameters broadcast per neuron so that snntorch's own ``export_to_nir``
+writes its graph, then imported as above (:mod:`neurokd.interop.nir.snntorch_in`).
+
 **Export** (``neurokd export --format nir``): any neurokd SNN (float ``SpikingNet`` or quantized
 ``QuantSpikingNet``) as a NIR graph that ``nir.read`` and snntorch's ``import_from_nir`` load.
 
