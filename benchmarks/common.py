@@ -534,7 +534,7 @@ def energy_figures_lines(results: Dict[str, Any], teacher: bool = False) -> List
     if not e:
         return []
     hw = results.get("hardware", "loihi2")
-    lines = figures_line(hw, e)
+    lines = figures_line(hw, e, digital=False)  # these tables are priced per event
     dnn = (" The DNN teacher's: its MACs · E_MAC in 32-bit float on a conventional processor, "
            "arithmetic only (a lower bound)." if teacher else "")
     return ["Energy per inference on the chip: synops · E_synop + neuron updates · E_update "

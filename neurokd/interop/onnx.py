@@ -16,7 +16,8 @@ from torch import nn
 
 from neurokd.errors import NeurokdError
 from neurokd.h5safe import format_bytes, memory_budget
-from neurokd.interop.onnx_map import LAYER_OPS, SHAPE_OPS, SUPPORTED_OPS, _OnnxMapper
+from neurokd.interop.onnx_map import (LAYER_OPS, SHAPE_OPS, SUPPORTED_OPS, NotMappable,
+                                      _OnnxMapper)
 from neurokd.interop.onnx_shapes import MAX_SHAPE_VALUES, _TENSOR_TYPES
 from neurokd.models.dnn_checks import first_line as _first_line
 
@@ -192,15 +193,16 @@ def onnx_teacher(path: str | Path, input_shape: Sequence[int], convertible: bool
     so a teacher exported from PyTorch keeps its module paths for feature distillation.
 
     ``convertible=False`` (a teacher that stays a DNN: distillation, ``report --teacher``,
-    ``quantize --kd-from``): a graph the mapper refuses (an operator conversion cannot map, a
-    branch) is read by onnx2torch instead, a maintained converter of the whole operator set,
-    from the same checked model (nothing executed, external data only from inside the folder).
-    The module then carries ``neurokd_unconvertible``: the mapper's reason, which conversion
-    gives if asked to convert it."""
+    ``quantize --kd-from``): a graph the mapper cannot map (``NotMappable``: an operator, a
+    branch, a layout; never bad data such as non-finite weights) is read by onnx2torch instead,
+    a maintained converter of the whole operator set, from the same checked model (nothing
+    executed, external data only from inside the folder). The module then carries
+    ``neurokd_unconvertible``: the mapper's reason, which conversion gives if asked to convert
+    it."""
     proto = read_onnx(path)
     try:
         return _OnnxMapper(proto, str(path), tuple(int(v) for v in input_shape)).build()
-    except NeurokdError as refused:
+    except NotMappable as refused:  # a sound graph of other operators; bad data stays refused
         if convertible:
             raise
         return general_onnx(proto, path, str(refused))

@@ -41,6 +41,11 @@ def _dims(value_info) -> Optional[List[Optional[int]]]:
     return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
 
 
+class NotMappable(NeurokdError):
+    """The graph is sound but conversion cannot map it (an operator, a branch, a layout): a
+    teacher that stays a DNN may still be read whole (``neurokd.interop.onnx.onnx_teacher``)."""
+
+
 class _OnnxMapper(_ShapeOps):
     """Walks the graph in its (topological) order, keeping the one activation that flows along
     the chain of layers (``cur``, of per-sample shape ``shape``), the constants (initializers and
@@ -71,9 +76,8 @@ class _OnnxMapper(_ShapeOps):
         self.values = math.prod(input_shape)  # one sample's activations so far, input included
 
     # -- helpers
-    def fail(self, node, message: str) -> NeurokdError:
-        return NeurokdError(f"{self.where}: node {node.name or '(unnamed)'!r} ({node.op_type}): "
-                            f"{message}")
+    def fail(self, node, message: str, kind: type = NeurokdError) -> NeurokdError:
+        return kind(f"{self.where}: node {node.name or '(unnamed)'!r} ({node.op_type}): {message}")
 
     def attrs(self, node) -> Dict[str, Any]:
         import onnx
@@ -142,7 +146,8 @@ class _OnnxMapper(_ShapeOps):
         name = node.input[index] if len(node.input) > index else ""
         if name != self.cur:
             raise self.fail(node, f"reads {name!r}, not the output of the layer before it: only a "
-                                  "chain of layers converts (no branches or skip connections)")
+                                  "chain of layers converts (no branches or skip connections)",
+                                  NotMappable)
         return name
 
     def value(self, node, name: str) -> Tuple[np.ndarray, bool]:
@@ -153,7 +158,7 @@ class _OnnxMapper(_ShapeOps):
             return self.consts[name], False
         if name == self.cur:
             raise self.fail(node, f"computes on the activations; neurokd maps only these "
-                                  f"operators onto layers: {SUPPORTED_OPS}")
+                                  f"operators onto layers: {SUPPORTED_OPS}", NotMappable)
         raise self.fail(node, f"reads {name!r}, which no earlier node gives")
 
     def add(self, node, module: nn.Module, shape: Tuple[int, ...]) -> None:
@@ -183,24 +188,24 @@ class _OnnxMapper(_ShapeOps):
         self.check_input(inputs[0])
         for node in g.node:
             if node.domain not in ("", "ai.onnx"):
-                raise NeurokdError(f"{self.where}: operator {node.op_type!r} of domain "
+                raise NotMappable(f"{self.where}: operator {node.op_type!r} of domain "
                                    f"{node.domain!r} (node {node.name!r}) is not supported; "
                                    f"neurokd maps these operators onto the layers it converts: "
                                    f"{SUPPORTED_OPS}")
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None:
                 hint = _HINTS.get(node.op_type)
-                raise NeurokdError(f"{self.where}: operator {node.op_type!r} (node {node.name!r}) "
+                raise NotMappable(f"{self.where}: operator {node.op_type!r} (node {node.name!r}) "
                                    "is not supported" + (f" ({hint})" if hint else "")
                                    + f"; neurokd maps these operators onto the layers it "
                                    f"converts: {SUPPORTED_OPS}")
             handler(node)
         if len(g.output) != 1 or g.output[0].name != self.cur:
-            raise NeurokdError(f"{self.where}: the model's output must be its last layer's, a "
+            raise NotMappable(f"{self.where}: the model's output must be its last layer's, a "
                                f"single tensor of logits (outputs: "
                                f"{', '.join(o.name for o in g.output)})")
         if not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in self.layers.values()):
-            raise NeurokdError(f"{self.where}: the model has no Gemm, MatMul or Conv layer")
+            raise NotMappable(f"{self.where}: the model has no Gemm, MatMul or Conv layer")
         return nn.Sequential(self.layers).eval()
 
     def check_input(self, info) -> None:
@@ -234,7 +239,7 @@ class _OnnxMapper(_ShapeOps):
         a = self.attrs(node)
         self.data(node)
         if a.get("transA", 0):
-            raise self.fail(node, "transA = 1 cannot be converted")
+            raise self.fail(node, "transA = 1 cannot be converted", NotMappable)
         if len(self.shape) != 1:
             raise self.fail(node, f"its input is {list(self.shape)}, not flat")
         w = self.weight(node, node.input[1], "weight")
@@ -257,7 +262,7 @@ class _OnnxMapper(_ShapeOps):
         self.data(node)
         if len(self.shape) != 1:
             raise self.fail(node, f"its input is {list(self.shape)}: only flat features times a "
-                                  "constant matrix converts")
+                                  "constant matrix converts", NotMappable)
         w = self.weight(node, node.input[1], "weight")
         if w.dim() != 2 or w.shape[0] != self.shape[0]:
             raise self.fail(node, f"weight of shape {list(w.shape)} does not take {self.shape[0]} "
@@ -275,12 +280,12 @@ class _OnnxMapper(_ShapeOps):
         other = names[1] if names[0] == self.cur else names[0]
         if other not in self.consts:
             raise self.fail(node, f"adds {other!r} to the layer's output (a branch or skip "
-                                  "connection): only a chain of layers converts")
+                                  "connection): only a chain of layers converts", NotMappable)
         last = next(reversed(self.layers.values())) if self.layers else None
         if (self.last_op not in ("Gemm", "MatMul", "Conv")
                 or not isinstance(last, (nn.Linear, nn.Conv2d))):
             raise self.fail(node, "only a constant bias added right after a Gemm, MatMul or Conv "
-                                  "converts")
+                                  "converts", NotMappable)
         bias = self.per_channel(node, self.weight(node, other, "bias").numpy(), self.shape)
         with torch.no_grad():
             if last.bias is None:
@@ -308,7 +313,8 @@ class _OnnxMapper(_ShapeOps):
         w = self.weight(node, node.input[1], "weight")
         if w.dim() != 4 or len(self.shape) != 3:
             raise self.fail(node, f"only 2-D convolutions convert (weight {list(w.shape)}, input "
-                                  f"{list(self.shape)}); export a 1-D one as a 1×k Conv2d")
+                                  f"{list(self.shape)}); export a 1-D one as a 1×k Conv2d",
+                                  NotMappable)
         groups = int(a.get("group", 1))
         if groups < 1 or w.shape[0] % groups:
             raise self.fail(node, f"group {groups} does not divide its {w.shape[0]} output "
@@ -362,7 +368,7 @@ class _OnnxMapper(_ShapeOps):
                             - size, 0)
                 if total % 2:
                     raise self.fail(node, f"auto_pad {auto} pads unevenly here; only symmetric "
-                                          "padding converts")
+                                          "padding converts", NotMappable)
                 pads.append(total // 2)
             return (pads[0], pads[1])
         if auto not in ("NOTSET", ""):

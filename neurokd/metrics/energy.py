@@ -266,22 +266,29 @@ def _count(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def figures_line(name: str, e: Optional[Dict[str, Any]]) -> List[str]:
+def figures_line(name: str, e: Optional[Dict[str, Any]], digital: bool = True) -> List[str]:
+    """The figures a report priced with, and their sources: the chip's per-event figures, then
+    the DNN's arithmetic alone; with ``digital`` (and the figures recorded), the digital model's
+    and the microcontroller's first."""
     if e is None:
         return [f"- {name}: the profile gives no energy figures; no energy estimate"]
-    d = e["digital"]
-    return [f"- digital model (both sides): add {d['add_int8_pj']:g} / {d['add_int32_pj']:g} / "
-            f"{d['add_fp32_pj']:g} pJ (int8 / int32 / fp32), multiply {d['mul_int8_pj']:g} / "
-            f"{d['mul_fp32_pj']:g} pJ (int8 / fp32), SRAM {d['sram_pj_per_bit']:g} pJ per bit of "
-            f"size + {d['sram_base_pj']:g} pJ per {d['word_bits']}-bit access. Source: {d['source']}",
-            f"- {name} chip reference{' (proxy figures)' if e['proxy'] else ''}: synaptic op "
-            f"{e['synop_pj']:g} pJ, neuron update {e['neuron_update_active_pj']:g} pJ active / "
-            f"{e['neuron_update_inactive_pj']:g} pJ inactive, spike {e['spike_pj']:g} pJ. "
-            f"Source: {e['source']}",
-            f"- microcontroller reference: {d['mcu_mac_pj']:g} pJ per int8 MAC. Source: "
-            f"{d['mcu_source']}",
-            f"- arithmetic alone: MAC {e['mac_fp32_pj']:g} pJ (fp32), {e['mac_int8_pj']:g} pJ "
-            f"(int8). Source: {e['baseline_source']}"]
+    lines = []
+    d = e.get("digital") if digital else None
+    if d:
+        lines += [f"- digital model (both sides): add {d['add_int8_pj']:g} / {d['add_int32_pj']:g} / "
+                  f"{d['add_fp32_pj']:g} pJ (int8 / int32 / fp32), multiply {d['mul_int8_pj']:g} / "
+                  f"{d['mul_fp32_pj']:g} pJ (int8 / fp32), SRAM {d['sram_pj_per_bit']:g} pJ per "
+                  f"bit of size + {d['sram_base_pj']:g} pJ per {d['word_bits']}-bit access. "
+                  f"Source: {d['source']}",
+                  f"- microcontroller reference: {d['mcu_mac_pj']:g} pJ per int8 MAC. Source: "
+                  f"{d['mcu_source']}"]
+    return lines + [
+        f"- {name} chip reference{' (proxy figures)' if e['proxy'] else ''}: synaptic op "
+        f"{e['synop_pj']:g} pJ, neuron update {e['neuron_update_active_pj']:g} pJ active / "
+        f"{e['neuron_update_inactive_pj']:g} pJ inactive, spike {e['spike_pj']:g} pJ. "
+        f"Source: {e['source']}",
+        f"- arithmetic alone: MAC {e['mac_fp32_pj']:g} pJ (fp32), {e['mac_int8_pj']:g} pJ "
+        f"(int8). Source: {e['baseline_source']}"]
 
 
 PRICING_COLUMNS = (("digital", "digital model"), ("digital_int8", "digital model, int8"),
