@@ -69,6 +69,17 @@ def fan_out(layer, in_shape, out_shape) -> torch.Tensor:
     return (cover[0] * out_shape[0]).expand(*in_shape)
 
 
+def nonzero_fan_out(layer, weight: torch.Tensor, in_shape, out_shape) -> torch.Tensor:
+    """Per input of a spiking layer, the number of non-zero weights it feeds (NeuroBench counts
+    an operation only where the weight is not zero)."""
+    nz = (weight != 0).to(torch.float32)
+    if not isinstance(layer, ConvLayer):
+        return nz.reshape(nz.shape[0], -1).sum(0).reshape(tuple(in_shape))
+    cover = F.conv_transpose2d(torch.ones(1, nz.shape[0], *out_shape[1:]), nz,
+                               stride=layer.stride2, padding=layer.padding2)
+    return F.pad(cover, (0, in_shape[2] - cover.shape[-1], 0, in_shape[1] - cover.shape[-2]))[0]
+
+
 def _active_steps(layer, h: torch.Tensor, out_shape) -> torch.Tensor:
     """Per sample, the number of (neuron, step) pairs in which the neuron received an event."""
     event = (h != 0)
@@ -91,9 +102,11 @@ def activity_counts(model: nn.Module, x: torch.Tensor,
     inputs = [model.first_layer_input(x)] + outputs[:-1]
     biased = bool(getattr(model, "has_bias", False))
     rows = []
-    for (i, layer, in_shape, out_shape), h, out in zip(_spiking_layers(model.spec), inputs, outputs):
+    for k, ((i, layer, in_shape, out_shape), h, out) in enumerate(
+            zip(_spiking_layers(model.spec), inputs, outputs)):
         h = h.reshape(h.shape[0], *in_shape, h.shape[-1])
         event = (h != 0)
+        nonzero = nonzero_fan_out(layer, model.chip_weights(k).cpu(), in_shape, out_shape)
         neurons = int(np.prod(out_shape))
         steps = int(out.shape[-1])
         updates = float(neurons * steps * h.shape[0])
@@ -102,6 +115,8 @@ def activity_counts(model: nn.Module, x: torch.Tensor,
             "events_in": float(event.sum()),
             "synops": float((event.to(torch.float64) * fan_out(layer, in_shape, out_shape)
                              .to(torch.float64)[..., None]).sum()),
+            "synops_nonzero": float((event.to(torch.float64) * nonzero.to(torch.float64)[..., None])
+                                    .sum()),
             "neuron_updates": updates,
             "active_neuron_updates": updates if biased else float(_active_steps(layer, h, out_shape).sum()),
             "spikes_out": float((out != 0).sum()),

@@ -64,7 +64,8 @@ DEFINITIONS = {
                   "read at every use, inputs read and outputs written once, SRAM access energy "
                   "by the memory's size",
     "neurobench": "NeuroBench's counts: dense operations (every synapse, every step), effective "
-                  "MACs (operations of graded events) and accumulates (of binary events)",
+                  "MACs (operations of graded events) and accumulates (of binary events), an "
+                  "operation counted where the weight is not zero (synops counts every synapse)",
 }
 
 
@@ -113,7 +114,8 @@ def dnn_costs(model: nn.Module, input_shape: Sequence[int], energy: Optional[Ene
 
 
 # ---------------------------------------------------------------- the SNN
-COUNTS = ("events_in", "synops", "neuron_updates", "active_neuron_updates", "spikes_out")
+COUNTS = ("events_in", "synops", "synops_nonzero", "neuron_updates", "active_neuron_updates",
+          "spikes_out")
 
 
 def snn_costs(model: nn.Module, counts: Sequence[Dict[str, Any]], samples: int,

@@ -49,6 +49,11 @@ class SpikingModel(nn.Module):
         or (sigma-delta) the input layer's graded messages."""
         return x
 
+    def chip_weights(self, i: int) -> torch.Tensor:
+        """Spiking layer ``i``'s weights as the chip holds them (``(out, in)`` or ``(out, in, kh,
+        kw)``; a weight that rounds to zero is zero)."""
+        raise NotImplementedError  # pragma: no cover
+
     def spiking_outputs(self, x: torch.Tensor) -> List[torch.Tensor]:
         outs = self.forward_intermediates(x)
         return [o for o, layer in zip(outs, self.spec.layers) if not isinstance(layer, FlattenLayer)]

@@ -87,8 +87,11 @@ def test_activity_and_energy_match_a_hand_count():
         assert parts[name] == pytest.approx(want * 1e-12, rel=1e-12), name
     assert r["energy_j"] == pytest.approx((arith + weights + state + events) * 1e-12, rel=1e-12)
     assert sum(row["energy_j"] for row in r["layers"]) == pytest.approx(r["energy_j"], rel=1e-12)
-    # NeuroBench: dense = every synapse every step (12 · 6 + 6 · 6), all events binary
-    assert r["neurobench"] == {"dense_ops": 108.0, "effective_macs": 0.0, "effective_acs": 26.0}
+    # NeuroBench: dense = every synapse every step (12 · 6 + 6 · 6), all events binary, and an
+    # operation only where the weight is not zero: each input and hidden neuron feeds exactly
+    # one non-zero weight, so 6 + 4 events give 10 accumulates (synops, every synapse: 26)
+    assert r["neurobench"] == {"dense_ops": 108.0, "effective_macs": 0.0, "effective_acs": 10.0}
+    assert [row["synops_nonzero"] for row in r["layers"]] == [6.0, 4.0]
     # resources from the search's model: 3 · 4 + 2 · 3 synapses at 8 bits, one core per layer
     assert (r["synapses"], r["memory_bytes"], r["cores"], r["fits"]) == (18, 18, 2, True)
 
@@ -365,9 +368,36 @@ def test_graded_events_are_priced_as_multiply_accumulates_and_sigma_delta_update
 
     d = load_profile("loihi2").energy.digital
     row = {"synops": 10, "neuron_updates": 4, "events_in": 2, "spikes_out": 1, "neurons": 2,
-           "weight_bits": 8, "message_bits": 16, "memory_bytes": 10, "synapses": 10}
+           "weight_bits": 8, "message_bits": 16, "memory_bytes": 10, "synapses": 10,
+           "synops_nonzero": 10}
     got = snn_digital([row], "sdnn", 24, d)
     assert got["arithmetic"] == pytest.approx((10 * (0.1 + 0.4) + 4 * 0.3) * 1e-12, rel=1e-12)
     assert got["weights"] == pytest.approx(10 * 8 / 64 * (1.09e-5 * 80 + 13.2) * 1e-12, rel=1e-12)
     assert neurobench_counts([row]) == {"dense_ops": 20.0, "effective_macs": 10.0,
                                         "effective_acs": 0.0}
+
+
+def test_non_zero_fan_out_counts_each_inputs_non_zero_weights_as_neurobench_does():
+    """Per input, the non-zero weights it meets: a one-hot input through the layer's 0/1 weights
+    gives the same count (NeuroBench's binary copy of the layer), a convolution's border and
+    stride included."""
+    import torch.nn.functional as F
+
+    from neurokd.metrics.activity import nonzero_fan_out
+
+    torch.manual_seed(0)
+    spec = spec_from_dict({"input_shape": [2, 5, 5], "layers": [
+        {"type": "conv", "channels": 3, "kernel": 3, "stride": 2, "padding": 1},
+        {"type": "flatten"}, {"type": "dense", "units": 4}]})
+    conv = spec.layers[0]
+    w = torch.randint(-2, 3, (3, 2, 3, 3)).float()  # about a fifth of the weights zero
+    got = nonzero_fan_out(conv, w, (2, 5, 5), (3, 3, 3))
+    for c in range(2):
+        for y in range(5):
+            for x in range(5):
+                one = torch.zeros(1, 2, 5, 5)
+                one[0, c, y, x] = 1
+                want = F.conv2d(one, (w != 0).float(), stride=2, padding=1).sum()
+                assert got[c, y, x] == want
+    dense_w = torch.tensor([[1.0, 0, 2], [0, 0, 3]])
+    assert nonzero_fan_out(spec.layers[2], dense_w, (3,), (2,)).tolist() == [1, 0, 2]

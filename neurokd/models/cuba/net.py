@@ -174,6 +174,16 @@ class SpikingNet(SpikingModel):
         return report
 
     @torch.no_grad()
+    @torch.no_grad()
+    def chip_weights(self, i: int) -> torch.Tensor:
+        """Spiking layer ``i``'s exported integer weights (slayer's 8-bit rounding)."""
+        blocks = [b for b in self.blocks if getattr(b, "neuron", None) is not None]
+        layers = [la for la in self.spec.layers if not isinstance(la, FlattenLayer)]
+        syn = blocks[i].synapse
+        weight = syn.pre_hook_fx(syn.weight, descale=True)
+        shape = weight.shape[:2] if isinstance(layers[i], DenseLayer) else weight.shape[:4]
+        return weight.reshape(shape).round()
+
     def state_bound(self, encoder: str, timesteps: int) -> List[Dict[str, Any]]:
         """Bound on the |current| and |voltage| of each spiking layer over *every* admissible input
         (``encoder``'s range on ``timesteps`` frames, any binary spikes into later layers), in the

@@ -147,6 +147,11 @@ class QuantSpikingNet(SpikingModel):
             vth = vth - self.threshold_offset[i]
         return weight, vth.clamp_min(1.0)
 
+    @torch.no_grad()
+    def chip_weights(self, i: int) -> torch.Tensor:
+        """Spiking layer ``i``'s weights in chip units, as ``forward`` uses them."""
+        return self.layer_integers(i, self._quantized_layers()[i])[0].detach()
+
     def layer_bias(self, i: int, quantized: bool = True) -> Optional[torch.Tensor]:
         """Bias mantissas of spiking layer ``i`` in chip units (on the weights' scale), or None."""
         if not self.has_bias:

@@ -180,6 +180,9 @@ class SigmaDeltaNet(SpikingModel):
         return run_layers(self.layers, x, self.input_vth, self.input_shift, sd.state_exp,
                           states=states, record=record)
 
+    def chip_weights(self, i: int) -> torch.Tensor:
+        return self.layers[i].weight
+
     def first_layer_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.input_messages(x)
 
