@@ -311,7 +311,9 @@ def markdown(r: Dict[str, Any]) -> str:
                   "the batch costs more than half (25 ms against 46 ms: slayer's time loop has a "
                   "fixed cost per step)."]
     lines += ["", "GPU: none was lent to this project, so there are no GPU figures; `--device cuda` "
-              "is untested on hardware."]
+              "is untested on hardware. `benchmarks/gpu_check.py` is the check to run where one "
+              "is lent (integers against the CPU, every stage, QAT step and emulator speed-ups; "
+              "results in `gpu_check.md`)."]
     return "\n".join(lines) + "\n"
 
 
