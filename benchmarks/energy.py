@@ -301,7 +301,8 @@ def markdown(results: Dict[str, Any]) -> str:
         for name, stat in (r.get("classical") or {}).items():
             lines.append(f"| {name} (classical) | {_fmt(stat, digits)} | | | | | | |")
         lines += ["", "Where the digital model's energy goes (mean joules per inference), and "
-                      "NeuroBench's counts:", "",
+                      "NeuroBench's counts (effective operations where the weight is not zero; "
+                      "synops, which the energy is priced from, counts every synapse):", "",
                   "| network | arithmetic | weights | state | events | synops | effective MACs | "
                   "effective ACs | dense ops |", "|---|---|---|---|---|---|---|---|---|"]
         for name, row in r["rows"].items():
