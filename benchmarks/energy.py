@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import sdnn as sd  # noqa: E402
-from common import Cell, CellBenchmark, cell_options, parser, t_interval  # noqa: E402
+from common import Cell, CellBenchmark, cell_options, parser  # noqa: E402
 
 TIMESTEPS = 16
 SAMPLES = 512  # test samples every network is counted and priced on
@@ -166,10 +166,7 @@ def plan(task: str, seeds: List[int], data_dir: Optional[str]) -> List[Cell]:
                  {"data_dir": data_dir if task == "mnist" else None}) for s in seeds]
 
 
-def _stat(values: List[Optional[float]]) -> Dict[str, Any]:
-    v = np.array([x for x in values if x is not None], dtype=float)
-    return {"mean": float(v.mean()) if v.size else None, "n": int(v.size), "of": len(values),
-            "ci95": t_interval(v) if v.size > 1 else None, "per_seed": list(values)}
+_stat = sd._stat  # mean, 95 % t-interval and count over seeds (a seed may have no figure)
 
 
 def summarize(task: str, results: Dict[str, Dict[str, Any]], seeds: List[int]) -> Dict[str, Any]:
