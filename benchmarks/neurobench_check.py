@@ -37,7 +37,7 @@ class Replay(nn.Module):
         self.__dict__["snn"] = model  # not a submodule: NeuroBench hooks only the layers below
         layers = []
         for i in range(model.spec.num_spiking_layers):
-            w, _ = model.layer_integers(i, True)
+            w = model.chip_weights(i)
             lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
             lin.weight.data.copy_(w.to(torch.float32))
             layers.append(lin)

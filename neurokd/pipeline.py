@@ -300,10 +300,11 @@ def kd_reference(path: str | Path | TeacherRef, ds: Dataset, meta: Dict[str, Any
     from neurokd.models.teachers import check_teacher_fits
     from neurokd.quant.qat import Reference, counts, full_precision
 
-    if as_ref(path).kind != "checkpoint":  # an ONNX file or a module:factory: a DNN
-        teacher = load_dnn(path, ds.input_shape, ds.num_classes, convertible=False)[0]
+    ref = as_ref(path)
+    if ref.kind != "checkpoint":  # an ONNX file or a module:factory: a DNN
+        teacher = load_dnn(ref, ds.input_shape, ds.num_classes, convertible=False)[0]
         return Reference(teacher, lambda m, raw, x: m(raw))
-    path = as_ref(path).ref
+    path = ref.ref
     payload = load_checkpoint(path)
     kind = payload.get("kind")
     if kind == "teacher":

@@ -265,8 +265,9 @@ def quantize(model: nn.Module, meta: Dict[str, Any], cfg: RunConfig, out: str | 
     if kd_from is not None:
         from neurokd.interop.teachers import as_ref
 
-        if as_ref(kd_from).kind == "checkpoint":
-            pipeline.load_checkpoint(as_ref(kd_from).ref)  # a bad --kd-from fails before any work
+        ref = as_ref(kd_from)
+        if ref.kind == "checkpoint":
+            pipeline.load_checkpoint(ref.ref)  # a bad --kd-from fails before any work
     rd = run_dir(out, "quantize", force, inputs)
     ds = pipeline.load_data(cfg)
     with rd as run:

@@ -207,13 +207,14 @@ def _neuron_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neuron", choices=_choices("student", "neuron"),
                    help="cuba (default) or sdnn: a sigma-delta student (graded input: --encoder "
                         "direct8 or signed8; distill by --method kd only)")
+    _sparsity_args(p)
+
+
+def _sparsity_args(p: argparse.ArgumentParser, how: str = "") -> None:
+    """--sparsity and --target-rate: what the loss charges a sigma-delta network's messages."""
     p.add_argument("--sparsity", type=float, metavar="LAMBDA",
-                   help="sdnn: LAMBDA times the estimated synaptic operations per MAC of the "
-                        "same network as a DNN, added to the loss (convert.sparsity)")
-    _target_rate_arg(p)
-
-
-def _target_rate_arg(p: argparse.ArgumentParser) -> None:
+                   help=f"sdnn: {how}LAMBDA times the estimated synaptic operations per DNN MAC "
+                        "added to the loss (convert.sparsity)")
     p.add_argument("--target-rate", type=float, metavar="R",
                    help="sdnn: aim at R synaptic operations per DNN MAC (0.2: a fifth of the "
                         "DNN's work); the loss charges only the estimate's excess over R, times "
@@ -359,10 +360,7 @@ def _add_convert(sub) -> None:
     p.add_argument("--delta-threshold", type=float, metavar="F",
                    help="sdnn: each layer's delta threshold as a fraction of its largest "
                         "calibrated activation (default 0: every change is sent)")
-    p.add_argument("--sparsity", type=float, metavar="LAMBDA",
-                   help="sdnn: fine-tune first (method qkd) with LAMBDA times the estimated "
-                        "synaptic operations per DNN MAC added to the loss (convert.sparsity)")
-    _target_rate_arg(p)
+    _sparsity_args(p, "fine-tune first (method qkd) with ")
     p.add_argument("--method", choices=_choices("convert", "method"),
                    help="qkd (default; for sdnn only with --sparsity or --target-rate: "
                         "fine-tuning on the 8-bit grid) or plain conversion")

@@ -41,6 +41,14 @@ def input_levels(encoder: str) -> int:
     return enc.input_range[1]
 
 
+def on_input_grid(x: torch.Tensor, encoder: str) -> torch.Tensor:
+    """Samples as a sigma-delta network's first layer reads them: clipped to the encoder's range
+    and rounded to its graded levels (``input_levels``)."""
+    x = x.clamp(-1.0 if get_encoder(encoder).signed else 0.0, 1.0)
+    levels = input_levels(encoder)
+    return torch.round(x * levels) / levels
+
+
 def float_layers(teacher: nn.Module, input_shape, calibration: torch.Tensor
                  ) -> Tuple[List[FloatLayer], Any]:
     """The DNN's layers as the sigma-delta mapping reads them, with each one's largest calibrated
@@ -74,9 +82,9 @@ class SparseReLUNet(nn.Module):
     largest) times the number of synapses it feeds. The input layer's messages are the data's and
     are not counted."""
 
-    def __init__(self, stages, act_max: Sequence[float], levels: int, signed: bool) -> None:
+    def __init__(self, stages, act_max: Sequence[float], encoder: str) -> None:
         super().__init__()
-        self.stages, self.levels, self.low = list(stages), int(levels), -1.0 if signed else 0.0
+        self.stages, self.encoder = list(stages), encoder
         layers = [st for st in self.stages if st.spiking]  # an average pool's fixed weights stay
         self.weights = nn.ParameterList([nn.Parameter(st.weight.clone(), requires_grad=st.kind != "pool")
                                          for st in layers])
@@ -109,8 +117,7 @@ class SparseReLUNet(nn.Module):
         self.macs = float(sum(macs))
 
     def cost(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        h = torch.round(x.clamp(self.low, 1) * self.levels) / self.levels
-        h = h + (x.clamp(self.low, 1) - x.clamp(self.low, 1).detach())  # straight through
+        h = on_input_grid(x, self.encoder)  # the data: no gradient flows into it
         j = k = 0
         synops = torch.zeros(())
         for st in self.stages:
@@ -192,9 +199,7 @@ def sparsity_finetune(teacher: nn.Module, ds, encoder: str, c, seed: int,
     x_cal = calibration_batch(ds, c.calibration, seed)
     stages = dnn_stages(teacher.eval(), ds.input_shape)
     acts = stage_activations(stages, x_cal)
-    enc = get_encoder(encoder)
-    net = SparseReLUNet(stages, [max(float(a.abs().max()), 1e-6) for a in acts],
-                        enc.input_range[1], enc.signed)
+    net = SparseReLUNet(stages, [max(float(a.abs().max()), 1e-6) for a in acts], encoder)
     net.measure_fan_out(x_cal)
     kd, ce = LOSSES.get("kd"), LOSSES.get("ce")
     seed_everything(seed)

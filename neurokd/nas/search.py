@@ -250,11 +250,12 @@ def encoded_batches_for_search(ds, encoder: str, space: SearchSpace, batches: in
     """``batches`` training batches, drawn by ``seed``, encoded once for every candidate: spike or
     current windows for integrate-and-fire candidates; for sigma-delta candidates the frames on
     the encoder's graded input grid (what the first layer's messages carry), no time axis."""
-    from neurokd.convert.sdnn import input_levels
+    from neurokd.convert.sdnn import input_levels, on_input_grid
     from neurokd.data.encoders import encode_window, get_encoder
 
     enc = get_encoder(encoder)
-    levels = input_levels(encoder) if space.neuron == "sdnn" else 0
+    if space.neuron == "sdnn":
+        input_levels(encoder)  # a binary encoder is refused before any draw
     need = batches * batch_size
     if need > len(ds.train):
         raise NeurokdError(f"{batches} batches of {batch_size} need {need} training samples; the "
@@ -265,8 +266,8 @@ def encoded_batches_for_search(ds, encoder: str, space: SearchSpace, batches: in
     for b in range(batches):
         idx = order[b * batch_size:(b + 1) * batch_size]
         x = torch.as_tensor(ds.train.x[idx], dtype=torch.float32)
-        if levels:
-            x = torch.round(x.clamp(-1.0 if enc.signed else 0.0, 1.0) * levels) / levels
+        if space.neuron == "sdnn":
+            x = on_input_grid(x, encoder)
         else:
             x = encode_window(x, enc, space.timesteps, space.max_spiking_layers, gen)
         out.append((x, torch.as_tensor(ds.train.y[idx])))

@@ -174,7 +174,6 @@ class SpikingNet(SpikingModel):
         return report
 
     @torch.no_grad()
-    @torch.no_grad()
     def chip_weights(self, i: int) -> torch.Tensor:
         """Spiking layer ``i``'s exported integer weights (slayer's 8-bit rounding)."""
         blocks = [b for b in self.blocks if getattr(b, "neuron", None) is not None]
@@ -184,6 +183,7 @@ class SpikingNet(SpikingModel):
         shape = weight.shape[:2] if isinstance(layers[i], DenseLayer) else weight.shape[:4]
         return weight.reshape(shape).round()
 
+    @torch.no_grad()
     def state_bound(self, encoder: str, timesteps: int) -> List[Dict[str, Any]]:
         """Bound on the |current| and |voltage| of each spiking layer over *every* admissible input
         (``encoder``'s range on ``timesteps`` frames, any binary spikes into later layers), in the
@@ -196,10 +196,7 @@ class SpikingNet(SpikingModel):
             neuron = getattr(block, "neuron", None)
             if neuron is None:
                 continue
-            syn = block.synapse
-            weight = syn.pre_hook_fx(syn.weight, descale=True)  # the exported integer weights
-            shape = weight.shape[:2] if isinstance(self.spec.layers[i], DenseLayer) else weight.shape[:4]
-            layers.append({"weight": weight.reshape(shape).round(), "vth": int(neuron.v_th_mant)})
+            layers.append({"weight": self.chip_weights(len(layers)), "vth": int(neuron.v_th_mant)})
             index.append(i)
         low, high = encoder_input_range(encoder)
         rows = worst_case_states(self.spec, layers, *self.chip_decays(), self.profile, high,
